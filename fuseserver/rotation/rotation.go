@@ -1,0 +1,386 @@
+// Package rotation decides whether a FUSE server takes new keys. A Manager
+// holds the keys in use and their generation; Swap validates candidates with
+// a Validator, refuses stale generations, treats identical keys as a no-op,
+// applies accepted keys through an Applier, and emits every outcome and
+// every Report as an Event for the parent process.
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"rekey.dev/rekey/internal/keys"
+)
+
+// Result is what a Swap did.
+type Result int
+
+// Results of a Swap.
+const (
+	ResultApplied   Result = iota + 1 // the new keys are in use
+	ResultUnchanged                   // the keys were already in use; nothing changed
+	ResultRefused                     // validation failed; the old keys stay
+	ResultStale                       // the generation is not newer than the current one
+)
+
+func (r Result) String() string {
+	switch r {
+	case ResultApplied:
+		return "applied"
+	case ResultUnchanged:
+		return "unchanged"
+	case ResultRefused:
+		return "refused"
+	case ResultStale:
+		return "stale"
+	}
+	return "unknown"
+}
+
+// Reason classifies a refusal.
+type Reason int
+
+// Reasons of a refusal.
+const (
+	ReasonNone                Reason = iota
+	ReasonInvalidAccessKey           // InvalidAccessKeyId
+	ReasonSignatureMismatch          // SignatureDoesNotMatch
+	ReasonAccessDenied               // AccessDenied / 403
+	ReasonBucketNotFound             // NoSuchBucket
+	ReasonEndpointUnreachable        // connection refused, DNS, TLS
+	ReasonTimeout                    // no answer within the validation timeout
+	ReasonExpiredToken               // ExpiredToken, or an expiration already past
+	ReasonInvalidInput               // keys fail the allowlist
+	ReasonOther                      // any other S3 error
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonNone:
+		return "none"
+	case ReasonInvalidAccessKey:
+		return "invalid credentials"
+	case ReasonSignatureMismatch:
+		return "signature mismatch"
+	case ReasonAccessDenied:
+		return "access denied"
+	case ReasonBucketNotFound:
+		return "bucket not found"
+	case ReasonEndpointUnreachable:
+		return "endpoint unreachable"
+	case ReasonTimeout:
+		return "timeout"
+	case ReasonExpiredToken:
+		return "expired token"
+	case ReasonInvalidInput:
+		return "invalid input"
+	}
+	return "error"
+}
+
+// RefusalError is what a Validator returns for keys that do not work. Its
+// message names the host and the S3 error code, never a key.
+type RefusalError struct {
+	Reason  Reason
+	Message string // e.g. "invalid credentials (host=oss.example.com:443, code=InvalidAccessKeyId)"
+}
+
+func (e *RefusalError) Error() string { return e.Message }
+
+// Validator checks candidate keys with one cheap signed request.
+type Validator interface {
+	Validate(ctx context.Context, k keys.Keys) error
+}
+
+// Applier puts accepted keys into use for every request signed afterwards.
+type Applier interface {
+	SetKeys(k keys.Keys, generation uint64)
+}
+
+// Request asks for a swap.
+type Request struct {
+	Keys       keys.Keys
+	Source     string // who sent the keys, e.g. "secret", "rrsa", "csi-republish"
+	Generation uint64 // monotonic per volume; 0 means "next"
+}
+
+// Outcome is the answer to a Swap.
+type Outcome struct {
+	Result      Result
+	Reason      Reason
+	Message     string    // human-readable; never contains a secret
+	Generation  uint64    // the generation in use after the call
+	Fingerprint string    // fingerprint of the keys in use after the call
+	Time        time.Time // when the call finished
+	Source      string
+}
+
+// Identity describes the volume a Manager serves; Status echoes it.
+type Identity struct {
+	VolumeID  string
+	Bucket    string
+	Prefix    string
+	AuthType  string
+	SecretRef string // namespace/name of the expected Secret, if any
+	RoleARN   string
+}
+
+// Status is a snapshot of a Manager.
+type Status struct {
+	Identity
+	Fingerprint string
+	Expiration  time.Time
+	Generation  uint64
+	Last        Outcome // zero before the first Swap
+	StartedAt   time.Time
+}
+
+// EventKind tells applied swaps, refused swaps and reports apart.
+type EventKind int
+
+// Kinds of events.
+const (
+	EventApplied EventKind = iota + 1
+	EventRefused
+	EventReported
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventApplied:
+		return "applied"
+	case EventRefused:
+		return "refused"
+	case EventReported:
+		return "reported"
+	}
+	return "unknown"
+}
+
+// Event is emitted for every applied or refused swap and every Report.
+// The node plugin turns it into a Pod Event.
+type Event struct {
+	Kind        EventKind
+	VolumeID    string
+	Reason      string // refusal or report reason; empty for applied swaps
+	Generation  uint64
+	Fingerprint string
+	Source      string
+	Time        time.Time
+}
+
+// Limits on Report input, which comes from another process.
+const (
+	MaxReasonLen = 1024
+	MaxSourceLen = 64
+)
+
+// ErrInvalidReport is returned by Report for an empty reason.
+var ErrInvalidReport = errors.New("rotation: report reason is empty")
+
+// Manager serialises swaps for one volume.
+type Manager struct {
+	id        Identity
+	validator Validator
+	applier   Applier
+	now       func() time.Time
+	events    chan Event
+	startedAt time.Time
+
+	swapMu sync.Mutex // one swap at a time; Status does not wait for it
+
+	mu      sync.Mutex
+	current keys.Keys
+	gen     uint64
+	last    Outcome
+}
+
+// Options configure a Manager.
+type Options struct {
+	// EventBuffer is the capacity of the Events channel (default 64). When
+	// the reader falls behind, the oldest event is dropped, never a swap.
+	EventBuffer int
+	// Now replaces time.Now in tests.
+	Now func() time.Time
+}
+
+// New returns a Manager that starts on the initial keys with generation 0.
+func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *Manager {
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 64
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Manager{
+		id:        id,
+		validator: v,
+		applier:   a,
+		now:       opts.Now,
+		events:    make(chan Event, opts.EventBuffer),
+		startedAt: opts.Now(),
+		current:   initial,
+	}
+}
+
+// Events delivers every outcome and report. Read it, or events are dropped
+// (oldest first) once the buffer is full.
+func (m *Manager) Events() <-chan Event { return m.events }
+
+// Swap validates and applies req. It never returns an error: every outcome
+// is described by the Outcome, including refusals.
+func (m *Manager) Swap(ctx context.Context, req Request) Outcome {
+	m.swapMu.Lock()
+	defer m.swapMu.Unlock()
+
+	m.mu.Lock()
+	current, gen := m.current, m.gen
+	m.mu.Unlock()
+
+	out := Outcome{Generation: gen, Fingerprint: current.Fingerprint(), Source: req.Source}
+	switch {
+	case req.Generation != 0 && req.Generation <= gen && !req.Keys.Equal(current):
+		out.Result = ResultStale
+		out.Message = fmt.Sprintf("stale generation %d, current is %d", req.Generation, gen)
+		return m.finish(out, false)
+	case req.Keys.Equal(current):
+		out.Result = ResultUnchanged
+		out.Message = "keys already in use"
+		if req.Generation > gen {
+			// Same keys, newer generation: record it so later pushes compare correctly.
+			m.mu.Lock()
+			m.gen = req.Generation
+			m.mu.Unlock()
+			out.Generation = req.Generation
+			m.applier.SetKeys(current, req.Generation)
+		}
+		return m.finish(out, false)
+	}
+
+	if err := req.Keys.Validate(); err != nil {
+		return m.refuse(out, ReasonInvalidInput, err.Error())
+	}
+	if !req.Keys.Expiration.IsZero() && !req.Keys.Expiration.After(m.now()) {
+		return m.refuse(out, ReasonExpiredToken, "keys expired at "+req.Keys.Expiration.UTC().Format(time.RFC3339))
+	}
+	if err := m.validator.Validate(ctx, req.Keys); err != nil {
+		var ref *RefusalError
+		if errors.As(err, &ref) {
+			return m.refuse(out, ref.Reason, ref.Message)
+		}
+		return m.refuse(out, ReasonOther, err.Error())
+	}
+
+	newGen := req.Generation
+	if newGen == 0 {
+		newGen = gen + 1
+	}
+	m.applier.SetKeys(req.Keys, newGen)
+	m.mu.Lock()
+	m.current, m.gen = req.Keys, newGen
+	m.mu.Unlock()
+	out.Result = ResultApplied
+	out.Generation = newGen
+	out.Fingerprint = req.Keys.Fingerprint()
+	out.Message = "applied"
+	return m.finish(out, true)
+}
+
+func (m *Manager) refuse(out Outcome, reason Reason, msg string) Outcome {
+	out.Result = ResultRefused
+	out.Reason = reason
+	out.Message = msg
+	return m.finish(out, true)
+}
+
+// finish records the outcome as the last one and emits an Event for applied
+// and refused swaps.
+func (m *Manager) finish(out Outcome, emit bool) Outcome {
+	out.Time = m.now()
+	m.mu.Lock()
+	m.last = out
+	m.mu.Unlock()
+	if emit {
+		ev := Event{VolumeID: m.id.VolumeID, Generation: out.Generation, Fingerprint: out.Fingerprint, Source: out.Source, Time: out.Time}
+		if out.Result == ResultApplied {
+			ev.Kind = EventApplied
+		} else {
+			ev.Kind = EventRefused
+			ev.Reason = out.Message
+		}
+		m.emit(ev)
+	}
+	return out
+}
+
+// Report records a failure that happened before any swap (for example STS
+// refused the token) and emits it as an Event. The reason is cleaned of
+// control characters and cut to MaxReasonLen.
+func (m *Manager) Report(source, reason string) error {
+	reason = Clean(reason, MaxReasonLen)
+	if reason == "" {
+		return ErrInvalidReport
+	}
+	m.mu.Lock()
+	gen, fp := m.gen, m.current.Fingerprint()
+	m.mu.Unlock()
+	m.emit(Event{Kind: EventReported, VolumeID: m.id.VolumeID, Reason: reason, Generation: gen,
+		Fingerprint: fp, Source: Clean(source, MaxSourceLen), Time: m.now()})
+	return nil
+}
+
+func (m *Manager) emit(ev Event) {
+	for {
+		select {
+		case m.events <- ev:
+			return
+		default:
+		}
+		select { // full: drop the oldest and try again
+		case <-m.events:
+		default:
+		}
+	}
+}
+
+// Status returns a snapshot.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Status{
+		Identity:    m.id,
+		Fingerprint: m.current.Fingerprint(),
+		Expiration:  m.current.Expiration,
+		Generation:  m.gen,
+		Last:        m.last,
+		StartedAt:   m.startedAt,
+	}
+}
+
+// Clean replaces control characters with spaces, trims and cuts s to at
+// most max bytes on a rune boundary. It makes text from other processes safe
+// for logs and Events.
+func Clean(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

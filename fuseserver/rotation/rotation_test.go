@@ -1,0 +1,120 @@
+package rotation_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"rekey.dev/rekey/fuseserver/rotation"
+	"rekey.dev/rekey/internal/keys"
+)
+
+// fakeValidator accepts the access key IDs in ok and refuses others.
+type fakeValidator struct{ ok map[string]bool }
+
+func (v fakeValidator) Validate(_ context.Context, k keys.Keys) error {
+	if v.ok[k.AccessKeyID] {
+		return nil
+	}
+	return &rotation.RefusalError{Reason: rotation.ReasonInvalidAccessKey, Message: "invalid credentials (host=h:443, code=InvalidAccessKeyId)"}
+}
+
+type recordingApplier struct {
+	applied []string
+	gens    []uint64
+}
+
+func (a *recordingApplier) SetKeys(k keys.Keys, gen uint64) {
+	a.applied = append(a.applied, k.AccessKeyID)
+	a.gens = append(a.gens, gen)
+}
+
+func k(id string) keys.Keys { return keys.Keys{AccessKeyID: id, SecretAccessKey: "secret-" + id} }
+
+func newManager() (*rotation.Manager, *recordingApplier) {
+	a := &recordingApplier{}
+	v := fakeValidator{ok: map[string]bool{"A": true, "B": true, "C": true}}
+	return rotation.New(rotation.Identity{VolumeID: "vol"}, k("A"), v, a, rotation.Options{}), a
+}
+
+func TestSwapSequence(t *testing.T) {
+	m, a := newManager()
+	ctx := context.Background()
+	steps := []struct {
+		name       string
+		req        rotation.Request
+		wantResult rotation.Result
+		wantReason rotation.Reason
+		wantGen    uint64
+		wantFP     string
+	}{
+		{"identical keys are a no-op", rotation.Request{Keys: k("A")}, rotation.ResultUnchanged, rotation.ReasonNone, 0, k("A").Fingerprint()},
+		{"valid keys apply", rotation.Request{Keys: k("B"), Generation: 5}, rotation.ResultApplied, rotation.ReasonNone, 5, k("B").Fingerprint()},
+		{"stale generation refused", rotation.Request{Keys: k("C"), Generation: 4}, rotation.ResultStale, rotation.ReasonNone, 5, k("B").Fingerprint()},
+		{"equal generation with other keys is stale", rotation.Request{Keys: k("C"), Generation: 5}, rotation.ResultStale, rotation.ReasonNone, 5, k("B").Fingerprint()},
+		{"invalid keys refused, old kept", rotation.Request{Keys: k("X"), Generation: 6}, rotation.ResultRefused, rotation.ReasonInvalidAccessKey, 5, k("B").Fingerprint()},
+		{"malformed keys refused", rotation.Request{Keys: keys.Keys{AccessKeyID: "A B", SecretAccessKey: "s"}, Generation: 6}, rotation.ResultRefused, rotation.ReasonInvalidInput, 5, k("B").Fingerprint()},
+		{"expired keys refused", rotation.Request{Keys: keys.Keys{AccessKeyID: "C", SecretAccessKey: "s", Expiration: time.Now().Add(-time.Minute)}, Generation: 6}, rotation.ResultRefused, rotation.ReasonExpiredToken, 5, k("B").Fingerprint()},
+		{"generation 0 means next", rotation.Request{Keys: k("C")}, rotation.ResultApplied, rotation.ReasonNone, 6, k("C").Fingerprint()},
+	}
+	for _, s := range steps {
+		out := m.Swap(ctx, s.req)
+		if out.Result != s.wantResult || out.Reason != s.wantReason || out.Generation != s.wantGen || out.Fingerprint != s.wantFP {
+			t.Fatalf("%s: got %v/%v gen %d fp %s (%s), want %v/%v gen %d fp %s",
+				s.name, out.Result, out.Reason, out.Generation, out.Fingerprint, out.Message, s.wantResult, s.wantReason, s.wantGen, s.wantFP)
+		}
+	}
+	if got := strings.Join(a.applied, ","); got != "B,C" {
+		t.Errorf("applied %s, want B,C", got)
+	}
+	st := m.Status()
+	if st.Generation != 6 || st.Fingerprint != k("C").Fingerprint() || st.Last.Result != rotation.ResultApplied || st.VolumeID != "vol" {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	m, _ := newManager()
+	ctx := context.Background()
+	m.Swap(ctx, rotation.Request{Keys: k("B"), Source: "secret"})
+	m.Swap(ctx, rotation.Request{Keys: k("X"), Source: "secret"})
+	m.Swap(ctx, rotation.Request{Keys: k("B")}) // unchanged: no event
+	if err := m.Report("rrsa", "sts refused\x00 the token\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Report("rrsa", " \n"); !errors.Is(err, rotation.ErrInvalidReport) {
+		t.Fatalf("empty report: %v", err)
+	}
+	var got []string
+	for len(m.Events()) > 0 {
+		ev := <-m.Events()
+		got = append(got, ev.Kind.String()+":"+ev.Reason)
+		if ev.VolumeID != "vol" {
+			t.Errorf("event volume %q", ev.VolumeID)
+		}
+	}
+	want := []string{"applied:", "refused:invalid credentials (host=h:443, code=InvalidAccessKeyId)", "reported:sts refused  the token"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestEventsDropOldestWhenFull(t *testing.T) {
+	m := rotation.New(rotation.Identity{VolumeID: "v"}, k("A"), fakeValidator{}, &recordingApplier{}, rotation.Options{EventBuffer: 2})
+	for _, r := range []string{"one", "two", "three"} {
+		if err := m.Report("s", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, b := <-m.Events(), <-m.Events(); a.Reason != "two" || b.Reason != "three" {
+		t.Errorf("kept %q, %q; want two, three", a.Reason, b.Reason)
+	}
+}
+
+func TestClean(t *testing.T) {
+	if got := rotation.Clean("héllo\tworld", 5); got != "héll" {
+		t.Errorf("Clean = %q", got)
+	}
+}

@@ -1,0 +1,224 @@
+package s3client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"rekey.dev/rekey/fuseserver/rotation"
+	"rekey.dev/rekey/fuseserver/s3client"
+	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/keys"
+)
+
+func startServer(t *testing.T) (*fakes3.Server, keys.Keys) {
+	t.Helper()
+	k := fakes3.NewKeys("AKINIT")
+	srv, err := fakes3.Start(k, "bucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, k
+}
+
+func newClient(t *testing.T, endpoint, bucket string, k keys.Keys, timeout time.Duration) *s3client.Client {
+	t.Helper()
+	c, err := s3client.New(s3client.Config{Endpoint: endpoint, Bucket: bucket, PathStyle: true, ValidateTimeout: timeout}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestValidate(t *testing.T) {
+	srv, good := startServer(t)
+	other := fakes3.NewKeys("AKOTHER")
+	srv.AddKeys(other)
+	wrongSecret := good
+	wrongSecret.SecretAccessKey = "0123456789abcdef0123456789abcdef"
+
+	// A listener that accepts connections and never answers.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	// A port with nothing listening.
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedURL := "http://" + closed.Addr().String()
+	closed.Close()
+
+	tests := []struct {
+		name       string
+		endpoint   string
+		bucket     string
+		keys       keys.Keys
+		wantReason rotation.Reason
+		wantInMsg  []string
+	}{
+		{"valid", srv.URL, "bucket", good, rotation.ReasonNone, nil},
+		{"second valid key", srv.URL, "bucket", other, rotation.ReasonNone, nil},
+		{"unknown access key", srv.URL, "bucket", fakes3.NewKeys("AKNOPE"), rotation.ReasonInvalidAccessKey,
+			[]string{"invalid credentials", "host=" + srv.Host(), "code=InvalidAccessKeyId"}},
+		{"wrong secret", srv.URL, "bucket", wrongSecret, rotation.ReasonSignatureMismatch,
+			[]string{"signature mismatch", "code=SignatureDoesNotMatch"}},
+		{"missing bucket", srv.URL, "nobucket", good, rotation.ReasonBucketNotFound,
+			[]string{"bucket not found", "code=NoSuchBucket"}},
+		{"connection refused", closedURL, "bucket", good, rotation.ReasonEndpointUnreachable,
+			[]string{"endpoint unreachable", "connection refused"}},
+		{"timeout", "http://" + silent.Addr().String(), "bucket", good, rotation.ReasonTimeout,
+			[]string{"timeout after 300ms"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(t, tt.endpoint, tt.bucket, good, 300*time.Millisecond)
+			err := c.Validate(context.Background(), tt.keys)
+			if tt.wantReason == rotation.ReasonNone {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var ref *rotation.RefusalError
+			if !errors.As(err, &ref) {
+				t.Fatalf("Validate error = %v, want *RefusalError", err)
+			}
+			if ref.Reason != tt.wantReason {
+				t.Errorf("reason = %v, want %v (message %q)", ref.Reason, tt.wantReason, ref.Message)
+			}
+			for _, s := range tt.wantInMsg {
+				if !strings.Contains(ref.Message, s) {
+					t.Errorf("message %q lacks %q", ref.Message, s)
+				}
+			}
+			if strings.Contains(ref.Message, tt.keys.SecretAccessKey) {
+				t.Errorf("message leaks the secret: %q", ref.Message)
+			}
+		})
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	tests := []struct {
+		in, want, wantErr string
+	}{
+		{in: "oss-cn-hangzhou.aliyuncs.com", want: "https://oss-cn-hangzhou.aliyuncs.com"},
+		{in: "http://127.0.0.1:9000/", want: "http://127.0.0.1:9000"},
+		{in: "", wantErr: "required"},
+		{in: "ftp://x", wantErr: "scheme"},
+		{in: "https://user:pw@host", wantErr: "user info"},
+		{in: "https://host/?a=b", wantErr: "query"},
+		{in: "https://", wantErr: "no host"},
+	}
+	for _, tt := range tests {
+		u, err := s3client.ParseEndpoint(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseEndpoint(%q) err = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || u.String() != tt.want {
+			t.Errorf("ParseEndpoint(%q) = %v, %v; want %s", tt.in, u, err, tt.want)
+		}
+	}
+}
+
+// TestSwapWhileInFlight holds a request signed with the old keys in a proxy,
+// swaps, revokes the old keys on the server, then releases the request: the
+// server refuses it, and the client retries it with the new keys.
+func TestSwapWhileInFlight(t *testing.T) {
+	srv, oldKeys := startServer(t)
+	setup := srv.Client(oldKeys)
+	if _, err := setup.PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String("bucket"), Key: aws.String("obj"), Body: strings.NewReader("payload"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	target, _ := url.Parse(srv.URL)
+	arrived := make(chan struct{}, 4)
+	release := make(chan struct{})
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/obj") {
+			arrived <- struct{}{}
+			<-release
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = proxy.Serve(ln) }()
+	defer proxy.Close()
+
+	c := newClient(t, "http://"+ln.Addr().String(), "bucket", oldKeys, time.Second)
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := c.API().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("bucket"), Key: aws.String("obj")})
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer out.Body.Close()
+		b, err := io.ReadAll(out.Body)
+		done <- result{b, err}
+	}()
+
+	<-arrived // first attempt, signed with the old keys, is parked
+	newKeys := fakes3.NewKeys("AKNEW")
+	srv.AddKeys(newKeys)
+	c.SetKeys(newKeys, 1)
+	srv.RevokeKeys(oldKeys)
+	close(release)
+
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("GetObject across the swap: %v", r.err)
+	}
+	if !bytes.Equal(r.body, []byte("payload")) {
+		t.Fatalf("body = %q", r.body)
+	}
+	if len(arrived) != 1 {
+		t.Fatalf("want exactly one retry, saw %d more attempts", len(arrived))
+	}
+}
+
+// TestRevokedWithoutSwapFails checks that a genuine authentication failure
+// (no swap happened) is returned, not retried forever.
+func TestRevokedWithoutSwapFails(t *testing.T) {
+	srv, k := startServer(t)
+	c := newClient(t, srv.URL, "bucket", k, time.Second)
+	srv.AddKeys(fakes3.NewKeys("AKKEEP"))
+	srv.RevokeKeys(k)
+	_, err := c.API().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("bucket")})
+	if !s3client.IsAuthError(err) {
+		t.Fatalf("err = %v, want an auth error", err)
+	}
+}
