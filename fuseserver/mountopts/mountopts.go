@@ -1,0 +1,220 @@
+// Package mountopts parses FUSE mount options written the way ossfs and
+// s3fs users write them — `-o uid=1000 -o allow_other` or
+// `uid=1000,allow_other` — against an allowlist. An unknown option, a
+// malformed value or an option given twice is an error that names it; the
+// text never reaches a shell.
+package mountopts
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults applied by Parse.
+const (
+	DefaultUmask         = 0o022
+	DefaultStatCacheTTL  = 60 * time.Second
+	DefaultStatCacheSize = 100000
+	DefaultPartSizeMiB   = 16
+	MinPartSizeMiB       = 5
+	MaxPartSizeMiB       = 5 << 10
+	maxOptionsLen        = 4096
+)
+
+// ErrUnknown is wrapped by errors about options outside the allowlist.
+var ErrUnknown = errors.New("mountopts: unknown option")
+
+// Options are the parsed mount options.
+type Options struct {
+	UID, GID      uint32
+	Umask         uint32 // permission bits removed from files and directories
+	MountUmask    uint32 // permission bits removed from the mount root (mp_umask)
+	AllowOther    bool
+	ReadOnly      bool
+	PathStyle     bool          // use_path_request_style
+	StatCacheTTL  time.Duration // stat_cache_expire (seconds); 0 disables caching
+	StatCacheSize int           // max_stat_cache_size
+	PartSizeMiB   int           // multipart_size
+}
+
+// Default returns the options in effect when none are given.
+func Default() Options {
+	return Options{
+		Umask:         DefaultUmask,
+		MountUmask:    DefaultUmask,
+		StatCacheTTL:  DefaultStatCacheTTL,
+		StatCacheSize: DefaultStatCacheSize,
+		PartSizeMiB:   DefaultPartSizeMiB,
+	}
+}
+
+// option is one allowlist entry: it parses a value into o.
+type option struct {
+	flag  bool // takes no value
+	apply func(o *Options, v string) error
+	help  string
+}
+
+var allowlist = map[string]option{
+	"uid":   {apply: func(o *Options, v string) error { return parseID(&o.UID, v) }, help: "owner UID of all files"},
+	"gid":   {apply: func(o *Options, v string) error { return parseID(&o.GID, v) }, help: "owner GID of all files"},
+	"umask": {apply: func(o *Options, v string) error { return parseMask(&o.Umask, v) }, help: "octal permission bits removed from files and directories"},
+	"mp_umask": {apply: func(o *Options, v string) error { return parseMask(&o.MountUmask, v) },
+		help: "octal permission bits removed from the mount point"},
+	"allow_other":            {flag: true, apply: func(o *Options, _ string) error { o.AllowOther = true; return nil }, help: "let users other than the mounter access the mount"},
+	"ro":                     {flag: true, apply: func(o *Options, _ string) error { o.ReadOnly = true; return nil }, help: "read-only mount"},
+	"use_path_request_style": {flag: true, apply: func(o *Options, _ string) error { o.PathStyle = true; return nil }, help: "path-style bucket addressing"},
+	"stat_cache_expire": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, 0, 86400)
+		o.StatCacheTTL = time.Duration(n) * time.Second
+		return err
+	}, help: "seconds metadata stays cached (0 disables)"},
+	"max_stat_cache_size": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, 0, 10_000_000)
+		o.StatCacheSize = n
+		return err
+	}, help: "entries kept in the metadata cache"},
+	"multipart_size": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, MinPartSizeMiB, MaxPartSizeMiB)
+		o.PartSizeMiB = n
+		return err
+	}, help: "multipart part size in MiB"},
+}
+
+// Names lists the allowed options, for error messages and docs.
+func Names() []string {
+	names := make([]string, 0, len(allowlist))
+	for n := range allowlist {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Parse reads an option string such as `-o uid=1000 -o allow_other,ro` or
+// `uid=1000,allow_other` and returns Default() with the options applied.
+func Parse(s string) (Options, error) {
+	o := Default()
+	if len(s) > maxOptionsLen {
+		return o, fmt.Errorf("mountopts: options are %d bytes, at most %d allowed", len(s), maxOptionsLen)
+	}
+	seen := map[string]bool{}
+	fields := strings.Fields(s)
+	for i := 0; i < len(fields); i++ {
+		f := fields[i]
+		switch {
+		case f == "-o":
+			if i+1 == len(fields) {
+				return o, errors.New("mountopts: -o at the end has no option list")
+			}
+			i++
+			f = fields[i]
+		case strings.HasPrefix(f, "-o"):
+			f = f[2:]
+		case strings.HasPrefix(f, "-"):
+			return o, fmt.Errorf("mountopts: %q is not allowed, only -o option lists are", f)
+		}
+		for _, kv := range strings.Split(f, ",") {
+			if kv == "" {
+				continue
+			}
+			name, value, hasValue := strings.Cut(kv, "=")
+			opt, ok := allowlist[name]
+			if !ok {
+				return o, fmt.Errorf("%w %q (allowed: %s)", ErrUnknown, printable(name), strings.Join(Names(), ", "))
+			}
+			if seen[name] {
+				return o, fmt.Errorf("mountopts: option %q given twice", name)
+			}
+			seen[name] = true
+			if opt.flag && hasValue {
+				return o, fmt.Errorf("mountopts: option %q takes no value", name)
+			}
+			if !opt.flag && (!hasValue || value == "") {
+				return o, fmt.Errorf("mountopts: option %q needs a value", name)
+			}
+			if err := opt.apply(&o, value); err != nil {
+				return o, fmt.Errorf("mountopts: option %q: %w", name, err)
+			}
+		}
+	}
+	return o, nil
+}
+
+// String renders o as an option list Parse reads back, listing only what
+// differs from Default.
+func (o Options) String() string {
+	d := Default()
+	var out []string
+	if o.UID != d.UID {
+		out = append(out, "uid="+strconv.FormatUint(uint64(o.UID), 10))
+	}
+	if o.GID != d.GID {
+		out = append(out, "gid="+strconv.FormatUint(uint64(o.GID), 10))
+	}
+	if o.Umask != d.Umask {
+		out = append(out, fmt.Sprintf("umask=%04o", o.Umask))
+	}
+	if o.MountUmask != d.MountUmask {
+		out = append(out, fmt.Sprintf("mp_umask=%04o", o.MountUmask))
+	}
+	if o.AllowOther {
+		out = append(out, "allow_other")
+	}
+	if o.ReadOnly {
+		out = append(out, "ro")
+	}
+	if o.PathStyle {
+		out = append(out, "use_path_request_style")
+	}
+	if o.StatCacheTTL != d.StatCacheTTL {
+		out = append(out, "stat_cache_expire="+strconv.Itoa(int(o.StatCacheTTL/time.Second)))
+	}
+	if o.StatCacheSize != d.StatCacheSize {
+		out = append(out, "max_stat_cache_size="+strconv.Itoa(o.StatCacheSize))
+	}
+	if o.PartSizeMiB != d.PartSizeMiB {
+		out = append(out, "multipart_size="+strconv.Itoa(o.PartSizeMiB))
+	}
+	return strings.Join(out, ",")
+}
+
+func parseID(dst *uint32, v string) error {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n == math.MaxUint32 {
+		return fmt.Errorf("%q is not a valid ID", printable(v))
+	}
+	*dst = uint32(n)
+	return nil
+}
+
+func parseMask(dst *uint32, v string) error {
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("%q is not an octal mask between 000 and 777", printable(v))
+	}
+	*dst = uint32(n)
+	return nil
+}
+
+func parseInt(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%q is not a number between %d and %d", printable(v), lo, hi)
+	}
+	return n, nil
+}
+
+// printable cuts and quotes user text for an error message.
+func printable(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	q := strconv.QuoteToASCII(s)
+	return q[1 : len(q)-1]
+}
