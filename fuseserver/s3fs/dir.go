@@ -1,0 +1,337 @@
+package s3fs
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// dirNode is a directory: the mount root, a marker "name/", or a prefix
+// with objects under it.
+type dirNode struct {
+	node
+}
+
+var (
+	_ fs.NodeLookuper  = (*dirNode)(nil)
+	_ fs.NodeGetattrer = (*dirNode)(nil)
+	_ fs.NodeSetattrer = (*dirNode)(nil)
+	_ fs.NodeReaddirer = (*dirNode)(nil)
+	_ fs.NodeCreater   = (*dirNode)(nil)
+	_ fs.NodeMkdirer   = (*dirNode)(nil)
+	_ fs.NodeRmdirer   = (*dirNode)(nil)
+	_ fs.NodeUnlinker  = (*dirNode)(nil)
+	_ fs.NodeRenamer   = (*dirNode)(nil)
+	_ fs.NodeLinker    = (*dirNode)(nil)
+	_ fs.NodeSymlinker = (*dirNode)(nil)
+	_ fs.NodeMknoder   = (*dirNode)(nil)
+)
+
+// dirKey is the key prefix of the directory: Options.Prefix for the root,
+// else ending in "/". ok is false if the directory was removed.
+func (d *dirNode) dirKey() (string, bool) {
+	p, ok := d.relPath()
+	if !ok {
+		return "", false
+	}
+	if p == "" {
+		return d.fsys.opts.Prefix, true
+	}
+	return d.fsys.opts.Prefix + p + "/", true
+}
+
+// childKey is the key of the entry name in d.
+func (d *dirNode) childKey(name string) (string, syscall.Errno) {
+	dk, ok := d.dirKey()
+	if !ok {
+		return "", syscall.ENOENT
+	}
+	key := dk + name
+	if len(key)+1 > maxKeyLen {
+		return "", syscall.ENAMETOOLONG
+	}
+	return key, 0
+}
+
+// Lookup finds name: a staged file, an object, or a directory.
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	key, errno := d.childKey(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	ent, errno := d.fsys.stat(ctx, key)
+	d.fsys.log.V(1).Info("lookup", "key", key, "errno", errno)
+	if errno != 0 {
+		return nil, errno
+	}
+	return d.fsys.newChild(ctx, &d.Inode, key, ent, out, false), 0
+}
+
+// Getattr reports the directory's attributes; no S3 call.
+func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fsys.fillDirAttr(&out.Attr, d.IsRoot())
+	return 0
+}
+
+// Setattr accepts and ignores chmod, chown and utimens on directories.
+func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if d.fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	d.fsys.fillDirAttr(&out.Attr, d.IsRoot())
+	return 0
+}
+
+// Readdir lists the directory with ListObjectsV2 and Delimiter "/", over
+// all pages, plus files staged locally that are not in the bucket yet. The
+// listing fills the stat cache so that stat of each entry needs no request.
+func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	f := d.fsys
+	dk, ok := d.dirKey()
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ents := make(map[string]statEntry)
+	err := f.list(ctx, dk, "/", func(out *s3.ListObjectsV2Output) error {
+		var dirs []string
+		for _, o := range out.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), dk)
+			if sub, ok := strings.CutSuffix(name, "/"); ok {
+				// A child's marker listed as an object (some servers do
+				// not fold it into a common prefix).
+				dirs = append(dirs, sub)
+				continue
+			}
+			if !validName(name) { // also skips the directory's own marker
+				continue
+			}
+			ents[name] = statEntry{kind: kindFile, size: aws.ToInt64(o.Size), mtime: aws.ToTime(o.LastModified)}
+		}
+		for _, p := range out.CommonPrefixes {
+			dirs = append(dirs, strings.TrimSuffix(strings.TrimPrefix(aws.ToString(p.Prefix), dk), "/"))
+		}
+		for _, name := range dirs {
+			if !validName(name) {
+				continue
+			}
+			if _, isFile := ents[name]; !isFile { // a file wins, as in Lookup
+				ents[name] = statEntry{kind: kindDir}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		f.log.Error(err, "readdir", "key", dk)
+		return nil, Errno(err)
+	}
+	for name, ent := range f.stagedUnder(dk) {
+		ents[name] = ent
+	}
+	names := make([]string, 0, len(ents))
+	for name, ent := range ents {
+		f.cache.put(dk+name, ent)
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	list := make([]fuse.DirEntry, len(names))
+	for i, name := range names {
+		e := fuse.DirEntry{Name: name, Mode: fuse.S_IFREG}
+		key := dk + name
+		if ents[name].kind == kindDir {
+			e.Mode = fuse.S_IFDIR
+			key += "/"
+		}
+		e.Ino = f.knownIno(key) // 0: the kernel learns it on lookup
+		list[i] = e
+	}
+	f.log.V(1).Info("readdir", "key", dk, "entries", len(list))
+	return fs.NewListDirStream(list), 0
+}
+
+// stagedUnder returns the staged files directly in the directory dk.
+func (f *FS) stagedUnder(dk string) map[string]statEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]statEntry)
+	for key, st := range f.files {
+		name, ok := strings.CutPrefix(key, dk)
+		if !ok || !validName(name) {
+			continue
+		}
+		st.mu.Lock()
+		if st.file != nil && !st.deleted {
+			out[name] = statEntry{kind: kindFile, size: st.size, mtime: st.mtime}
+		}
+		st.mu.Unlock()
+	}
+	return out
+}
+
+// hasStagedUnder reports whether a staged file exists anywhere below dk.
+func (f *FS) hasStagedUnder(dk string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, st := range f.files {
+		if !strings.HasPrefix(key, dk) {
+			continue
+		}
+		st.mu.Lock()
+		staged := st.file != nil && !st.deleted
+		st.mu.Unlock()
+		if staged {
+			return true
+		}
+	}
+	return false
+}
+
+// Create makes a new empty file, staged locally; close uploads it.
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	f := d.fsys
+	if f.opts.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	key, errno := d.childKey(name)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	st, err := f.createState(key)
+	if err != nil {
+		f.log.Error(err, "create", "key", key)
+		return nil, nil, 0, Errno(err)
+	}
+	ent := statEntry{kind: kindFile, mtime: time.Now()}
+	f.cache.put(key, ent)
+	f.log.V(1).Info("create", "key", key)
+	ch := f.newChild(ctx, &d.Inode, key, ent, out, true)
+	return ch, newHandle(f, st, flags), 0, 0
+}
+
+// Mkdir puts the marker "name/" with an empty body.
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	f := d.fsys
+	if f.opts.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	key, errno := d.childKey(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	if err := f.putMarker(ctx, key+"/"); err != nil {
+		f.log.Error(err, "mkdir", "key", key)
+		return nil, Errno(err)
+	}
+	ent := statEntry{kind: kindDir}
+	f.cache.put(key, ent)
+	f.log.V(1).Info("mkdir", "key", key)
+	return f.newChild(ctx, &d.Inode, key, ent, out, false), 0
+}
+
+// Rmdir deletes the marker of an empty directory; ENOTEMPTY if anything
+// else is under its prefix (in the bucket or staged locally).
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	key, errno := d.childKey(name)
+	if errno != 0 {
+		return errno
+	}
+	marker := key + "/"
+	empty, err := f.onlyMarker(ctx, marker)
+	if err != nil {
+		f.log.Error(err, "rmdir", "key", marker)
+		return Errno(err)
+	}
+	if !empty || f.hasStagedUnder(marker) {
+		return syscall.ENOTEMPTY
+	}
+	if err := f.deleteObject(ctx, marker); err != nil {
+		f.log.Error(err, "rmdir", "key", marker)
+		return Errno(err)
+	}
+	f.cache.removePrefix(marker)
+	f.cache.put(key, statEntry{kind: kindMissing})
+	f.dropIno(marker)
+	f.log.V(1).Info("rmdir", "key", marker)
+	return 0
+}
+
+// onlyMarker reports whether nothing but the marker itself is under marker.
+func (f *FS) onlyMarker(ctx context.Context, marker string) (bool, error) {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	out, err := f.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &marker, MaxKeys: aws.Int32(2)})
+	if err != nil {
+		return false, err
+	}
+	for _, o := range out.Contents {
+		if aws.ToString(o.Key) != marker {
+			return false, nil
+		}
+	}
+	return len(out.CommonPrefixes) == 0, nil
+}
+
+// Unlink deletes the object and drops its staged data, if any.
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	key, errno := d.childKey(name)
+	if errno != 0 {
+		return errno
+	}
+	st := f.stateOf(key)
+	if st != nil {
+		st.uploadMu.Lock() // no upload of this file runs or starts meanwhile
+		defer st.uploadMu.Unlock()
+	}
+	if err := f.deleteObject(ctx, key); err != nil {
+		f.log.Error(err, "unlink", "key", key)
+		return Errno(err)
+	}
+	if st != nil {
+		f.markDeleted(st)
+	}
+	f.cache.put(key, statEntry{kind: kindMissing})
+	f.dropIno(key)
+	f.log.V(1).Info("unlink", "key", key)
+	return 0
+}
+
+// Link is not supported: S3 has no hard links.
+func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.fsys.opts.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	return nil, syscall.ENOTSUP
+}
+
+// Symlink is not supported.
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.fsys.opts.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	return nil, syscall.ENOTSUP
+}
+
+// Mknod is not supported (regular files are made with Create).
+func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.fsys.opts.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	return nil, syscall.ENOTSUP
+}

@@ -1,0 +1,24 @@
+// Package s3fs serves one S3 bucket (optionally a prefix inside it) as a FUSE
+// filesystem through the go-fuse/v2 fs API, with the semantics users of s3fs
+// and geesefs expect:
+//
+//   - Objects are files; "a/" markers and common prefixes are directories
+//     (implicit directories need no marker).
+//   - Writes are staged in a local file under Options.StagingDir and uploaded
+//     on close (flush), fsync and release: PutObject for small files,
+//     multipart upload above Options.MultipartThreshold.
+//   - An upload that fails fails the close or fsync with an errno (EACCES for
+//     403, ETIMEDOUT for timeouts, EIO otherwise) and keeps the staged data.
+//     A later flush or fsync retries, a released dirty file is retried in the
+//     background with backoff, and FS.FlushAll uploads whatever is left at
+//     shutdown. Staged data that did not reach the bucket is never deleted
+//     (unless the file itself is unlinked or overwritten by a rename).
+//   - chmod, chown and utimens are accepted and ignored: S3 keeps no POSIX
+//     metadata here, every entry is owned by Options.UID/GID with modes from
+//     Options.Umask, and mtime is the object's LastModified.
+//   - Hard links, symlinks and device nodes are not supported (ENOTSUP).
+//
+// The S3 client is injected as the narrow API interface; it is expected to be
+// configured already (endpoint, credentials that may be swapped live, retries).
+// S3 errors become errnos in one place, Errno.
+package s3fs

@@ -1,0 +1,284 @@
+package s3fs
+
+import (
+	"bytes"
+	"errors"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"io"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestRoundTrip(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	tests := []struct {
+		name      string
+		size      int
+		chunk     int
+		multipart bool
+	}{
+		{name: "small.txt", size: 1234, chunk: 1 << 20},
+		{name: "empty", size: 0, chunk: 1},
+		{name: "exactly-threshold.bin", size: 5 << 20, chunk: 1 << 20},
+		{name: "chunked-20MiB.bin", size: 20<<20 + 12345, chunk: 1 << 20, multipart: true},
+		{name: "multipart-odd-chunks.bin", size: 11<<20 + 7, chunk: 300_001, multipart: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := randomBytes(t, tc.size)
+			partsBefore, completesBefore := e.api.parts.Load(), e.api.completes.Load()
+			if err := writeChunks(e.path(tc.name), data, tc.chunk); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if got := e.mustGet(tc.name); sum(got) != sum(data) {
+				t.Fatalf("bucket object: got %d bytes sha %s, want %d bytes sha %s", len(got), sum(got), len(data), sum(data))
+			}
+			head, err := e.admin.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(testBucket), Key: aws.String(tc.name)})
+			if err != nil {
+				t.Fatalf("head: %v", err)
+			}
+			if got, want := aws.ToString(head.ContentType), contentType(tc.name); got != want {
+				t.Fatalf("Content-Type %q, want %q", got, want)
+			}
+			back, err := os.ReadFile(e.path(tc.name))
+			if err != nil {
+				t.Fatalf("read back: %v", err)
+			}
+			if sum(back) != sum(data) {
+				t.Fatalf("read back: got %d bytes, want %d (sha mismatch)", len(back), len(data))
+			}
+			st, err := os.Stat(e.path(tc.name))
+			if err != nil || st.Size() != int64(tc.size) {
+				t.Fatalf("stat: size %v err %v, want %d", st, err, tc.size)
+			}
+			parts, completes := e.api.parts.Load()-partsBefore, e.api.completes.Load()-completesBefore
+			if tc.multipart {
+				wantParts := int64((tc.size + int(MinPartSize) - 1) / int(MinPartSize))
+				if completes != 1 || parts != wantParts {
+					t.Fatalf("multipart: %d parts, %d completes; want %d parts, 1 complete", parts, completes, wantParts)
+				}
+			} else if parts != 0 || completes != 0 {
+				t.Fatalf("small upload used multipart: %d parts", parts)
+			}
+		})
+	}
+	if p := e.fsys.Pending(); len(p) != 0 {
+		t.Fatalf("Pending after successful closes: %v", p)
+	}
+}
+
+func TestRangedReads(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	data := randomBytes(t, 3<<20+333)
+	e.put("ranged.bin", data)
+	f, err := os.Open(e.path("ranged.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tests := []struct {
+		name    string
+		off, n  int
+		wantN   int
+		wantEOF bool
+	}{
+		{name: "start", off: 0, n: 4096, wantN: 4096},
+		{name: "middle unaligned", off: 1<<20 + 17, n: 100_000, wantN: 100_000},
+		{name: "backwards", off: 12345, n: 777, wantN: 777},
+		{name: "crosses window", off: 2<<20 - 10, n: 1 << 20, wantN: 1 << 20},
+		{name: "tail", off: len(data) - 100, n: 4096, wantN: 100, wantEOF: true},
+		{name: "past end", off: len(data) + 10, n: 10, wantN: 0, wantEOF: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := make([]byte, tc.n)
+			n, err := f.ReadAt(buf, int64(tc.off))
+			if n != tc.wantN {
+				t.Fatalf("ReadAt(%d, %d) = %d, %v; want %d bytes", tc.off, tc.n, n, err, tc.wantN)
+			}
+			if (err == io.EOF) != tc.wantEOF || (err != nil && err != io.EOF) {
+				t.Fatalf("ReadAt err = %v, want EOF %v", err, tc.wantEOF)
+			}
+			if n > 0 && !bytes.Equal(buf[:n], data[tc.off:tc.off+n]) {
+				t.Fatalf("ReadAt(%d, %d): wrong bytes", tc.off, tc.n)
+			}
+		})
+	}
+}
+
+func TestModify(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	orig := []byte("0123456789abcdefghij")
+	tests := []struct {
+		name   string
+		modify func(path string) error
+		want   []byte
+	}{
+		{
+			name:   "overwrite",
+			modify: func(p string) error { return os.WriteFile(p, []byte("new"), 0o644) },
+			want:   []byte("new"),
+		},
+		{
+			name: "append",
+			modify: func(p string) error {
+				f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return err
+				}
+				if _, err := f.Write([]byte("+tail")); err != nil {
+					return err
+				}
+				return f.Close()
+			},
+			want: append(append([]byte{}, orig...), "+tail"...),
+		},
+		{
+			name: "write in place",
+			modify: func(p string) error {
+				f, err := os.OpenFile(p, os.O_WRONLY, 0)
+				if err != nil {
+					return err
+				}
+				if _, err := f.WriteAt([]byte("XY"), 3); err != nil {
+					return err
+				}
+				return f.Close()
+			},
+			want: []byte("012XY56789abcdefghij"),
+		},
+		{name: "truncate smaller", modify: func(p string) error { return os.Truncate(p, 5) }, want: orig[:5]},
+		{name: "truncate larger", modify: func(p string) error { return os.Truncate(p, 25) }, want: append(append([]byte{}, orig...), 0, 0, 0, 0, 0)},
+		{name: "truncate zero", modify: func(p string) error { return os.Truncate(p, 0) }, want: []byte{}},
+		{
+			name: "ftruncate on handle",
+			modify: func(p string) error {
+				f, err := os.OpenFile(p, os.O_RDWR, 0)
+				if err != nil {
+					return err
+				}
+				if err := f.Truncate(8); err != nil {
+					return err
+				}
+				if _, err := f.WriteAt([]byte("!"), 8); err != nil {
+					return err
+				}
+				return f.Close()
+			},
+			want: []byte("01234567!"),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "modify-" + tc.name
+			e.put(key, orig)
+			if err := tc.modify(e.path(key)); err != nil {
+				t.Fatalf("modify: %v", err)
+			}
+			if got := e.mustGet(key); !bytes.Equal(got, tc.want) {
+				t.Fatalf("bucket: got %q, want %q", got, tc.want)
+			}
+			got, err := os.ReadFile(e.path(key))
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Fatalf("mount: got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSharedStaging(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	p := e.path("shared.txt")
+	a, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WriteAt([]byte("hello "), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WriteAt([]byte("world"), 6); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 11)
+	if _, err := b.ReadAt(buf, 0); err != nil || string(buf) != "hello world" {
+		t.Fatalf("read through second handle: %q, %v", buf, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.mustGet("shared.txt"); string(got) != "hello world" {
+		t.Fatalf("bucket after first close: %q", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.fsys.Pending()) != 0 {
+		t.Fatalf("pending: %v", e.fsys.Pending())
+	}
+	eventually(t, 5*time.Second, "staging files removed", func() bool {
+		ents, _ := os.ReadDir(e.fsys.opts.StagingDir)
+		return len(ents) == 0
+	})
+}
+
+func TestContentType(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]string{
+		"a.txt":      "text/plain; charset=utf-8",
+		"dir/b.json": "application/json",
+		"c.PNG":      "image/png",
+		"noext":      "application/octet-stream",
+		"d.unknown1": "application/octet-stream",
+	} {
+		if got := contentType(name); got != want {
+			t.Errorf("contentType(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestStatCache(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		ttl         time.Duration
+		wantVisible bool
+	}{
+		{name: "negative lookups are cached", ttl: time.Minute, wantVisible: false},
+		{name: "caching disabled", ttl: -1, wantVisible: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, Options{StatCacheTTL: tc.ttl}, true)
+			if _, err := os.Stat(e.path("late")); !errors.Is(err, syscall.ENOENT) {
+				t.Fatalf("stat before: %v", err)
+			}
+			e.put("late", []byte("x"))
+			_, err := os.Stat(e.path("late"))
+			if visible := err == nil; visible != tc.wantVisible {
+				t.Fatalf("object created behind the mount: stat err %v, want visible %v", err, tc.wantVisible)
+			}
+			// Names the mount creates itself are visible at once either way.
+			if _, err := os.Stat(e.path("mine")); !errors.Is(err, syscall.ENOENT) {
+				t.Fatalf("stat mine before: %v", err)
+			}
+			if err := os.WriteFile(e.path("mine"), []byte("m"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(e.path("mine")); err != nil || fi.Size() != 1 {
+				t.Fatalf("stat mine: %v %v", fi, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,230 @@
+package s3fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+// ErrNotUploaded is wrapped by the error of FlushAll when staged data could
+// not be uploaded.
+var ErrNotUploaded = errors.New("s3fs: staged data not uploaded")
+
+// FS is the filesystem of one bucket (or prefix). Create it with New, mount
+// its Root once (Mount, Serve or fs.Mount with MountOptions), and call
+// FlushAll and Close at shutdown.
+type FS struct {
+	api     API
+	opts    Options
+	log     logr.Logger
+	root    *dirNode
+	cache   *statCache
+	started time.Time
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool                  // Close was called: no new retries
+	files   map[string]*fileState // by object key
+	inos    map[string]uint64     // inode number by key ("dir/" for directories)
+	inoKeys map[uint64]string     // reverse of inos
+	nextIno uint64
+}
+
+// New validates opts and returns a filesystem that serves opts.Bucket
+// through api.
+func New(api API, opts Options) (*FS, error) {
+	if api == nil {
+		return nil, fmt.Errorf("%w: nil API", ErrInvalidOptions)
+	}
+	opts, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	f := &FS{
+		api:     api,
+		opts:    opts,
+		log:     opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
+		cache:   newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
+		started: time.Now(),
+		files:   make(map[string]*fileState),
+		inos:    make(map[string]uint64),
+		inoKeys: make(map[uint64]string),
+		nextIno: 2, // 1 is the root
+	}
+	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
+	f.root = &dirNode{node: node{fsys: f}}
+	return f, nil
+}
+
+// Root is the root directory node to mount. An FS can be mounted once.
+func (f *FS) Root() fs.InodeEmbedder { return f.root }
+
+// Close stops background upload retries and waits for them. It uploads
+// nothing and deletes no staged data: call FlushAll first.
+func (f *FS) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.bgCancel()
+	f.bg.Wait()
+	return nil
+}
+
+// FlushAll uploads every file with staged data that did not reach the
+// bucket yet (used at shutdown). The error wraps ErrNotUploaded and lists
+// the keys that could not be uploaded with their causes; their data stays
+// staged.
+func (f *FS) FlushAll(ctx context.Context) error {
+	var errs []error
+	for _, ks := range f.dirtyStates() {
+		if err := f.sync(ctx, ks.st); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ks.key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %d file(s): %w", ErrNotUploaded, len(errs), errors.Join(errs...))
+	}
+	return nil
+}
+
+// Pending returns the keys, sorted, whose data is staged locally but did
+// not reach the bucket yet.
+func (f *FS) Pending() []string {
+	states := f.dirtyStates()
+	keys := make([]string, len(states))
+	for i, ks := range states {
+		keys[i] = ks.key
+	}
+	return keys
+}
+
+// inoFor returns the inode number of key, allocating one if needed. Numbers
+// are stable while the kernel knows the inode.
+func (f *FS) inoFor(key string) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ino, ok := f.inos[key]; ok {
+		return ino
+	}
+	return f.allocInoLocked(key)
+}
+
+// freshIno gives key a new inode number (for a newly created file, which
+// must not alias an inode the kernel may still hold for an older object).
+func (f *FS) freshIno(key string) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, ok := f.inos[key]; ok {
+		delete(f.inoKeys, old)
+	}
+	return f.allocInoLocked(key)
+}
+
+func (f *FS) allocInoLocked(key string) uint64 {
+	ino := f.nextIno
+	f.nextIno++
+	f.inos[key] = ino
+	f.inoKeys[ino] = key
+	return ino
+}
+
+// knownIno returns the inode number of key if it has one, else 0.
+func (f *FS) knownIno(key string) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inos[key]
+}
+
+// forgetIno drops the number of an inode the kernel forgot.
+func (f *FS) forgetIno(ino uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if key, ok := f.inoKeys[ino]; ok {
+		delete(f.inoKeys, ino)
+		if f.inos[key] == ino {
+			delete(f.inos, key)
+		}
+	}
+}
+
+// dropIno forgets the number of key (unlinked): a new object under the same
+// name gets a new inode.
+func (f *FS) dropIno(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ino, ok := f.inos[key]; ok {
+		delete(f.inos, key)
+		delete(f.inoKeys, ino)
+	}
+}
+
+// moveInos renames the inode numbers of key (and, if key ends in "/",
+// everything under it) to newKey.
+func (f *FS) moveInos(key, newKey string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, ok := f.inos[newKey]; ok {
+		delete(f.inos, newKey)
+		delete(f.inoKeys, old)
+	}
+	for k, ino := range f.inos {
+		if k == key || (strings.HasSuffix(key, "/") && strings.HasPrefix(k, key)) {
+			nk := newKey + k[len(key):]
+			delete(f.inos, k)
+			f.inos[nk] = ino
+			f.inoKeys[ino] = nk
+		}
+	}
+}
+
+// stat says what key (without trailing slash) is: a locally staged file,
+// an object, or a directory (marker or implicit), consulting the stat cache
+// first. A missing name is cached as missing.
+func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
+	if st := f.stateOf(key); st != nil {
+		if size, mtime, ok := st.staged(); ok {
+			return statEntry{kind: kindFile, size: size, mtime: mtime}, 0
+		}
+	}
+	if ent, ok := f.cache.get(key); ok {
+		if ent.kind == kindMissing {
+			return ent, syscall.ENOENT
+		}
+		return ent, 0
+	}
+	ent, err := f.headFile(ctx, key)
+	if err == nil {
+		f.cache.put(key, ent)
+		return ent, 0
+	}
+	if !isNotFound(err) {
+		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+		return ent, Errno(err)
+	}
+	isDir, err := f.probeDir(ctx, key+"/")
+	if err != nil {
+		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+		return statEntry{}, Errno(err)
+	}
+	if isDir {
+		ent = statEntry{kind: kindDir}
+		f.cache.put(key, ent)
+		return ent, 0
+	}
+	f.cache.put(key, statEntry{kind: kindMissing})
+	return statEntry{kind: kindMissing}, syscall.ENOENT
+}
+
+// fileMode and dirMode are the permission bits of entries.
+func (f *FS) fileMode() uint32 { return 0o666 &^ f.opts.Umask }
+func (f *FS) dirMode() uint32  { return 0o777 &^ f.opts.Umask }

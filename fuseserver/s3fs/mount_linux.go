@@ -1,0 +1,78 @@
+package s3fs
+
+import (
+	"fmt"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// maxWrite is the largest FUSE write request.
+const maxWrite = 1 << 20
+
+// MountOptions returns the go-fuse options to serve f: kernel entry,
+// attribute and negative timeouts from StatCacheTTL, MaxWrite 1 MiB, FsName
+// "rekey:<bucket>", Name "rekey" (type fuse.rekey), DirectMount (no
+// fusermount binary needed), default_permissions (the kernel checks the
+// modes from Umask/UID/GID), no xattrs, and a read-only mount if ReadOnly.
+func (f *FS) MountOptions(allowOther bool) *fs.Options {
+	ttl := f.opts.StatCacheTTL
+	entry, attr, negative := ttl, ttl, ttl
+	o := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:    allowOther,
+			MaxWrite:      maxWrite,
+			FsName:        "rekey:" + f.opts.Bucket,
+			Name:          "rekey",
+			DirectMount:   true,
+			DisableXAttrs: true,
+			MaxBackground: 64,
+			Options:       []string{"default_permissions"},
+		},
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &negative,
+		NullPermissions: true, // modes come from Umask and MountUmask
+		UID:             f.opts.UID,
+		GID:             f.opts.GID,
+	}
+	if f.opts.ReadOnly {
+		o.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
+	}
+	return o
+}
+
+// Mount mounts f at dir itself (mount(2), so it needs CAP_SYS_ADMIN but no
+// fusermount binary) and serves it until the returned server is unmounted.
+func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
+	srv, err := fs.Mount(dir, f.Root(), f.MountOptions(allowOther))
+	if err != nil {
+		return nil, fmt.Errorf("s3fs: mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// Serve serves f on fd, a /dev/fuse descriptor that a parent opened and
+// mount(2)ed (with fd=N in its mount data) before handing it over. It uses
+// go-fuse's magic mountpoint "/dev/fd/N", which skips mounting and reads
+// the INIT request from the fd, so the mount options that matter
+// (allow_other, default_permissions, ro, max_read) are the ones the parent
+// passed to mount(2); allowOther is kept for symmetry with Mount. The
+// returned server cannot Unmount (it does not know the mountpoint): the
+// parent unmounts, after which Wait returns.
+func Serve(fd int, f *FS, allowOther bool) (*fuse.Server, error) {
+	if fd <= 0 {
+		return nil, fmt.Errorf("s3fs: serve: invalid fuse fd %d", fd)
+	}
+	opts := f.MountOptions(allowOther)
+	// With DirectMount set go-fuse would try mount(2) on /dev/fd/N first.
+	opts.DirectMount = false
+	opts.DirectMountStrict = false
+	opts.DirectMountFlags = 0
+	srv, err := fs.Mount(fmt.Sprintf("/dev/fd/%d", fd), f.Root(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("s3fs: serve fd %d: %w", fd, err)
+	}
+	return srv, nil
+}

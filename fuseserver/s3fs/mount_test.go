@@ -1,0 +1,64 @@
+package s3fs
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+func mountWith(dir string, f *FS, opts *fs.Options) (*fuse.Server, error) {
+	return fs.Mount(dir, f.Root(), opts)
+}
+
+func renameat2(oldpath, newpath string, flags uint) error {
+	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, flags)
+	if err != nil {
+		return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: err}
+	}
+	return nil
+}
+
+// TestServeFD plays the parent (csidriver): it opens /dev/fuse, mounts it
+// with mount(2), and hands the fd to Serve.
+func TestServeFD(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, false)
+	dir := t.TempDir()
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open /dev/fuse: %v", err)
+	}
+	data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,max_read=%d,default_permissions", fd, maxWrite)
+	if err := syscall.Mount("rekey:"+testBucket, dir, "fuse.rekey", syscall.MS_NOSUID|syscall.MS_NODEV, data); err != nil {
+		_ = syscall.Close(fd)
+		t.Fatalf("mount: %v", err)
+	}
+	srv, err := Serve(fd, e.fsys, false)
+	if err != nil {
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		t.Fatalf("Serve: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+	})
+	if err := srv.Unmount(); err == nil {
+		t.Fatalf("Unmount of an fd-mode server should fail (it does not know the mountpoint)")
+	}
+	if err := os.WriteFile(dir+"/hello.txt", []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.mustGet("hello.txt"); string(got) != "hi" {
+		t.Fatalf("bucket: %q", got)
+	}
+	if _, err := Serve(0, e.fsys, false); err == nil {
+		t.Fatalf("Serve(0) succeeded")
+	}
+}

@@ -1,0 +1,117 @@
+package s3fs
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// node is what directories and files share: the go-fuse inode and the FS.
+type node struct {
+	fs.Inode
+	fsys *FS
+}
+
+var (
+	_ fs.NodeStatfser    = (*node)(nil)
+	_ fs.NodeOnForgetter = (*node)(nil)
+)
+
+// relPath is the path of the node below the mount root ("" for the root).
+// ok is false for a node that was unlinked (it has no path any more).
+func (n *node) relPath() (p string, ok bool) {
+	var segs []string
+	for in := &n.Inode; !in.IsRoot(); {
+		name, parent := in.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		in = parent
+	}
+	for i, j := 0, len(segs)-1; i < j; i, j = i+1, j-1 {
+		segs[i], segs[j] = segs[j], segs[i]
+	}
+	return strings.Join(segs, "/"), true
+}
+
+// Statfs reports large fixed numbers: a bucket has no meaningful capacity.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const blocks = 1 << 40 // 4 PiB of 4 KiB blocks
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.Blocks = blocks
+	out.Bfree = blocks
+	out.Bavail = blocks
+	out.Files = 1 << 32
+	out.Ffree = 1 << 32
+	out.NameLen = 255
+	return 0
+}
+
+// OnForget releases the inode number of a node the kernel forgot.
+func (n *node) OnForget() {
+	if !n.IsRoot() {
+		n.fsys.forgetIno(n.StableAttr().Ino)
+	}
+}
+
+// validName reports whether an S3 path segment can be a directory entry.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && len(name) <= 255 && !strings.Contains(name, "/")
+}
+
+// fillFileAttr fills the attributes of a file.
+func (f *FS) fillFileAttr(out *fuse.Attr, size int64, mtime time.Time) {
+	if mtime.IsZero() {
+		mtime = f.started
+	}
+	out.Mode = fuse.S_IFREG | f.fileMode()
+	out.Size = uint64(max(size, 0))
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = 4096
+	out.Nlink = 1
+	out.Owner = fuse.Owner{Uid: f.opts.UID, Gid: f.opts.GID}
+	out.SetTimes(&mtime, &mtime, &mtime)
+}
+
+// fillDirAttr fills the attributes of a directory. Directories have no
+// time in S3; they show the mount time.
+func (f *FS) fillDirAttr(out *fuse.Attr, root bool) {
+	perm := f.dirMode()
+	if root {
+		perm = 0o777 &^ f.opts.MountUmask
+	}
+	out.Mode = fuse.S_IFDIR | perm
+	out.Size = 4096
+	out.Blocks = 8
+	out.Blksize = 4096
+	out.Nlink = 1 // "unknown number of subdirectories" for find(1)
+	out.Owner = fuse.Owner{Uid: f.opts.UID, Gid: f.opts.GID}
+	t := f.started
+	out.SetTimes(&t, &t, &t)
+}
+
+// newChild returns the inode for key (without trailing slash) below parent
+// and fills out.
+func (f *FS) newChild(ctx context.Context, parent *fs.Inode, key string, ent statEntry, out *fuse.EntryOut, fresh bool) *fs.Inode {
+	if ent.kind == kindDir {
+		ch := parent.NewInode(ctx, &dirNode{node: node{fsys: f}}, fs.StableAttr{Mode: fuse.S_IFDIR, Ino: f.inoFor(key + "/")})
+		f.fillDirAttr(&out.Attr, false)
+		return ch
+	}
+	ino := f.inoFor(key)
+	if fresh {
+		ino = f.freshIno(key)
+	}
+	ch := parent.NewInode(ctx, &fileNode{node: node{fsys: f}}, fs.StableAttr{Mode: fuse.S_IFREG, Ino: ino})
+	if fn, ok := ch.Operations().(*fileNode); ok {
+		fn.remember(ent)
+	}
+	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+	return ch
+}

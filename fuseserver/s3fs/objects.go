@@ -1,0 +1,167 @@
+package s3fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// dirContentType is the Content-Type of directory markers, as s3fs writes them.
+const dirContentType = "application/x-directory"
+
+// reqCtx bounds one S3 request by Options.RequestTimeout.
+func (f *FS) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, f.opts.RequestTimeout)
+}
+
+// headFile stats the object key.
+func (f *FS) headFile(ctx context.Context, key string) (statEntry, error) {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	out, err := f.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.opts.Bucket, Key: &key})
+	if err != nil {
+		return statEntry{}, fmt.Errorf("head %s: %w", key, err)
+	}
+	return statEntry{kind: kindFile, size: aws.ToInt64(out.ContentLength), mtime: aws.ToTime(out.LastModified)}, nil
+}
+
+// probeDir reports whether anything (a marker or any object) exists under
+// dirKey, which ends in "/".
+func (f *FS) probeDir(ctx context.Context, dirKey string) (bool, error) {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	out, err := f.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &dirKey, MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return false, fmt.Errorf("list %s: %w", dirKey, err)
+	}
+	return len(out.Contents) > 0 || len(out.CommonPrefixes) > 0, nil
+}
+
+// list pages through ListObjectsV2 under prefix and calls fn for each page.
+// An empty delimiter lists recursively.
+func (f *FS) list(ctx context.Context, prefix, delimiter string, fn func(*s3.ListObjectsV2Output) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &prefix}
+	if delimiter != "" {
+		in.Delimiter = &delimiter
+	}
+	for {
+		rctx, cancel := f.reqCtx(ctx)
+		out, err := f.api.ListObjectsV2(rctx, in)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
+		}
+		if err := fn(out); err != nil {
+			return err
+		}
+		if !aws.ToBool(out.IsTruncated) || aws.ToString(out.NextContinuationToken) == "" {
+			return nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
+// rangeResult is one ranged GET.
+type rangeResult struct {
+	data  []byte // shorter than asked at the end of the object; empty past it
+	etag  string
+	mtime time.Time
+}
+
+// getRange reads up to n bytes of key at off. If etag is not empty the
+// object must still have that ETag.
+func (f *FS) getRange(ctx context.Context, key string, off, n int64, etag string) (rangeResult, error) {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	in := &s3.GetObjectInput{
+		Bucket: &f.opts.Bucket,
+		Key:    &key,
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+	}
+	if etag != "" {
+		in.IfMatch = &etag
+	}
+	out, err := f.api.GetObject(ctx, in)
+	if err != nil {
+		if isInvalidRange(err) {
+			return rangeResult{}, nil
+		}
+		return rangeResult{}, fmt.Errorf("get %s at %d: %w", key, off, err)
+	}
+	defer out.Body.Close()
+	buf := make([]byte, n)
+	got, err := io.ReadFull(out.Body, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return rangeResult{}, fmt.Errorf("get %s at %d: read body: %w", key, off, err)
+	}
+	return rangeResult{data: buf[:got], etag: aws.ToString(out.ETag), mtime: aws.ToTime(out.LastModified)}, nil
+}
+
+// putMarker creates the directory marker dirKey (ending in "/").
+func (f *FS) putMarker(ctx context.Context, dirKey string) error {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	_, err := f.api.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &f.opts.Bucket,
+		Key:           &dirKey,
+		Body:          strings.NewReader(""),
+		ContentLength: aws.Int64(0),
+		ContentType:   aws.String(dirContentType),
+	})
+	if err != nil {
+		return fmt.Errorf("put marker %s: %w", dirKey, err)
+	}
+	return nil
+}
+
+// deleteObject deletes key; a missing object is no error.
+func (f *FS) deleteObject(ctx context.Context, key string) error {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	_, err := f.api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &f.opts.Bucket, Key: &key})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// copyObject copies src to dst inside the bucket, keeping metadata.
+func (f *FS) copyObject(ctx context.Context, src, dst string) error {
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	_, err := f.api.CopyObject(ctx, &s3.CopyObjectInput{
+		Bucket:     &f.opts.Bucket,
+		Key:        &dst,
+		CopySource: aws.String(copySource(f.opts.Bucket, src)),
+	})
+	if err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// copySource is the URL-encoded "bucket/key" CopyObject expects.
+func copySource(bucket, key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return bucket + "/" + strings.Join(segs, "/")
+}
+
+// contentType guesses the Content-Type of key from its extension.
+func contentType(key string) string {
+	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}

@@ -1,0 +1,249 @@
+package s3fs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+// Flags of renameat2(2).
+const (
+	renameNoReplace = 1
+	renameExchange  = 2
+)
+
+// renameConcurrency is how many objects a directory rename copies or
+// deletes at once.
+const renameConcurrency = 8
+
+// Rename moves a file (CopyObject + DeleteObject, or an upload of its staged
+// data to the new name) or a directory (every key under it, one by one; not
+// atomic). RENAME_EXCHANGE is not supported (EINVAL).
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	f := d.fsys
+	if f.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if flags&^renameNoReplace != 0 {
+		return syscall.EINVAL
+	}
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	src, errno := d.childKey(name)
+	if errno != 0 {
+		return errno
+	}
+	dst, errno := np.childKey(newName)
+	if errno != 0 {
+		return errno
+	}
+	if src == dst {
+		return 0
+	}
+	ent, errno := f.stat(ctx, src)
+	if errno != 0 {
+		return errno
+	}
+	dent, derrno := f.stat(ctx, dst)
+	if derrno != 0 && derrno != syscall.ENOENT {
+		return derrno
+	}
+	dstExists := derrno == 0
+	if dstExists && flags&renameNoReplace != 0 {
+		return syscall.EEXIST
+	}
+
+	var err error
+	if ent.kind == kindDir {
+		if strings.HasPrefix(dst+"/", src+"/") {
+			return syscall.EINVAL // into itself
+		}
+		if dstExists {
+			if dent.kind != kindDir {
+				return syscall.ENOTDIR
+			}
+			empty, err := f.onlyMarker(ctx, dst+"/")
+			if err != nil {
+				return Errno(err)
+			}
+			if !empty || f.hasStagedUnder(dst+"/") {
+				return syscall.ENOTEMPTY
+			}
+		}
+		err = f.renameDir(ctx, src+"/", dst+"/")
+	} else {
+		if dstExists && dent.kind == kindDir {
+			return syscall.EISDIR
+		}
+		err = f.renameFile(ctx, src, dst)
+	}
+	if err != nil {
+		f.log.Error(err, "rename", "key", src, "newKey", dst)
+		return Errno(err)
+	}
+	f.log.V(1).Info("rename", "key", src, "newKey", dst)
+	return 0
+}
+
+// renameFile moves the object src to dst. A staged file uploads its staged
+// content to dst instead of copying (it may be newer than the object).
+func (f *FS) renameFile(ctx context.Context, src, dst string) error {
+	st := f.stateOf(src)
+	var (
+		gen    uint64
+		staged bool
+	)
+	if st != nil {
+		st.uploadMu.Lock()
+		defer st.uploadMu.Unlock()
+		_, _, staged = st.staged()
+	}
+	if staged {
+		var err error
+		if gen, err = f.syncLocked(ctx, st, dst); err != nil {
+			return err
+		}
+	} else if err := f.copyObject(ctx, src, dst); err != nil {
+		return err
+	}
+	if err := f.deleteObject(ctx, src); err != nil {
+		return err
+	}
+	if other := f.stateOf(dst); other != nil && other != st {
+		f.markDeleted(other) // overwritten by the rename
+	}
+	if st != nil {
+		f.moveStates(src, dst)
+		if staged {
+			st.markUploaded(gen)
+		}
+	}
+	f.cache.put(src, statEntry{kind: kindMissing})
+	f.cache.remove(dst)
+	f.moveInos(src, dst)
+	return nil
+}
+
+// renameDir moves every key under srcPrefix to dstPrefix: staged files are
+// uploaded first, then all objects are copied, then the originals deleted.
+// A failure before the deletes leaves the source complete.
+func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
+	for _, ks := range f.dirtyStates() {
+		if strings.HasPrefix(ks.key, srcPrefix) {
+			if err := f.sync(ctx, ks.st); err != nil {
+				return err
+			}
+		}
+	}
+	var keys []string
+	err := f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = parallel(ctx, keys, func(ctx context.Context, key string) error {
+		return f.copyObject(ctx, key, dstPrefix+key[len(srcPrefix):])
+	})
+	if err != nil {
+		return err
+	}
+	err = parallel(ctx, keys, func(ctx context.Context, key string) error {
+		return f.deleteObject(ctx, key)
+	})
+	if err != nil {
+		return err
+	}
+	f.moveStates(srcPrefix, dstPrefix)
+	src, dst := strings.TrimSuffix(srcPrefix, "/"), strings.TrimSuffix(dstPrefix, "/")
+	f.cache.removePrefix(srcPrefix)
+	f.cache.removePrefix(dstPrefix)
+	f.cache.put(src, statEntry{kind: kindMissing})
+	f.cache.put(dst, statEntry{kind: kindDir})
+	f.moveInos(srcPrefix, dstPrefix)
+	return nil
+}
+
+// moveStates re-keys the state of src (or, if src ends in "/", of every key
+// under it) to dst. States already at the new keys are overwritten.
+func (f *FS) moveStates(src, dst string) {
+	f.mu.Lock()
+	var moved, overwritten []*fileState
+	for key, st := range f.files {
+		if key == src || (strings.HasSuffix(src, "/") && strings.HasPrefix(key, src)) {
+			moved = append(moved, st)
+			delete(f.files, key)
+		}
+	}
+	for _, st := range moved {
+		st.mu.Lock()
+		st.key = dst + st.key[len(src):]
+		if old, ok := f.files[st.key]; ok {
+			overwritten = append(overwritten, old)
+		}
+		f.files[st.key] = st
+		st.mu.Unlock()
+	}
+	f.mu.Unlock()
+	for _, old := range overwritten {
+		old.mu.Lock()
+		old.deleted = true
+		old.mu.Unlock()
+		f.maybeDrop(old)
+	}
+}
+
+// parallel runs fn for each key, renameConcurrency at a time, and returns
+// the first error (the remaining keys are skipped).
+func parallel(ctx context.Context, keys []string, fn func(context.Context, string) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     = make(chan string)
+	)
+	for range min(renameConcurrency, len(keys)) {
+		wg.Go(func() {
+			for key := range next {
+				if err := fn(ctx, key); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+				}
+			}
+		})
+	}
+feed:
+	for _, key := range keys {
+		select {
+		case next <- key:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rename: %w", err)
+	}
+	return nil
+}

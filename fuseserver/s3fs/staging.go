@@ -1,0 +1,404 @@
+package s3fs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+// fileState is the local state of one object key while it is open or has
+// staged data: the staging file with its full content (nil until the first
+// write or truncate) and whether that content reached the bucket. All
+// handles of the key share it. FS.files holds it from the first open until
+// it is closed and clean (or unlinked).
+//
+// Lock order: uploadMu, then FS.mu, then mu.
+type fileState struct {
+	// uploadMu serialises uploads, renames and deletes of the object so a
+	// background retry never races them.
+	uploadMu sync.Mutex
+
+	mu       sync.Mutex
+	key      string
+	file     *os.File // staged content, nil if not staged
+	size     int64
+	mtime    time.Time
+	gen      uint64 // bumped by every change of the staged content
+	uploaded uint64 // gen that last reached the bucket
+	opens    int
+	deleted  bool // unlinked or overwritten: never upload again
+	retrying bool // a background retry goroutine runs
+}
+
+// dirtyLocked reports whether staged data has not reached the bucket yet.
+func (s *fileState) dirtyLocked() bool {
+	return s.file != nil && !s.deleted && s.gen != s.uploaded
+}
+
+// staged returns the staged size and mtime if the content is staged.
+func (s *fileState) staged() (size int64, mtime time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return 0, time.Time{}, false
+	}
+	return s.size, s.mtime, true
+}
+
+// stagedFile returns the staging file or nil. The file stays open while
+// the caller holds an open reference (opens > 0).
+func (s *fileState) stagedFile() *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.file
+}
+
+// acquireState returns the state of key with one more open reference,
+// creating it if needed.
+func (f *FS) acquireState(key string) *fileState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.files[key]
+	if !ok {
+		st = &fileState{key: key}
+		f.files[key] = st
+	}
+	st.mu.Lock()
+	st.opens++
+	st.mu.Unlock()
+	return st
+}
+
+// createState starts key as a new empty file with one open reference. It
+// replaces any state the key had.
+func (f *FS) createState(key string) (*fileState, error) {
+	file, err := f.newStagingFile()
+	if err != nil {
+		return nil, err
+	}
+	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, opens: 1}
+	f.mu.Lock()
+	old := f.files[key]
+	f.files[key] = st
+	f.mu.Unlock()
+	if old != nil {
+		f.markDeleted(old)
+	}
+	return st, nil
+}
+
+// stateOf returns the current state of key without taking a reference.
+func (f *FS) stateOf(key string) *fileState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.files[key]
+}
+
+// releaseState drops one open reference. A state left dirty is retried in
+// the background; a clean one is dropped.
+func (f *FS) releaseState(st *fileState) {
+	st.mu.Lock()
+	st.opens--
+	dirty := st.dirtyLocked()
+	st.mu.Unlock()
+	if dirty {
+		f.scheduleRetry(st)
+		return
+	}
+	f.maybeDrop(st)
+}
+
+// maybeDrop forgets st and its staging file if nobody uses it and it holds
+// nothing that still has to be uploaded.
+func (f *FS) maybeDrop(st *fileState) {
+	f.mu.Lock()
+	st.mu.Lock()
+	if st.opens > 0 || st.retrying || st.dirtyLocked() {
+		st.mu.Unlock()
+		f.mu.Unlock()
+		return
+	}
+	if f.files[st.key] == st {
+		delete(f.files, st.key)
+	}
+	file := st.file
+	st.file = nil
+	st.mu.Unlock()
+	f.mu.Unlock()
+	if file != nil {
+		f.removeStagingFile(file)
+	}
+}
+
+// markDeleted stops st from ever being uploaded again (its name was
+// unlinked or overwritten) and drops it from FS.files.
+func (f *FS) markDeleted(st *fileState) {
+	f.mu.Lock()
+	st.mu.Lock()
+	st.deleted = true
+	if f.files[st.key] == st {
+		delete(f.files, st.key)
+	}
+	st.mu.Unlock()
+	f.mu.Unlock()
+	f.maybeDrop(st)
+}
+
+func (f *FS) newStagingFile() (*os.File, error) {
+	file, err := os.CreateTemp(f.opts.StagingDir, "stage-*") // mode 0600
+	if err != nil {
+		return nil, fmt.Errorf("create staging file: %w", err)
+	}
+	return file, nil
+}
+
+func (f *FS) removeStagingFile(file *os.File) {
+	_ = file.Close()
+	if err := os.Remove(file.Name()); err != nil {
+		f.log.Error(err, "remove staging file", "path", file.Name())
+	}
+}
+
+// loadLocked stages the current content of the object (st.mu held). A
+// missing object stages as empty.
+func (f *FS) loadLocked(ctx context.Context, st *fileState) error {
+	if st.file != nil {
+		return nil
+	}
+	file, err := f.newStagingFile()
+	if err != nil {
+		return err
+	}
+	size, mtime, err := f.download(ctx, st.key, file)
+	if err != nil {
+		f.removeStagingFile(file)
+		return err
+	}
+	st.file, st.size, st.mtime = file, size, mtime
+	// Staged content equals the bucket: clean.
+	st.uploaded = st.gen
+	return nil
+}
+
+// download copies key into file in PartSize ranges, each its own request,
+// pinned to the ETag of the first so that a concurrent overwrite fails the
+// download instead of mixing versions.
+func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, time.Time, error) {
+	chunk := f.opts.PartSize
+	var (
+		off   int64
+		etag  string
+		mtime = time.Now()
+	)
+	for {
+		res, err := f.getRange(ctx, key, off, chunk, etag)
+		if err != nil {
+			if off == 0 && isNotFound(err) {
+				return 0, mtime, nil
+			}
+			return 0, mtime, err
+		}
+		if off == 0 {
+			etag = res.etag
+			if !res.mtime.IsZero() {
+				mtime = res.mtime
+			}
+		}
+		if len(res.data) > 0 {
+			if _, err := file.WriteAt(res.data, off); err != nil {
+				return 0, mtime, fmt.Errorf("stage %s: %w", key, err)
+			}
+		}
+		off += int64(len(res.data))
+		if int64(len(res.data)) < chunk {
+			return off, mtime, nil
+		}
+	}
+}
+
+// truncate sets the staged size of st, staging the object first unless the
+// new size is 0.
+func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.file == nil {
+		if size == 0 {
+			file, err := f.newStagingFile()
+			if err != nil {
+				return err
+			}
+			st.file, st.size = file, 0
+		} else if err := f.loadLocked(ctx, st); err != nil {
+			return err
+		}
+	}
+	if err := st.file.Truncate(size); err != nil {
+		return fmt.Errorf("truncate staging of %s: %w", st.key, err)
+	}
+	st.size = size
+	st.mtime = time.Now()
+	st.gen++
+	return nil
+}
+
+// writeAt writes data at off into the staging of st, staging the object
+// first if needed. With appendMode the data goes to the end.
+func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64, appendMode bool) (int, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := f.loadLocked(ctx, st); err != nil {
+		return 0, err
+	}
+	if appendMode {
+		off = st.size
+	}
+	n, err := st.file.WriteAt(data, off)
+	if end := off + int64(n); end > st.size {
+		st.size = end
+	}
+	if n > 0 {
+		st.mtime = time.Now()
+		st.gen++
+	}
+	if err != nil {
+		return n, fmt.Errorf("write staging of %s: %w", st.key, err)
+	}
+	return n, nil
+}
+
+// sync uploads the staged content of st if it is dirty. On failure the
+// state stays dirty so that a later sync retries.
+func (f *FS) sync(ctx context.Context, st *fileState) error {
+	st.uploadMu.Lock()
+	defer st.uploadMu.Unlock()
+	_, err := f.syncLocked(ctx, st, "")
+	return err
+}
+
+// syncLocked is sync with st.uploadMu held. A non-empty key uploads the
+// staged content there instead, dirty or not, and leaves marking it clean
+// to the caller (rename); it returns the generation it uploaded.
+func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64, error) {
+	st.mu.Lock()
+	own := key == ""
+	if st.file == nil || st.deleted || (own && st.gen == st.uploaded) {
+		st.mu.Unlock()
+		return 0, nil
+	}
+	if own {
+		key = st.key
+	}
+	gen, size, file, mtime := st.gen, st.size, st.file, st.mtime
+	st.mu.Unlock()
+
+	start := time.Now()
+	if err := f.putFile(ctx, key, file, size); err != nil {
+		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
+		return 0, err
+	}
+	f.log.V(1).Info("uploaded", "key", key, "size", size, "duration", time.Since(start))
+	if own {
+		st.markUploaded(gen)
+	}
+	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime})
+	return gen, nil
+}
+
+// markUploaded records that generation gen reached the bucket.
+func (s *fileState) markUploaded(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen > s.uploaded {
+		s.uploaded = gen
+	}
+}
+
+// Retry backoff of released dirty files.
+const (
+	retryFirst = 500 * time.Millisecond
+	retryMax   = 30 * time.Second
+)
+
+// scheduleRetry uploads st in the background with exponential backoff until
+// it is clean, deleted, or the FS is closed.
+func (f *FS) scheduleRetry(st *fileState) {
+	st.mu.Lock()
+	if st.retrying || !st.dirtyLocked() {
+		st.mu.Unlock()
+		return
+	}
+	st.retrying = true
+	st.mu.Unlock()
+
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		st.mu.Lock()
+		st.retrying = false
+		st.mu.Unlock()
+		return
+	}
+	f.bg.Add(1) // under f.mu, so never concurrent with Close's Wait
+	f.mu.Unlock()
+	go func() {
+		defer f.bg.Done()
+		delay := retryFirst
+		for {
+			// Wait first: the release that scheduled this follows a
+			// flush that has just failed.
+			timer := time.NewTimer(delay)
+			select {
+			case <-f.bgCtx.Done():
+				timer.Stop()
+				st.mu.Lock()
+				st.retrying = false
+				st.mu.Unlock()
+				return
+			case <-timer.C:
+			}
+			err := f.sync(f.bgCtx, st)
+			st.mu.Lock()
+			done := !st.dirtyLocked()
+			if done {
+				st.retrying = false
+			}
+			key := st.key
+			st.mu.Unlock()
+			if done {
+				f.log.V(1).Info("background upload done", "key", key)
+				f.maybeDrop(st)
+				return
+			}
+			if err != nil {
+				f.log.Info("background upload failed, will retry", "key", key, "retryIn", delay, "error", err.Error())
+			}
+			delay = min(delay*2, retryMax)
+		}
+	}()
+}
+
+// keyedState is a state with its key at the time it was listed.
+type keyedState struct {
+	key string
+	st  *fileState
+}
+
+// dirtyStates returns the states with data that did not reach the bucket,
+// sorted by key.
+func (f *FS) dirtyStates() []keyedState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []keyedState
+	for _, st := range f.files {
+		st.mu.Lock()
+		if st.dirtyLocked() {
+			out = append(out, keyedState{key: st.key, st: st})
+		}
+		st.mu.Unlock()
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].key < out[b].key })
+	return out
+}

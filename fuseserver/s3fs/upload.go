@@ -1,0 +1,147 @@
+package s3fs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// partConcurrency is how many parts of one multipart upload are in flight.
+const partConcurrency = 4
+
+// putFile uploads size bytes of r as key: one PutObject up to
+// MultipartThreshold, a multipart upload above it.
+func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64) error {
+	if size > f.opts.MultipartThreshold {
+		return f.putMultipart(ctx, key, r, size)
+	}
+	ctx, cancel := f.reqCtx(ctx)
+	defer cancel()
+	_, err := f.api.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &f.opts.Bucket,
+		Key:           &key,
+		Body:          io.NewSectionReader(r, 0, size),
+		ContentLength: aws.Int64(size),
+		ContentType:   aws.String(contentType(key)),
+	})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// partSizeFor returns the part size for an object of size bytes, raised
+// above Options.PartSize if it would otherwise need more than maxParts.
+func (f *FS) partSizeFor(size int64) int64 {
+	ps := f.opts.PartSize
+	if min := (size + maxParts - 1) / maxParts; ps < min {
+		ps = min
+	}
+	return ps
+}
+
+// putMultipart uploads r as key in parts, partConcurrency at a time, and
+// aborts the upload if any step fails.
+func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64) (err error) {
+	cctx, cancel := f.reqCtx(ctx)
+	created, err := f.api.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
+		Bucket:      &f.opts.Bucket,
+		Key:         &key,
+		ContentType: aws.String(contentType(key)),
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create multipart upload %s: %w", key, err)
+	}
+	uploadID := created.UploadId
+	defer func() {
+		if err == nil {
+			return
+		}
+		// The caller's context may be what failed; abort on a fresh one.
+		actx, cancel := f.reqCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		if _, aerr := f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket: &f.opts.Bucket, Key: &key, UploadId: uploadID,
+		}); aerr != nil {
+			f.log.Error(aerr, "abort multipart upload", "key", key)
+		}
+	}()
+
+	partSize := f.partSizeFor(size)
+	nparts := int((size + partSize - 1) / partSize)
+	parts := make([]types.CompletedPart, nparts)
+
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     = make(chan int)
+	)
+	for range min(partConcurrency, nparts) {
+		wg.Go(func() {
+			for i := range next {
+				off := int64(i) * partSize
+				n := min(partSize, size-off)
+				rctx, cancel := f.reqCtx(pctx)
+				out, perr := f.api.UploadPart(rctx, &s3.UploadPartInput{
+					Bucket:        &f.opts.Bucket,
+					Key:           &key,
+					UploadId:      uploadID,
+					PartNumber:    aws.Int32(int32(i + 1)),
+					Body:          io.NewSectionReader(r, off, n),
+					ContentLength: aws.Int64(n),
+				})
+				cancel()
+				mu.Lock()
+				if perr != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("upload part %d of %s: %w", i+1, key, perr)
+					}
+					stop()
+				} else {
+					parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for i := range nparts {
+		select {
+		case next <- i:
+		case <-pctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := pctx.Err(); err != nil {
+		return fmt.Errorf("upload %s: %w", key, err)
+	}
+	sort.Slice(parts, func(a, b int) bool { return aws.ToInt32(parts[a].PartNumber) < aws.ToInt32(parts[b].PartNumber) })
+
+	cctx, cancel = f.reqCtx(ctx)
+	defer cancel()
+	_, err = f.api.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          &f.opts.Bucket,
+		Key:             &key,
+		UploadId:        uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return fmt.Errorf("complete multipart upload %s: %w", key, err)
+	}
+	return nil
+}
