@@ -95,11 +95,13 @@ func New(cfg Config, initial keys.Keys) (*Client, error) {
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 		Retryer:                    newRetryer(cfg.MaxAttempts),
 		APIOptions:                 []func(*middleware.Stack) error{addAuthRetry(c.provider)},
+		HTTPSignerV4:               newKeySafeSigner(),
 	}
 	c.api = s3.New(opts)
 	c.probe = s3.New(opts, func(o *s3.Options) {
 		o.Retryer = aws.NopRetryer{}
 		o.APIOptions = nil
+		o.HTTPSignerV4 = newKeySafeSigner() // the probe signs with candidate keys; keep its cache apart
 	})
 	return c, nil
 }

@@ -222,3 +222,30 @@ func TestRevokedWithoutSwapFails(t *testing.T) {
 		t.Fatalf("err = %v, want an auth error", err)
 	}
 }
+
+// TestNewSecretSameAccessKey swaps to a new secret for the same access key
+// ID. The SDK's signer caches derived keys by access key ID only; without
+// keySafeSigner the probe and the requests after the swap would be signed
+// with the old secret.
+func TestNewSecretSameAccessKey(t *testing.T) {
+	srv, k := startServer(t)
+	c := newClient(t, srv.URL, "bucket", k, time.Second)
+	if _, err := c.API().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("bucket")}); err != nil {
+		t.Fatal(err)
+	}
+	wrong := k
+	wrong.SecretAccessKey = strings.Repeat("0", 40)
+	if err := c.Validate(context.Background(), wrong); err == nil {
+		t.Fatal("wrong secret validated")
+	}
+	fixed := k
+	fixed.SecretAccessKey = "a-brand-new-secret-for-the-same-access-key"
+	srv.AddKeys(fixed) // replaces the secret of the same access key ID
+	if err := c.Validate(context.Background(), fixed); err != nil {
+		t.Fatalf("Validate new secret: %v", err)
+	}
+	c.SetKeys(fixed, 1)
+	if _, err := c.API().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("bucket")}); err != nil {
+		t.Fatalf("request after swapping the secret: %v", err)
+	}
+}

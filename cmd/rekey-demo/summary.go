@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// Summary is what the demo measured.
+type Summary struct {
+	Rotations     int
+	SwapFailures  int
+	EventsApplied int
+	Ops           int64
+	Failed        int64
+	Mismatched    int64
+	Bytes         int64
+	Duration      time.Duration
+	P50, P99      time.Duration
+	Errors        []string
+}
+
+func (s Summary) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nrotations\tswap p50\tswap p99\toperations\tfailed\tmismatched bytes\tverified MiB\tduration")
+	fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\n", s.Rotations, ms(s.P50), ms(s.P99), s.Ops, s.Failed,
+		s.Mismatched, float64(s.Bytes)/(1<<20), s.Duration.Round(100*time.Millisecond))
+	_ = tw.Flush()
+	for _, e := range s.Errors {
+		fmt.Fprintln(w, "  error:", e)
+	}
+	fmt.Fprintf(w, "demo: %d rotations, %d operations, %d failed, swap p99 %s ms\n",
+		s.Rotations, s.Ops, s.failures(), msNum(s.P99))
+}
+
+// failures counts failed operations and refused or failed swaps.
+func (s Summary) failures() int64 { return s.Failed + int64(s.SwapFailures) }
+
+func ms(d time.Duration) string { return msNum(d) + " ms" }
+
+func msNum(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }

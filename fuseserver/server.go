@@ -1,0 +1,304 @@
+package fuseserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/fuseserver/mountopts"
+	"rekey.dev/rekey/fuseserver/rotation"
+	"rekey.dev/rekey/fuseserver/s3client"
+	"rekey.dev/rekey/fuseserver/s3fs"
+	"rekey.dev/rekey/internal/keys"
+)
+
+// Config describes one FUSE server. Descriptor fields use -1 for "none".
+type Config struct {
+	// Endpoint, Region, Bucket and Prefix locate the data.
+	Endpoint, Region, Bucket, Prefix string
+	// CAFile is an optional PEM bundle for a private S3 CA.
+	CAFile string
+	// MountOptions is an ossfs/s3fs-style option list (see mountopts).
+	MountOptions string
+
+	// Identity is reported by the control API's Status.
+	VolumeID, AuthType, SecretRef, RoleARN string
+
+	// Mountpoint, for standalone mode: the directory to mount.
+	Mountpoint string
+	// FuseFD, for descriptor mode: an open /dev/fuse already mounted by the parent.
+	FuseFD int
+
+	// KeysFD is an inherited pipe carrying the initial keys; KeysFile is a
+	// 0600 file holding them, removed once read. Exactly one is set.
+	KeysFD   int
+	KeysFile string
+
+	// StagingDir holds written data until it is uploaded.
+	StagingDir string
+
+	// ControlSocket is the path of the control API's unix socket; ControlFD
+	// an inherited listening socket instead. Neither: no control API.
+	ControlSocket string
+	ControlFD     int
+	// SocketUID/SocketGID own the socket (-1: unchanged).
+	SocketUID, SocketGID int
+	// AllowedUIDs may call the control API (checked with SO_PEERCRED).
+	// Empty means only this process's own UID.
+	AllowedUIDs []uint32
+
+	// EventsFD receives every swap outcome and report as JSON lines.
+	EventsFD int
+	// ReadyFD is closed (after one byte "1" is written) once the
+	// filesystem answers and the control API listens.
+	ReadyFD int
+
+	// ShutdownTimeout bounds the final upload of staged data on exit.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with every descriptor unset.
+func DefaultConfig() Config {
+	return Config{FuseFD: -1, KeysFD: -1, ControlFD: -1, EventsFD: -1, ReadyFD: -1,
+		SocketUID: -1, SocketGID: -1, ShutdownTimeout: 30 * time.Second}
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("bucket is required"))
+	}
+	if (c.Mountpoint == "") == (c.FuseFD < 0) {
+		errs = append(errs, errors.New("exactly one of mountpoint and fuse fd is required"))
+	}
+	if (c.KeysFile == "") == (c.KeysFD < 0) {
+		errs = append(errs, errors.New("exactly one of keys fd and keys file is required"))
+	}
+	if c.StagingDir == "" {
+		errs = append(errs, errors.New("staging dir is required"))
+	}
+	if c.ControlSocket != "" && c.ControlFD >= 0 {
+		errs = append(errs, errors.New("control socket and control fd are exclusive"))
+	}
+	if len(c.Prefix) > 900 || strings.Contains(c.Prefix, "..") {
+		errs = append(errs, errors.New("prefix must be under 900 bytes and must not contain '..'"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx ends or the filesystem is unmounted, then uploads
+// what is staged and stops.
+func Run(ctx context.Context, cfg Config, log logr.Logger) error {
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("fuseserver: invalid config: %w", err)
+	}
+	opts, err := mountopts.Parse(cfg.MountOptions)
+	if err != nil {
+		return fmt.Errorf("fuseserver: %w", err)
+	}
+	initial, err := readInitialKeys(cfg)
+	if err != nil {
+		return fmt.Errorf("fuseserver: initial keys: %w", err)
+	}
+
+	client, err := s3client.New(s3client.Config{
+		Endpoint: cfg.Endpoint, Region: cfg.Region, Bucket: cfg.Bucket, Prefix: normPrefix(cfg.Prefix),
+		PathStyle: opts.PathStyle, CAFile: cfg.CAFile,
+	}, initial)
+	if err != nil {
+		return fmt.Errorf("fuseserver: %w", err)
+	}
+	if err := client.Validate(ctx, initial); err != nil {
+		return fmt.Errorf("fuseserver: initial keys refused: %w", err)
+	}
+
+	fsys, err := s3fs.New(client.API(), fsOptions(cfg, opts, log))
+	if err != nil {
+		return fmt.Errorf("fuseserver: %w", err)
+	}
+	var srv *fuse.Server
+	if cfg.FuseFD >= 0 {
+		srv, err = s3fs.Serve(cfg.FuseFD, fsys, opts.AllowOther)
+	} else {
+		srv, err = s3fs.Mount(cfg.Mountpoint, fsys, opts.AllowOther)
+	}
+	if err != nil {
+		return fmt.Errorf("fuseserver: mount: %w", err)
+	}
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	if err := srv.WaitMount(); err != nil {
+		return fmt.Errorf("fuseserver: mount did not come up: %w", err)
+	}
+	log.Info("serving", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
+		"fuseFd", cfg.FuseFD, "volumeId", cfg.VolumeID, "fingerprint", initial.Fingerprint())
+
+	mgr := rotation.New(rotation.Identity{VolumeID: cfg.VolumeID, Bucket: cfg.Bucket, Prefix: cfg.Prefix,
+		AuthType: cfg.AuthType, SecretRef: cfg.SecretRef, RoleARN: cfg.RoleARN}, initial, client, client, rotation.Options{})
+	done := make(chan struct{})
+	defer close(done)
+	var events *os.File
+	if cfg.EventsFD >= 0 {
+		events = os.NewFile(uintptr(cfg.EventsFD), "events")
+		defer events.Close()
+	}
+	go forwardEvents(mgr.Events(), done, writerOrNil(events), log.WithName("events"))
+
+	stopControl, err := startControl(ctx, cfg, mgr, log.WithName("control"))
+	if err != nil {
+		unmount(srv, cfg, log)
+		return err
+	}
+	defer stopControl()
+
+	signalReady(cfg.ReadyFD, log)
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping", "why", context.Cause(ctx))
+	case <-served:
+		log.Info("filesystem was unmounted")
+	}
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	flushErr := fsys.FlushAll(flushCtx)
+	if flushErr != nil {
+		log.Error(flushErr, "staged data could not be uploaded; it stays on local disk",
+			"stagingDir", cfg.StagingDir, "pending", fsys.Pending())
+	}
+	unmount(srv, cfg, log)
+	return flushErr
+}
+
+func startControl(ctx context.Context, cfg Config, mgr *rotation.Manager, log logr.Logger) (func(), error) {
+	allowed := cfg.AllowedUIDs
+	if len(allowed) == 0 {
+		allowed = []uint32{uint32(os.Geteuid())}
+	}
+	var lis net.Listener
+	var err error
+	switch {
+	case cfg.ControlSocket != "":
+		opts := control.ListenOptions{Path: cfg.ControlSocket, AllowedUIDs: allowed, Log: log}
+		if cfg.SocketUID >= 0 || cfg.SocketGID >= 0 {
+			opts.Chown = true
+			opts.OwnerUID, opts.OwnerGID = ownerOrSelf(cfg.SocketUID, os.Geteuid()), ownerOrSelf(cfg.SocketGID, os.Getegid())
+		}
+		lis, err = control.Listen(opts)
+	case cfg.ControlFD >= 0:
+		var raw net.Listener
+		if raw, err = net.FileListener(os.NewFile(uintptr(cfg.ControlFD), "control")); err == nil {
+			lis, err = control.NewListener(raw, allowed, log)
+		}
+	default:
+		log.Info("no control socket configured; keys cannot be swapped")
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fuseserver: control socket: %w", err)
+	}
+	srv := control.NewServer(mgr, control.Options{Log: log})
+	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		if err := srv.Serve(serveCtx, lis); err != nil {
+			log.Error(err, "control API stopped")
+		}
+	}()
+	return func() { cancel(); <-stopped }, nil
+}
+
+func ownerOrSelf(id, self int) uint32 {
+	if id >= 0 {
+		return uint32(id)
+	}
+	return uint32(self)
+}
+
+func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
+	fo := s3fs.Options{
+		Bucket: cfg.Bucket, Prefix: cfg.Prefix,
+		UID: o.UID, GID: o.GID, Umask: o.Umask, MountUmask: o.MountUmask, ReadOnly: o.ReadOnly,
+		StatCacheTTL: o.StatCacheTTL, StatCacheSize: o.StatCacheSize,
+		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
+		Logger: log.WithName("fs"),
+	}
+	// mountopts uses 0 for "no masking" / "no caching"; s3fs uses 0 for defaults.
+	if fo.Umask == 0 {
+		fo.Umask = s3fs.UmaskNone
+	}
+	if fo.MountUmask == 0 {
+		fo.MountUmask = s3fs.UmaskNone
+	}
+	if fo.StatCacheTTL == 0 {
+		fo.StatCacheTTL = -1
+	}
+	if fo.StatCacheSize == 0 {
+		fo.StatCacheTTL = -1
+	}
+	return fo
+}
+
+func readInitialKeys(cfg Config) (keys.Keys, error) {
+	if cfg.KeysFile != "" {
+		return keys.ReadFile(cfg.KeysFile)
+	}
+	f := os.NewFile(uintptr(cfg.KeysFD), "keys")
+	if f == nil {
+		return keys.Keys{}, fmt.Errorf("keys fd %d is not open", cfg.KeysFD)
+	}
+	defer f.Close()
+	return keys.Decode(f)
+}
+
+func normPrefix(p string) string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return ""
+	}
+	return p + "/"
+}
+
+// signalReady tells the parent that the mount answers and the control API
+// listens: one byte, then EOF.
+func signalReady(fd int, log logr.Logger) {
+	if fd < 0 {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "ready")
+	if _, err := f.Write([]byte("1")); err != nil {
+		log.Error(err, "signalling readiness failed")
+	}
+	_ = f.Close()
+}
+
+func unmount(srv *fuse.Server, cfg Config, log logr.Logger) {
+	if cfg.FuseFD >= 0 {
+		// The parent mounted; it unmounts. Stop serving the descriptor.
+		return
+	}
+	for i := 0; i < 10; i++ {
+		if err := srv.Unmount(); err == nil {
+			return
+		} else if i == 9 {
+			log.Error(err, "unmount failed", "mountpoint", cfg.Mountpoint)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func writerOrNil(f *os.File) interface{ Write([]byte) (int, error) } {
+	if f == nil {
+		return nil
+	}
+	return f
+}
