@@ -1,0 +1,405 @@
+package sidecar
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/status"
+
+	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/keys"
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
+)
+
+// hub holds the newest keys of every configured volume and delivers them
+// to the FUSE servers found in the socket directory: one worker goroutine
+// per socket, woken when its volume's keys change, when its socket is
+// replaced, and every poll interval (which notices restarted servers).
+type hub struct {
+	cfg     *Config
+	log     logr.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	vols    map[string]*volume // by volume ID
+	servers map[string]*server // by socket path
+	lastGen uint64
+	ctx     context.Context // workers' parent; set by run
+	wg      sync.WaitGroup
+}
+
+// volume is one configured source and its newest keys. Fields are guarded
+// by hub.mu.
+type volume struct {
+	id, name, source string
+	keys             keys.Keys
+	gen              uint64 // 0 until the source produced keys
+	report           string // the latest failure to report
+	reportSeq        uint64 // increases with every failure
+}
+
+// server is one control socket and what its worker learned. Fields after
+// the first block are written by the worker under hub.mu.
+type server struct {
+	path   string
+	ino    uint64
+	kick   chan struct{}
+	cancel context.CancelFunc
+
+	volID      string
+	syncedGen  uint64 // generation of ours the server is known to run
+	refusedGen uint64 // generation it refused for good
+	reported   uint64 // reportSeq delivered
+	pid        int32
+	started    time.Time
+	warned     bool
+}
+
+func newHub(cfg *Config, m *metrics) *hub {
+	return &hub{cfg: cfg, log: cfg.Log, metrics: m, vols: map[string]*volume{}, servers: map[string]*server{}}
+}
+
+func (h *hub) addVolume(id string, src contract.Source) {
+	h.vols[id] = &volume{id: id, name: src.VolumeName, source: authType(src)}
+}
+
+// nextGen returns a generation above every one handed out and above min.
+// Generations are wall-clock nanoseconds, so they keep increasing across
+// sidecar restarts too. Callers hold h.mu.
+func (h *hub) nextGen(min uint64) uint64 {
+	g := max(uint64(h.cfg.Clock.Now().UnixNano()), h.lastGen+1, min+1)
+	h.lastGen = g
+	return g
+}
+
+// publish makes k the newest keys of volume id. Identical keys change
+// nothing.
+func (h *hub) publish(id string, k keys.Keys) {
+	h.mu.Lock()
+	v := h.vols[id]
+	if v.gen != 0 && v.keys.Equal(k) {
+		h.mu.Unlock()
+		h.metrics.refreshes.WithLabelValues(v.source, "unchanged").Inc()
+		return
+	}
+	v.keys = k
+	v.gen = h.nextGen(0)
+	gen := v.gen
+	h.kickVolumeLocked(id)
+	h.mu.Unlock()
+	h.metrics.refreshes.WithLabelValues(v.source, "success").Inc()
+	h.metrics.setExpiry(id, k.Expiration)
+	kv := []any{"volumeId", id, "source", v.source, "fingerprint", k.Fingerprint(), "generation", gen}
+	if !k.Expiration.IsZero() {
+		kv = append(kv, "expiration", k.Expiration.UTC().Format(time.RFC3339))
+	}
+	h.log.Info("new keys", kv...)
+}
+
+// fail records a failure of volume id's source for Report.
+func (h *hub) fail(id, reason string) {
+	h.mu.Lock()
+	v := h.vols[id]
+	v.report = reason
+	v.reportSeq++
+	h.kickVolumeLocked(id)
+	h.mu.Unlock()
+	h.metrics.refreshes.WithLabelValues(v.source, "failure").Inc()
+	h.log.Error(nil, "cannot refresh keys; the keys in use stay", "volumeId", id, "source", v.source, "reason", reason)
+}
+
+func (h *hub) kickVolumeLocked(id string) {
+	for _, s := range h.servers {
+		if s.volID == id || s.volID == "" {
+			kick(s.kick)
+		}
+	}
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// discover reconciles the workers with the sockets in the socket
+// directory: new sockets get a worker, vanished ones lose it, and a socket
+// whose inode changed (its server restarted and bound it anew) gets a fresh
+// connection.
+func (h *hub) discover() {
+	found := map[string]uint64{}
+	ents, err := os.ReadDir(h.cfg.SocketDir)
+	if err != nil && !os.IsNotExist(err) {
+		h.log.Error(err, "cannot list the socket directory", "dir", h.cfg.SocketDir)
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), contract.SocketSuffix) || e.Type()&fs.ModeSocket == 0 {
+			continue
+		}
+		p := filepath.Join(h.cfg.SocketDir, e.Name())
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			continue
+		}
+		found[p] = st.Ino
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ctx == nil || h.ctx.Err() != nil {
+		return
+	}
+	for p, s := range h.servers {
+		if ino, ok := found[p]; !ok || ino != s.ino {
+			s.cancel()
+			delete(h.servers, p)
+		}
+	}
+	for p, ino := range found {
+		if _, ok := h.servers[p]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(h.ctx)
+		s := &server{path: p, ino: ino, kick: make(chan struct{}, 1), cancel: cancel}
+		h.servers[p] = s
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.work(ctx, s)
+		}()
+	}
+}
+
+// work serves one socket until ctx ends.
+func (h *hub) work(ctx context.Context, s *server) {
+	log := h.log.WithValues("socket", s.path)
+	c, err := dialServer(s.path)
+	if err != nil {
+		log.Error(err, "cannot set up a client for the control socket")
+		return
+	}
+	defer c.Close()
+	log.Info("FUSE server socket found")
+	bo := Backoff{Min: h.cfg.MinBackoff, Max: h.cfg.MaxBackoff}
+	for {
+		wait := h.cfg.PollInterval
+		if h.sync(ctx, s, c, log) {
+			bo.Reset()
+		} else {
+			wait = bo.Next()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// sync brings one server up to date: it asks for Status, delivers a
+// pending failure report and pushes the newest keys if the server does not
+// run them. It returns false if it should be retried with backoff.
+func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Logger) bool {
+	rctx, cancel := context.WithTimeout(ctx, h.cfg.RPCTimeout)
+	defer cancel()
+	st, err := c.status(rctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.V(1).Info("control socket does not answer; retrying", "err", err.Error())
+		}
+		return false
+	}
+	started := st.GetStartedAt().AsTime()
+	h.mu.Lock()
+	if s.pid != 0 && (s.pid != st.GetPid() || !s.started.Equal(started)) {
+		log.Info("FUSE server restarted; checking its keys", "volumeId", st.GetVolumeId(), "pid", st.GetPid())
+		s.syncedGen, s.refusedGen = 0, 0
+	}
+	s.pid, s.started = st.GetPid(), started
+	s.volID = st.GetVolumeId()
+	v, ok := h.vols[s.volID]
+	var (
+		k                     keys.Keys
+		gen, reportSeq        uint64
+		report, source        string
+		warn                  = !s.warned
+		refusedGen, delivered = s.refusedGen, s.reported
+	)
+	if ok {
+		k, gen, report, reportSeq, source = v.keys, v.gen, v.report, v.reportSeq, v.source
+	}
+	s.warned = true
+	h.mu.Unlock()
+
+	if !ok {
+		if warn {
+			log.Info("no key source is configured for this FUSE server's volume; leaving it alone", "volumeId", s.volID)
+		}
+		return true
+	}
+	if warn && st.GetAuthType() != "" && st.GetAuthType() != source {
+		log.Info("FUSE server expects another key source than configured; pushing the configured one",
+			"volumeId", s.volID, "expected", st.GetAuthType(), "configured", source)
+	}
+
+	if reportSeq > delivered {
+		err := c.report(rctx, s.volID, source, report)
+		if err != nil && retryable(err) {
+			log.V(1).Info("report not delivered; retrying", "err", err.Error())
+			return false
+		}
+		if err != nil {
+			log.Error(err, "FUSE server did not accept the failure report", "volumeId", s.volID)
+		}
+		h.mu.Lock()
+		s.reported = reportSeq
+		h.mu.Unlock()
+	}
+	if gen == 0 {
+		return true // no keys yet
+	}
+	fp := k.Fingerprint()
+	switch {
+	case st.GetFingerprint() == fp:
+		h.markSynced(s, gen)
+		return true
+	case refusedGen == gen:
+		return true // refused for good; wait for other keys or a restart
+	case st.GetGeneration() >= gen:
+		// Another sender (the node plugin's republish) put other keys with
+		// a newer generation in place. The projected Secret or STS is what
+		// this sidecar follows: stamp ours anew and push them again.
+		log.Info("FUSE server runs other keys of a newer generation; pushing ours again", "volumeId", s.volID,
+			"serverFingerprint", st.GetFingerprint(), "serverGeneration", st.GetGeneration(), "fingerprint", fp)
+		gen = h.restamp(s.volID, k, st.GetGeneration())
+		if gen == 0 {
+			return false // keys changed meanwhile; next round
+		}
+	}
+
+	start := time.Now()
+	resp, err := c.swap(rctx, k, source, gen)
+	if err != nil {
+		h.metrics.swaps.WithLabelValues("error").Inc()
+		if retryable(err) {
+			log.V(1).Info("swap not delivered; retrying", "volumeId", s.volID, "generation", gen, "err", err.Error())
+			return false
+		}
+		// INVALID_ARGUMENT and the like: these keys will never do.
+		log.Error(err, "FUSE server rejected the swap request", "volumeId", s.volID, "generation", gen, "code", status.Code(err).String())
+		h.mu.Lock()
+		s.refusedGen = gen
+		h.mu.Unlock()
+		return true
+	}
+	result := resultName(resp.GetResult())
+	h.metrics.swaps.WithLabelValues(result).Inc()
+	if h.cfg.OnSwap != nil {
+		h.cfg.OnSwap(SwapEvent{Socket: s.path, VolumeID: s.volID, Generation: gen, Fingerprint: fp, Result: result,
+			Reason: resp.GetReason().String(), Message: resp.GetMessage()})
+	}
+	switch resp.GetResult() {
+	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED, credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED:
+		h.markSynced(s, gen)
+		log.Info("keys in use", "volumeId", s.volID, "result", result, "fingerprint", resp.GetFingerprint(),
+			"generation", resp.GetGeneration(), "took", time.Since(start).Round(time.Millisecond))
+		return true
+	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
+		log.Error(nil, "FUSE server refused the new keys; the old keys stay in use", "volumeId", s.volID,
+			"fingerprint", fp, "generation", gen, "reason", resp.GetReason().String(), "message", resp.GetMessage())
+		if transientRefusal(resp.GetReason()) {
+			return false
+		}
+		h.mu.Lock()
+		s.refusedGen = gen
+		h.mu.Unlock()
+		return true
+	case credentialsv1.SwapResult_SWAP_RESULT_STALE:
+		// Another sender got in between; the next round compares again.
+		log.Info("swap was stale; checking again", "volumeId", s.volID, "generation", gen, "serverGeneration", resp.GetGeneration())
+		kick(s.kick)
+		return true
+	}
+	log.Error(nil, "unexpected swap result", "volumeId", s.volID, "result", resp.GetResult().String())
+	return false
+}
+
+// restamp gives volume id's keys k a generation above min, unless the keys
+// changed meanwhile (then it returns 0).
+func (h *hub) restamp(id string, k keys.Keys, min uint64) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := h.vols[id]
+	if !v.keys.Equal(k) {
+		return 0
+	}
+	v.gen = h.nextGen(min)
+	return v.gen
+}
+
+func (h *hub) markSynced(s *server, gen uint64) {
+	h.mu.Lock()
+	s.syncedGen = gen
+	h.mu.Unlock()
+	h.metrics.ready.Set(boolFloat(h.readiness() == nil))
+}
+
+// readiness returns nil if every configured volume has keys and every
+// FUSE server of it runs them, or the list of what is missing.
+func (h *hub) readiness() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var missing []string
+	for id, v := range h.vols {
+		if v.gen == 0 {
+			missing = append(missing, id+": no keys yet")
+			continue
+		}
+		n := 0
+		for _, s := range h.servers {
+			if s.volID != id {
+				continue
+			}
+			n++
+			if s.syncedGen != v.gen {
+				missing = append(missing, id+": FUSE server "+filepath.Base(s.path)+" does not run the newest keys")
+			}
+		}
+		if n == 0 {
+			missing = append(missing, id+": no FUSE server socket found")
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
+// stop ends every worker and waits for them.
+func (h *hub) stop() {
+	h.mu.Lock()
+	for p, s := range h.servers {
+		s.cancel()
+		delete(h.servers, p)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,320 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/keys"
+)
+
+// STS protocol constants.
+const (
+	// OIDCAction and OIDCVersion are Alibaba Cloud STS's RPC-style action
+	// and API version for RRSA.
+	OIDCAction  = "AssumeRoleWithOIDC"
+	OIDCVersion = "2015-04-01"
+	// WebIdentityAction and WebIdentityVersion are the AWS STS query API's
+	// action and version, also served by MinIO and Ceph RGW.
+	WebIdentityAction  = "AssumeRoleWithWebIdentity"
+	WebIdentityVersion = "2011-06-15"
+
+	// DefaultAlibabaSTSEndpoint and DefaultAWSSTSEndpoint are used when a
+	// source names neither an endpoint nor a region.
+	DefaultAlibabaSTSEndpoint = "https://sts.aliyuncs.com"
+	DefaultAWSSTSEndpoint     = "https://sts.amazonaws.com"
+
+	maxSTSResponse = 1 << 20
+	maxSTSMessage  = 512
+	stsHTTPTimeout = 30 * time.Second
+)
+
+// ErrSTSResponse is wrapped by errors about an STS answer that could not be
+// understood (not JSON/XML, no credentials, invalid keys).
+var ErrSTSResponse = errors.New("sidecar: unusable STS response")
+
+// Assumer exchanges a web identity token for temporary keys.
+type Assumer interface {
+	// Assume sends token to STS and returns the keys it grants, with their
+	// expiration. Errors never contain the token or the keys.
+	Assume(ctx context.Context, token string) (keys.Keys, error)
+	// Action names the STS call, for logs and metrics.
+	Action() string
+}
+
+// STSError is an answer of STS that refuses the call.
+type STSError struct {
+	Action     string
+	StatusCode int
+	Code       string // e.g. AuthenticationFail.OIDCToken.Expired, InvalidIdentityToken
+	Message    string // STS's text, bounded, with the token scrubbed
+	RequestID  string
+}
+
+func (e *STSError) Error() string {
+	s := fmt.Sprintf("STS %s refused: HTTP %d", e.Action, e.StatusCode)
+	if e.Code != "" {
+		s += ", code " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.RequestID != "" {
+		s += " (request id " + e.RequestID + ")"
+	}
+	return s
+}
+
+// Temporary reports whether trying again later may succeed: server errors,
+// throttling, and an identity provider STS could not reach.
+func (e *STSError) Temporary() bool {
+	if e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests {
+		return true
+	}
+	for _, c := range []string{"Throttling", "IDPCommunicationError", "ServiceUnavailable", "InternalError", "RequestTimeout"} {
+		if strings.HasPrefix(e.Code, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// isRefusal reports whether err is STS definitively refusing the token or
+// the role (as opposed to an outage).
+func isRefusal(err error) bool {
+	var se *STSError
+	return errors.As(err, &se) && !se.Temporary()
+}
+
+// NewAssumer returns the STS client of an rrsa or irsa source.
+func NewAssumer(src contract.Source, sessionName string, duration time.Duration) (Assumer, error) {
+	hc := &http.Client{Timeout: stsHTTPTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	switch src.AuthType {
+	case contract.AuthTypeRRSA:
+		ep := src.STSEndpoint
+		if ep == "" && src.Region != "" {
+			ep = "https://sts." + src.Region + ".aliyuncs.com"
+		}
+		if ep == "" {
+			ep = DefaultAlibabaSTSEndpoint
+		}
+		return &OIDCAssumer{Endpoint: withScheme(ep), RoleARN: src.RoleARN, OIDCProviderARN: src.OIDCProviderARN,
+			SessionName: sessionName, Duration: duration, HTTP: hc}, nil
+	case contract.AuthTypeIRSA:
+		ep := src.STSEndpoint
+		if ep == "" && src.Region != "" {
+			ep = "https://sts." + src.Region + ".amazonaws.com"
+		}
+		if ep == "" {
+			ep = DefaultAWSSTSEndpoint
+		}
+		return &WebIdentityAssumer{Endpoint: withScheme(ep), RoleARN: src.RoleARN,
+			SessionName: sessionName, Duration: duration, HTTP: hc}, nil
+	}
+	return nil, fmt.Errorf("sidecar: authType %q does not use STS", src.AuthType)
+}
+
+func withScheme(ep string) string {
+	if strings.Contains(ep, "://") {
+		return ep
+	}
+	return "https://" + ep
+}
+
+// OIDCAssumer calls Alibaba Cloud STS AssumeRoleWithOIDC (RRSA). The call
+// is anonymous: the OIDC token authenticates it. Following Alibaba's API
+// reference and its credentials SDKs, the common parameters (Action,
+// Version, Format=JSON, Timestamp) go in the query string and the call's
+// parameters, the token among them, in a POST form body, so the token never
+// appears in a URL.
+type OIDCAssumer struct {
+	Endpoint        string // e.g. https://sts.cn-hangzhou.aliyuncs.com
+	RoleARN         string
+	OIDCProviderARN string
+	SessionName     string
+	Duration        time.Duration // 0: STS default (3600 s); minimum 900 s
+	HTTP            *http.Client
+	// Now stamps the Timestamp parameter; nil means time.Now.
+	Now func() time.Time
+}
+
+// Action implements Assumer.
+func (a *OIDCAssumer) Action() string { return OIDCAction }
+
+// Assume implements Assumer.
+func (a *OIDCAssumer) Assume(ctx context.Context, token string) (keys.Keys, error) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	q := url.Values{
+		"Action":    {OIDCAction},
+		"Version":   {OIDCVersion},
+		"Format":    {"JSON"},
+		"Timestamp": {now().UTC().Format("2006-01-02T15:04:05Z")},
+	}
+	form := url.Values{
+		"RoleArn":         {a.RoleARN},
+		"OIDCProviderArn": {a.OIDCProviderARN},
+		"OIDCToken":       {token},
+		"RoleSessionName": {a.SessionName},
+	}
+	if a.Duration > 0 {
+		form.Set("DurationSeconds", strconv.Itoa(int(a.Duration/time.Second)))
+	}
+	status, body, err := post(ctx, a.HTTP, OIDCAction, strings.TrimRight(a.Endpoint, "/")+"/?"+q.Encode(), form)
+	if err != nil {
+		return keys.Keys{}, err
+	}
+	if status != http.StatusOK {
+		var e struct{ RequestId, Code, Message string }
+		_ = json.Unmarshal(body, &e)
+		return keys.Keys{}, &STSError{Action: OIDCAction, StatusCode: status, Code: bounded(e.Code, 128),
+			Message: scrubToken(e.Message, token), RequestID: bounded(e.RequestId, 128)}
+	}
+	var ok struct {
+		Credentials *struct {
+			AccessKeyId, AccessKeySecret, SecurityToken, Expiration string
+		}
+	}
+	if err := json.Unmarshal(body, &ok); err != nil || ok.Credentials == nil {
+		return keys.Keys{}, fmt.Errorf("%w: %s answered HTTP 200 without Credentials", ErrSTSResponse, OIDCAction)
+	}
+	c := ok.Credentials
+	return stsKeys(OIDCAction, c.AccessKeyId, c.AccessKeySecret, c.SecurityToken, c.Expiration)
+}
+
+// WebIdentityAssumer calls AssumeRoleWithWebIdentity of the AWS STS query
+// API, as served by AWS, MinIO and Ceph RGW. The call is unsigned; every
+// parameter, the token among them, goes in a POST form body.
+type WebIdentityAssumer struct {
+	Endpoint    string // e.g. https://sts.eu-west-1.amazonaws.com or http://minio:9000
+	RoleARN     string // may be empty for MinIO's claim-based policies
+	SessionName string
+	Duration    time.Duration // 0: STS default
+	HTTP        *http.Client
+}
+
+// Action implements Assumer.
+func (a *WebIdentityAssumer) Action() string { return WebIdentityAction }
+
+// Assume implements Assumer.
+func (a *WebIdentityAssumer) Assume(ctx context.Context, token string) (keys.Keys, error) {
+	form := url.Values{
+		"Action":           {WebIdentityAction},
+		"Version":          {WebIdentityVersion},
+		"RoleSessionName":  {a.SessionName},
+		"WebIdentityToken": {token},
+	}
+	if a.RoleARN != "" {
+		form.Set("RoleArn", a.RoleARN)
+	}
+	if a.Duration > 0 {
+		form.Set("DurationSeconds", strconv.Itoa(int(a.Duration/time.Second)))
+	}
+	status, body, err := post(ctx, a.HTTP, WebIdentityAction, a.Endpoint, form)
+	if err != nil {
+		return keys.Keys{}, err
+	}
+	if status != http.StatusOK {
+		var e struct {
+			Error struct {
+				Code    string `xml:"Code"`
+				Message string `xml:"Message"`
+			} `xml:"Error"`
+			RequestID string `xml:"RequestId"`
+		}
+		_ = xml.Unmarshal(body, &e)
+		return keys.Keys{}, &STSError{Action: WebIdentityAction, StatusCode: status, Code: bounded(e.Error.Code, 128),
+			Message: scrubToken(e.Error.Message, token), RequestID: bounded(e.RequestID, 128)}
+	}
+	var ok struct {
+		Result struct {
+			Credentials *struct {
+				AccessKeyID     string `xml:"AccessKeyId"`
+				SecretAccessKey string `xml:"SecretAccessKey"`
+				SessionToken    string `xml:"SessionToken"`
+				Expiration      string `xml:"Expiration"`
+			} `xml:"Credentials"`
+		} `xml:"AssumeRoleWithWebIdentityResult"`
+	}
+	if err := xml.Unmarshal(body, &ok); err != nil || ok.Result.Credentials == nil {
+		return keys.Keys{}, fmt.Errorf("%w: %s answered HTTP 200 without Credentials", ErrSTSResponse, WebIdentityAction)
+	}
+	c := ok.Result.Credentials
+	return stsKeys(WebIdentityAction, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Expiration)
+}
+
+// post sends form and returns the status and a bounded body. Transport
+// errors name the host and the failure, never the form.
+func post(ctx context.Context, hc *http.Client, action, endpoint string, form url.Values) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, nil, fmt.Errorf("sidecar: %s: bad endpoint: %w", action, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json, application/xml")
+	if hc == nil {
+		hc = &http.Client{Timeout: stsHTTPTimeout}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is known to the reader; keep the cause
+		}
+		return 0, nil, fmt.Errorf("sidecar: %s at %s: %w", action, req.URL.Host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSTSResponse))
+	if err != nil {
+		return 0, nil, fmt.Errorf("sidecar: %s at %s: read response: %w", action, req.URL.Host, err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+func stsKeys(action, id, secret, token, expiration string) (keys.Keys, error) {
+	k := keys.Keys{AccessKeyID: strings.TrimSpace(id), SecretAccessKey: strings.TrimSpace(secret), SessionToken: strings.TrimSpace(token)}
+	if err := k.Validate(); err != nil {
+		return keys.Keys{}, fmt.Errorf("%w: %s: %w", ErrSTSResponse, action, err)
+	}
+	if expiration == "" {
+		return keys.Keys{}, fmt.Errorf("%w: %s: no Expiration", ErrSTSResponse, action)
+	}
+	exp, err := time.Parse(time.RFC3339, strings.TrimSpace(expiration))
+	if err != nil {
+		return keys.Keys{}, fmt.Errorf("%w: %s: Expiration is not an RFC 3339 time", ErrSTSResponse, action)
+	}
+	k.Expiration = exp
+	return k, nil
+}
+
+func scrubToken(msg, token string) string {
+	if token != "" {
+		msg = strings.ReplaceAll(msg, token, "[redacted]")
+	}
+	return bounded(msg, maxSTSMessage)
+}
+
+// bounded cuts s to at most n bytes and replaces control characters.
+func bounded(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return strings.TrimSpace(s)
+}
