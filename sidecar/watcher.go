@@ -105,6 +105,14 @@ func (w *DirWatcher) Start(ctx context.Context) error {
 			if ev.Name == w.Dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 				watching = false
 			}
+			if filepath.Base(ev.Name) == dataDirName && ev.Has(fsnotify.Create) {
+				// kubelet renamed ..data_tmp over ..data: the new set is
+				// complete and visible. Read it now rather than after the
+				// quiet period; what follows (links, removal of the old
+				// directory) changes nothing the reader sees.
+				timer.Reset(0)
+				continue
+			}
 			timer.Reset(debounce)
 		case err, ok := <-fw.Errors:
 			if !ok {
