@@ -87,9 +87,10 @@ func startIssuer(t *testing.T) *oidcIssuer {
 			"n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes()),
 		}}})
 	})
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	iss.URL = "http://" + srv.Listener.Addr().String() // before handlers can read it
+	srv.Start()
 	t.Cleanup(srv.Close)
-	iss.URL = srv.URL
 	return iss
 }
 

@@ -241,16 +241,18 @@ type SecretSource struct {
 	Fail    func(reason string)
 	Log     logr.Logger
 
-	last [32]byte
-	seen bool
+	last   [32]byte
+	seen   bool
+	failed string // the failure last reported
 }
 
-// Check reads the directory once; DirWatcher.OnChange calls it.
+// Check reads the directory once; DirWatcher.OnChange calls it. A failure
+// is passed to Fail once, not again on every poll while it lasts.
 func (s *SecretSource) Check() {
 	data, err := ReadSecretDir(s.Dir)
 	if err != nil {
 		s.seen = false // whatever comes back must be looked at
-		s.Fail(fmt.Sprintf("cannot read the projected secret: %v", err))
+		s.fail(fmt.Sprintf("cannot read the projected secret: %v", err))
 		return
 	}
 	sum := digest(data)
@@ -260,10 +262,19 @@ func (s *SecretSource) Check() {
 	s.last, s.seen = sum, true
 	k, err := keys.FromSecret(data)
 	if err != nil {
-		s.Fail(fmt.Sprintf("the secret does not hold a usable key pair: %v", err))
+		s.fail(fmt.Sprintf("the secret does not hold a usable key pair: %v", err))
 		return
 	}
+	s.failed = ""
 	s.Publish(k)
+}
+
+func (s *SecretSource) fail(reason string) {
+	if reason == s.failed {
+		return
+	}
+	s.failed = reason
+	s.Fail(reason)
 }
 
 // digest hashes the entries in a stable order.

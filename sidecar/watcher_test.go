@@ -81,7 +81,9 @@ func startSecretWatch(t *testing.T, dir string) *secretRecorder {
 	return rec
 }
 
-func pair(id, secret string) map[string]string { return map[string]string{"akId": id, "akSecret": secret} }
+func pair(id, secret string) map[string]string {
+	return map[string]string{"akId": id, "akSecret": secret}
+}
 
 func lastID(p []keys.Keys) string {
 	if len(p) == 0 {

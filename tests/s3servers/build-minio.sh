@@ -15,6 +15,7 @@ MINIO_RELEASE=${MINIO_RELEASE:-RELEASE.2025-09-07T16-13-09Z}
 MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20250907161309-07c3a429bfed}
 # The release time in RFC 3339, as MinIO's own build (buildscripts/gen-ldflags.go) sets cmd.Version.
 MINIO_TIME=${MINIO_TIME:-2025-09-07T16:13:09Z}
+MINIO_COMMIT=${MINIO_COMMIT:-07c3a429bfed433e49018cb0f78a52145d4bedeb}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir="$root/tools/cache/minio-$MINIO_RELEASE"
@@ -33,7 +34,9 @@ echo "building minio $MINIO_RELEASE ($MINIO_VERSION) into $dir" >&2
 # go install pkg@version builds in module-aware mode outside our module, with
 # MinIO's own go.mod and go.sum. Static, stripped, versioned like MinIO's builds.
 (cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install -trimpath \
-	-ldflags "-s -w -X github.com/minio/minio/cmd.Version=$MINIO_TIME -X github.com/minio/minio/cmd.ReleaseTag=$MINIO_RELEASE" \
+	-ldflags "-s -w -X github.com/minio/minio/cmd.Version=$MINIO_TIME -X github.com/minio/minio/cmd.ReleaseTag=$MINIO_RELEASE \
+-X github.com/minio/minio/cmd.CommitID=$MINIO_COMMIT -X github.com/minio/minio/cmd.ShortCommitID=${MINIO_COMMIT:0:12} \
+-X github.com/minio/minio/cmd.CopyrightYear=${MINIO_TIME:0:4}" \
 	"github.com/minio/minio@$MINIO_VERSION")
 mv "$tmp/minio" "$bin"
 echo "$bin"
