@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -219,7 +220,7 @@ func errorKind(err error) string {
 // readToken reads a projected service-account token. The error names the
 // file, never its content.
 func readToken(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(filepath.Clean(path))
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", errToken, err)
 	}

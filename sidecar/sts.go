@@ -60,6 +60,7 @@ type STSError struct {
 	RequestID  string
 }
 
+// Error describes the refusal: action, HTTP status, STS code and message.
 func (e *STSError) Error() string {
 	s := fmt.Sprintf("STS %s refused: HTTP %d", e.Action, e.StatusCode)
 	if e.Code != "" {
@@ -176,21 +177,28 @@ func (a *OIDCAssumer) Assume(ctx context.Context, token string) (keys.Keys, erro
 		return keys.Keys{}, err
 	}
 	if status != http.StatusOK {
-		var e struct{ RequestId, Code, Message string }
+		var e struct {
+			RequestID string `json:"RequestId"`
+			Code      string `json:"Code"`
+			Message   string `json:"Message"`
+		}
 		_ = json.Unmarshal(body, &e)
 		return keys.Keys{}, &STSError{Action: OIDCAction, StatusCode: status, Code: bounded(e.Code, 128),
-			Message: scrubToken(e.Message, token), RequestID: bounded(e.RequestId, 128)}
+			Message: scrubToken(e.Message, token), RequestID: bounded(e.RequestID, 128)}
 	}
 	var ok struct {
 		Credentials *struct {
-			AccessKeyId, AccessKeySecret, SecurityToken, Expiration string
-		}
+			AccessKeyID     string `json:"AccessKeyId"`
+			AccessKeySecret string `json:"AccessKeySecret"`
+			SecurityToken   string `json:"SecurityToken"`
+			Expiration      string `json:"Expiration"`
+		} `json:"Credentials"`
 	}
 	if err := json.Unmarshal(body, &ok); err != nil || ok.Credentials == nil {
 		return keys.Keys{}, fmt.Errorf("%w: %s answered HTTP 200 without Credentials", ErrSTSResponse, OIDCAction)
 	}
 	c := ok.Credentials
-	return stsKeys(OIDCAction, c.AccessKeyId, c.AccessKeySecret, c.SecurityToken, c.Expiration)
+	return stsKeys(OIDCAction, c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, c.Expiration)
 }
 
 // WebIdentityAssumer calls AssumeRoleWithWebIdentity of the AWS STS query

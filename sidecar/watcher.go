@@ -207,7 +207,7 @@ func readEntries(dir string) (map[string]string, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(filepath.Clean(path))
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: open secret entry: %w", err)
 	}
