@@ -20,6 +20,7 @@ import (
 	"rekey.dev/rekey/internal/atomicwriter"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/logging"
 )
 
 // fakeBucket stands in for S3 behind a rotation.Manager: it accepts the keys
@@ -308,5 +309,92 @@ func TestRunSTSToServer(t *testing.T) {
 	if !strings.Contains(metrics, `rekey_sidecar_key_expiration_timestamp_seconds{volume_id="csi-inline"}`) ||
 		!strings.Contains(metrics, `rekey_sidecar_sts_request_duration_seconds_count{action="AssumeRoleWithOIDC",result="success"} 1`) {
 		t.Errorf("metrics:\n%s", metrics)
+	}
+}
+
+// TestSecretsNeverLogged runs the sidecar at full verbosity through pushes,
+// refusals, an incomplete Secret and STS refusals that echo the token, and
+// searches every log line, report and metric for the secrets.
+func TestSecretsNeverLogged(t *testing.T) {
+	const (
+		secret1 = "SecretValueNumberOne0123456789"
+		secret2 = "SecretValueNumberTwo0123456789"
+		stsSK   = "StsSecretKeyValue0123456789"
+		stsTok  = "StsSessionTokenValue0123456789"
+	)
+	sockDir := shortDir(t)
+	secretDir := t.TempDir()
+	w, _ := atomicwriter.New(secretDir)
+	if err := w.WriteStrings(pair("AK1", secret1)); err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	var mu sync.Mutex
+	srvSTS := alibabaSTS(t, func(rw http.ResponseWriter, form url.Values) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		if n == 1 {
+			rw.WriteHeader(400)
+			_, _ = io.WriteString(rw, `{"RequestId":"r","Code":"AuthenticationFail.OIDCToken.Invalid","Message":"bad token `+form.Get("OIDCToken")+`"}`)
+			return
+		}
+		_, _ = io.WriteString(rw, `{"Credentials":{"SecurityToken":"`+stsTok+`","Expiration":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+
+			`","AccessKeySecret":"`+stsSK+`","AccessKeyId":"STS.leak"}}`)
+	})
+	tokenDir := t.TempDir()
+	aw, _ := atomicwriter.New(tokenDir)
+	if err := aw.WriteStrings(map[string]string{contract.SidecarTokenFile: testToken}); err != nil {
+		t.Fatal(err)
+	}
+	bucket := newFakeBucket("AK1")
+	srvSecret := startFakeServer(t, filepath.Join(sockDir, "s.sock"), "vol-s", keys.Keys{AccessKeyID: "AK0", SecretAccessKey: "x"}, bucket, 1)
+	srvSTS2 := startFakeServer(t, filepath.Join(sockDir, "r.sock"), "vol-r", keys.Keys{AccessKeyID: "AK0", SecretAccessKey: "x"}, bucket, 2)
+
+	logs := &syncBuffer{}
+	log, _ := logging.New(logs, "json", 10)
+	events := make(chan SwapEvent, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	health := filepath.Join(sockDir, "h.sk")
+	go func() {
+		done <- Run(ctx, Config{SocketDir: sockDir, Log: log, OnSwap: func(e SwapEvent) { events <- e },
+			HealthAddr: "unix:" + health, MetricsAddr: "unix:" + health,
+			Debounce: 5 * time.Millisecond, PollInterval: 100 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+			Sources: []contract.Source{
+				{VolumeID: "vol-s", AuthType: contract.AuthTypeSecret, SecretDir: secretDir},
+				{VolumeID: "vol-r", AuthType: contract.AuthTypeRRSA, TokenFile: filepath.Join(tokenDir, contract.SidecarTokenFile),
+					RoleARN: "r", OIDCProviderARN: "p", STSEndpoint: srvSTS.URL},
+			}})
+	}()
+	var reports []string
+	reports = append(reports, srvSTS2.nextEvent(t, rotation.EventReported).Reason) // the refused token
+	for seen := map[string]bool{}; !seen["vol-s"] || !seen["vol-r"]; {
+		seen[nextSwap(t, events).VolumeID] = true
+	}
+	if err := w.WriteStrings(pair("AKBAD", secret2)); err != nil { // refused by the bucket
+		t.Fatal(err)
+	}
+	if e := nextSwap(t, events); e.Result != "refused" {
+		t.Errorf("swap = %+v", e)
+	}
+	if err := w.WriteStrings(map[string]string{"akSecret": secret2}); err != nil { // incomplete
+		t.Fatal(err)
+	}
+	reports = append(reports, srvSecret.nextEvent(t, rotation.EventReported).Reason)
+	_, metrics := httpGet(t, health, "/metrics")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	all := logs.String() + strings.Join(reports, "\n") + metrics
+	for _, s := range []string{secret1, secret2, stsSK, stsTok, testToken, testToken[len(testToken)-20:]} {
+		if strings.Contains(all, s) {
+			t.Errorf("secret %q leaked into logs, reports or metrics", s[:8]+"...")
+		}
+	}
+	if !strings.Contains(all, "AuthenticationFail.OIDCToken.Invalid") || !strings.Contains(all, "[redacted]") {
+		t.Errorf("the STS refusal is not reported usefully: %q", reports)
 	}
 }
