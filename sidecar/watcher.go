@@ -90,6 +90,7 @@ func (w *DirWatcher) Start(ctx context.Context) error {
 	// While the directory is missing, look for it every second rather than
 	// only every poll: its return produces no event on a lost watch.
 	var retry <-chan time.Time
+	urgent := false // a read is due at once
 	for {
 		if !watching && retry == nil {
 			retry = time.After(min(time.Second, poll))
@@ -111,9 +112,12 @@ func (w *DirWatcher) Start(ctx context.Context) error {
 				// quiet period; what follows (links, removal of the old
 				// directory) changes nothing the reader sees.
 				timer.Reset(0)
+				urgent = true
 				continue
 			}
-			timer.Reset(debounce)
+			if !urgent { // never postpone the read after a swap
+				timer.Reset(debounce)
+			}
 		case err, ok := <-fw.Errors:
 			if !ok {
 				return nil
@@ -122,6 +126,7 @@ func (w *DirWatcher) Start(ctx context.Context) error {
 			w.Log.V(1).Info("watch error; re-reading", "dir", w.Dir, "err", err.Error())
 			timer.Reset(debounce)
 		case <-timer.C:
+			urgent = false
 			ensureWatch()
 			w.OnChange()
 		case <-ticker.C:
