@@ -27,7 +27,11 @@ const (
 type Source struct {
 	// VolumeID is the PV's spec.csi.volumeHandle; the FUSE server reports the
 	// same value in its Status, which is how the sidecar pairs them.
+	// It is empty for an inline CSI volume, whose handle kubelet derives from
+	// the pod UID: see EphemeralVolumeID.
 	VolumeID string `json:"volumeId"`
+	// VolumeName is the name of the volume in the pod spec.
+	VolumeName string `json:"volumeName,omitempty"`
 	// AuthType is AuthTypeSecret, AuthTypeRRSA or AuthTypeIRSA.
 	AuthType string `json:"authType"`
 	// SecretDir is the projected Secret's directory (AuthTypeSecret).

@@ -1,0 +1,49 @@
+package contract
+
+import (
+	"crypto/sha256"
+	"fmt"
+)
+
+// Pod annotations that override the injected sidecar's resources. Values are
+// Kubernetes quantities ("50m", "32Mi"); the webhook rejects nothing for a bad
+// value, it keeps the default and answers an admission warning.
+const (
+	SidecarCPURequestAnnotation    = "rekey.dev/sidecar-cpu-request"
+	SidecarCPULimitAnnotation      = "rekey.dev/sidecar-cpu-limit"
+	SidecarMemoryRequestAnnotation = "rekey.dev/sidecar-memory-request"
+	SidecarMemoryLimitAnnotation   = "rekey.dev/sidecar-memory-limit"
+)
+
+const (
+	// SidecarPodUIDFlag carries the pod's UID (from the downward API). The
+	// sidecar needs it to compute EphemeralVolumeID for inline volumes.
+	SidecarPodUIDFlag = "pod-uid"
+	// SourceVolumePrefix starts the name of every per-volume projected volume
+	// the webhook adds ("rekey-source-0", "rekey-source-1", ...).
+	SourceVolumePrefix = "rekey-source-"
+
+	// VolumeAttrAuthType and the following are the PV (or inline CSI volume)
+	// attributes the webhook reads to configure the sidecar.
+	VolumeAttrAuthType        = "authType"
+	VolumeAttrRoleARN         = "roleArn"
+	VolumeAttrOIDCProviderARN = "oidcProviderArn"
+	VolumeAttrSTSEndpoint     = "stsEndpoint"
+	VolumeAttrRegion          = "region"
+	VolumeAttrAudience        = "audience"
+
+	// DefaultAudienceRRSA is the token audience Alibaba's STS expects.
+	DefaultAudienceRRSA = "sts.aliyuncs.com"
+	// DefaultAudienceIRSA is the token audience AWS STS expects.
+	DefaultAudienceIRSA = "sts.amazonaws.com"
+)
+
+// EphemeralVolumeID is the volume handle kubelet gives an inline (ephemeral)
+// CSI volume: "csi-" and the hex SHA-256 of the pod UID followed by the pod's
+// volume name (kubernetes pkg/volume/csi makeVolumeHandle). Admission runs
+// before the pod has a UID, so the webhook leaves Source.VolumeID empty for
+// such volumes and the sidecar computes it from --pod-uid and
+// Source.VolumeName.
+func EphemeralVolumeID(podUID, volumeName string) string {
+	return fmt.Sprintf("csi-%x", sha256.Sum256([]byte(podUID+volumeName)))
+}
