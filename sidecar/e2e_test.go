@@ -93,7 +93,7 @@ func startPod(tb testing.TB, n int) *pod {
 		}
 		readyR, readyW, _ := os.Pipe()
 		readyFD, _ := syscall.Dup(int(readyW.Fd()))
-		readyW.Close()
+		_ = readyW.Close()
 		cfg := fuseserver.DefaultConfig()
 		cfg.Endpoint, cfg.Bucket, cfg.MountOptions = s3.URL, buckets[i], "use_path_request_style"
 		cfg.Mountpoint, cfg.StagingDir, cfg.KeysFile, cfg.ReadyFD = mnt, filepath.Join(dir, "staging"), keyFile, readyFD
@@ -106,7 +106,7 @@ func startPod(tb testing.TB, n int) *pod {
 			stopped <- fuseserver.Run(ctx, cfg, log.WithValues("volumeId", vol))
 		}()
 		ready := make(chan struct{})
-		go func() { b := make([]byte, 1); _, _ = readyR.Read(b); readyR.Close(); close(ready) }()
+		go func() { b := make([]byte, 1); _, _ = readyR.Read(b); _ = readyR.Close(); close(ready) }()
 		select {
 		case <-ready:
 		case err := <-stopped:

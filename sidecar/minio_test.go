@@ -130,7 +130,7 @@ func freePort(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -187,7 +187,7 @@ func startMinIO(t *testing.T, bin string, iss *oidcIssuer) *minio {
 	for {
 		resp, err := http.Get(m.URL + "/minio/health/ready")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return m
 			}

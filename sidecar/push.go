@@ -187,7 +187,7 @@ func (h *hub) work(ctx context.Context, s *server) {
 		log.Error(err, "cannot set up a client for the control socket")
 		return
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	log.Info("FUSE server socket found")
 	bo := Backoff{Min: h.cfg.MinBackoff, Max: h.cfg.MaxBackoff}
 	for {

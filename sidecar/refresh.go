@@ -60,7 +60,7 @@ func (b *Backoff) Next() time.Duration {
 	if half <= 0 {
 		return d
 	}
-	return half + rand.N(half+1)
+	return half + rand.N(half+1) //nolint:gosec // jitter needs no cryptographic randomness
 }
 
 // Reset starts over at Min.
@@ -135,11 +135,11 @@ func (r *Refresher) Start(ctx context.Context) error {
 			case <-t.C():
 			}
 		}
-		if ctx.Err() != nil {
+		if stopped(ctx) {
 			return nil
 		}
 		k, err := r.attempt(ctx)
-		if ctx.Err() != nil {
+		if stopped(ctx) {
 			return nil
 		}
 		now := r.Clock.Now()
@@ -153,7 +153,7 @@ func (r *Refresher) Start(ctx context.Context) error {
 			// A little jitter so that pods started together do not
 			// refresh together: up to 5 % earlier.
 			if span := next.Sub(now) / 20; span > 0 {
-				next = next.Add(-rand.N(span))
+				next = next.Add(-rand.N(span)) //nolint:gosec // jitter needs no cryptographic randomness
 			}
 			r.Log.V(1).Info("temporary keys obtained", "source", r.Source, "fingerprint", k.Fingerprint(),
 				"expiration", k.Expiration, "nextRefresh", next)
@@ -224,7 +224,7 @@ func readToken(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", errToken, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenFileSize+1))
 	if err != nil {
 		return "", fmt.Errorf("%w: read %s: %w", errToken, path, err)
@@ -237,4 +237,14 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("%w: %s is empty", errToken, path)
 	}
 	return t, nil
+}
+
+// stopped reports whether ctx has ended.
+func stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
 }

@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MetricsAddr != "" && cfg.MetricsAddr != cfg.HealthAddr {
 		if lisMetrics, err = listen(cfg.MetricsAddr); err != nil {
 			if lisHealth != nil {
-				lisHealth.Close()
+				_ = lisHealth.Close()
 			}
 			return err
 		}

@@ -282,7 +282,7 @@ func post(ctx context.Context, hc *http.Client, action, endpoint string, form ur
 		}
 		return 0, nil, fmt.Errorf("sidecar: %s at %s: %w", action, req.URL.Host, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSTSResponse))
 	if err != nil {
 		return 0, nil, fmt.Errorf("sidecar: %s at %s: read response: %w", action, req.URL.Host, err)

@@ -57,7 +57,7 @@ func (w *DirWatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sidecar: watch %s: %w", w.Dir, err)
 	}
-	defer fw.Close()
+	defer func() { _ = fw.Close() }()
 	debounce := w.Debounce
 	if debounce <= 0 {
 		debounce = DefaultDebounce
@@ -216,7 +216,7 @@ func readBounded(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: open secret entry: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: stat secret entry: %w", err)

@@ -129,7 +129,7 @@ func (w *Writer) Write(payload map[string]File) error {
 	if err != nil {
 		return fmt.Errorf("atomicwriter: create timestamped directory: %w", err)
 	}
-	if err := os.Chmod(tsDir, 0o755); err != nil {
+	if err := os.Chmod(tsDir, 0o755); err != nil { //nolint:gosec // kubelet's mode: the pod's users must traverse it
 		return fmt.Errorf("atomicwriter: chmod timestamped directory: %w", err)
 	}
 	tsDirName := filepath.Base(tsDir)
@@ -205,7 +205,7 @@ func shouldWritePayload(payload map[string]File, oldTsDir string) (bool, error) 
 		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 			return true, nil
 		}
-		onDisk, err := os.ReadFile(path)
+		onDisk, err := os.ReadFile(filepath.Clean(path))
 		if err != nil {
 			return false, fmt.Errorf("atomicwriter: %w", err)
 		}
@@ -252,7 +252,7 @@ func writePayloadToDir(payload map[string]File, dir string) error {
 			mode = 0o644
 		}
 		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil { //nolint:gosec // kubelet's mode
 			return fmt.Errorf("atomicwriter: %w", err)
 		}
 		if err := os.WriteFile(full, f.Data, mode); err != nil {
