@@ -83,19 +83,25 @@ func NewManager(restCfg *rest.Config, opts ServerOptions, log logr.Logger) (mana
 	return mgr, nil
 }
 
-// Setup starts informers for Namespaces, PersistentVolumeClaims and
-// PersistentVolumes in mgr's cache and serves the injector at Path. It
-// answers the injector so callers (tests, benchmarks) can wrap it.
-func Setup(ctx context.Context, mgr manager.Manager, cfg Config) (*Injector, error) {
+// Setup serves the injector built by NewCachedInjector at Path on mgr's
+// webhook server.
+func Setup(ctx context.Context, mgr manager.Manager, cfg Config) error {
+	inj, err := NewCachedInjector(ctx, mgr, cfg)
+	if err != nil {
+		return err
+	}
+	mgr.GetWebhookServer().Register(Path, NewHandler(inj))
+	return nil
+}
+
+// NewCachedInjector registers informers for Namespaces, PersistentVolumeClaims
+// and PersistentVolumes in mgr's cache and answers an Injector reading
+// through it, falling back to the API server on a miss.
+func NewCachedInjector(ctx context.Context, mgr manager.Manager, cfg Config) (*Injector, error) {
 	for _, obj := range []client.Object{&corev1.Namespace{}, &corev1.PersistentVolumeClaim{}, &corev1.PersistentVolume{}} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return nil, fmt.Errorf("webhook: informer for %T: %w", obj, err)
 		}
 	}
-	inj, err := NewInjector(cfg, mgr.GetCache(), mgr.GetAPIReader())
-	if err != nil {
-		return nil, err
-	}
-	mgr.GetWebhookServer().Register(Path, NewHandler(inj))
-	return inj, nil
+	return NewInjector(cfg, mgr.GetCache(), mgr.GetAPIReader())
 }

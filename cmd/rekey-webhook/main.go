@@ -137,7 +137,7 @@ func run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	if _, err := webhook.Setup(ctx, mgr, cfg.Injector); err != nil {
+	if err := webhook.Setup(ctx, mgr, cfg.Injector); err != nil {
 		return err
 	}
 	log.Info("Starting rekey webhook", "port", cfg.Port, "certMode", cfg.CertMode, "nativeSidecar", cfg.Injector.NativeSidecar)
