@@ -8,7 +8,7 @@ TOOLS_BIN    := $(CURDIR)/tools/bin
 CACHE        := $(CURDIR)/tools/cache
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI     := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_VERSION)
-BINARIES     := rekey-fuse rekey-demo
+BINARIES     := rekey-fuse rekey-demo rekey-sidecar
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
 
 .DEFAULT_GOAL := help
@@ -28,7 +28,11 @@ build: ## Build static binaries into bin/.
 .PHONY: test
 test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs root and /dev/fuse).
 	$(GO) vet ./...
-	$(GO) test $(TEST_FLAGS) ./...
+	REKEY_MINIO_BIN=$$(tests/s3servers/build-minio.sh) $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: minio
+minio: ## Build the MinIO server used by the STS tests (separate AGPL binary, cached in tools/cache/).
+	tests/s3servers/build-minio.sh
 
 .PHONY: test-prereqs
 test-prereqs: ## Check what the tests need on this machine.
@@ -37,7 +41,7 @@ test-prereqs: ## Check what the tests need on this machine.
 
 .PHONY: demo
 demo: build ## Mount a bucket of an embedded S3 server, rotate keys 10 times under load, print a summary.
-	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse
+	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse --sidecar-binary $(BIN)/rekey-sidecar
 
 .PHONY: bench
 bench: ## Run the Go benchmarks and print their results.

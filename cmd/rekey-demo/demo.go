@@ -17,11 +17,11 @@ import (
 	"github.com/go-logr/logr"
 
 	"rekey.dev/rekey/fuseserver"
-	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/atomicwriter"
+	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/loadcheck"
-	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
 const bucket = "demo"
@@ -34,16 +34,18 @@ type demo struct {
 	s3      *fakes3.Server
 	child   *exec.Cmd
 	exited  chan error
-	client  credentialsv1.CredentialServiceClient
-	closer  io.Closer
+	sidecar *exec.Cmd
+	sideErr chan error
+	secrets *atomicwriter.Writer
 	initial keys.Keys
 
-	mu     sync.Mutex
-	events []fuseserver.EventRecord
+	mu      sync.Mutex
+	events  []fuseserver.EventRecord
+	applied map[string]chan struct{} // fingerprint → closed when a swap to it is applied
 }
 
 func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error) {
-	d := &demo{log: log, exited: make(chan error, 1)}
+	d := &demo{log: log, exited: make(chan error, 1), sideErr: make(chan error, 1), applied: map[string]chan struct{}{}}
 	if d.dir, err = os.MkdirTemp("", "rekey-demo-"); err != nil {
 		return nil, err
 	}
@@ -54,9 +56,12 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 	}()
 	d.mnt = filepath.Join(d.dir, "mnt")
 	staging := filepath.Join(d.dir, "staging")
-	sock := filepath.Join(d.dir, "ctl.sock")
-	if err := os.Mkdir(d.mnt, 0o755); err != nil {
-		return nil, err
+	sockDir := filepath.Join(d.dir, "sockets")
+	sock := filepath.Join(sockDir, "demo-volume.sock")
+	for _, p := range []string{d.mnt, sockDir} {
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return nil, err
+		}
 	}
 
 	d.initial = fakes3.NewKeys("AKDEMO")
@@ -125,10 +130,63 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 	}
 	fmt.Printf("demo: mounted s3://%s at %s (pid %d)\n", bucket, d.mnt, d.child.Process.Pid)
 
-	if d.client, d.closer, err = control.Dial(sock); err != nil {
+	// The Secret as kubelet projects it: a directory updated with
+	// AtomicWriter's timestamped-directory and ..data symlink swap.
+	secretDir := filepath.Join(d.dir, "secret")
+	if err := os.Mkdir(secretDir, 0o700); err != nil {
 		return nil, err
 	}
+	if d.secrets, err = atomicwriter.New(secretDir); err != nil {
+		return nil, err
+	}
+	if err := d.writeSecret(d.initial); err != nil {
+		return nil, err
+	}
+	if err := d.startSidecar(ctx, cfg, sockDir); err != nil {
+		return nil, err
+	}
+	fmt.Printf("demo: sidecar (pid %d) watches %s and pushes keys to %s\n", d.sidecar.Process.Pid, d.secrets.Dir(), sock)
 	return d, nil
+}
+
+func (d *demo) writeSecret(k keys.Keys) error {
+	return d.secrets.WriteStrings(map[string]string{contract.SecretKeyAkID: k.AccessKeyID, contract.SecretKeyAkSecret: k.SecretAccessKey})
+}
+
+func (d *demo) startSidecar(ctx context.Context, cfg Config, sockDir string) error {
+	sources, err := json.Marshal([]contract.Source{{VolumeID: "demo-volume", AuthType: contract.AuthTypeSecret, SecretDir: d.secrets.Dir()}})
+	if err != nil {
+		return err
+	}
+	logFile, err := os.Create(filepath.Join(d.dir, "rekey-sidecar.log"))
+	if err != nil {
+		return err
+	}
+	d.sidecar = exec.CommandContext(ctx, cfg.SidecarBinary,
+		"--"+contract.SidecarSourcesFlag, string(sources), "--"+contract.SidecarSocketDirFlag, sockDir)
+	d.sidecar.Stdout, d.sidecar.Stderr = logFile, logFile
+	d.sidecar.Env = []string{"PATH=/usr/bin:/bin"}
+	d.sidecar.Cancel = func() error { return d.sidecar.Process.Signal(syscall.SIGTERM) }
+	d.sidecar.WaitDelay = 10 * time.Second
+	if err := d.sidecar.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start rekey-sidecar: %w", err)
+	}
+	go func() { d.sideErr <- d.sidecar.Wait(); logFile.Close() }()
+	return nil
+}
+
+// waitApplied returns a channel closed once rekey-fuse reports a swap to k.
+func (d *demo) waitApplied(k keys.Keys) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fp := k.Fingerprint()
+	ch, ok := d.applied[fp]
+	if !ok {
+		ch = make(chan struct{})
+		d.applied[fp] = ch
+	}
+	return ch
 }
 
 func (d *demo) readEvents(r io.ReadCloser) {
@@ -136,27 +194,45 @@ func (d *demo) readEvents(r io.ReadCloser) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		var ev fuseserver.EventRecord
-		if json.Unmarshal(sc.Bytes(), &ev) == nil {
-			d.mu.Lock()
-			d.events = append(d.events, ev)
-			d.mu.Unlock()
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
 		}
+		d.mu.Lock()
+		d.events = append(d.events, ev)
+		if ev.Kind == "applied" {
+			ch, ok := d.applied[ev.Fingerprint]
+			if !ok {
+				ch = make(chan struct{})
+				d.applied[ev.Fingerprint] = ch
+			}
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+		}
+		d.mu.Unlock()
 	}
 }
 
-// swap is the loadcheck.SwapFunc: what a sidecar does over the socket.
-func (d *demo) swap(ctx context.Context, k keys.Keys, gen uint64) error {
-	resp, err := d.client.Swap(ctx, &credentialsv1.SwapRequest{
-		AccessKeyId: k.AccessKeyID, SecretAccessKey: k.SecretAccessKey,
-		Source: "demo", Generation: gen,
-	})
-	if err != nil {
+// swap is the loadcheck.SwapFunc: it updates the projected Secret the way
+// kubelet does and waits until the sidecar got the keys applied.
+func (d *demo) swap(ctx context.Context, k keys.Keys, _ uint64) error {
+	applied := d.waitApplied(k)
+	if err := d.writeSecret(k); err != nil {
 		return err
 	}
-	if resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
-		return fmt.Errorf("swap %s: %s", resp.GetResult(), resp.GetMessage())
+	select {
+	case <-applied:
+		return nil
+	case err := <-d.sideErr:
+		d.sideErr <- err
+		return fmt.Errorf("rekey-sidecar exited: %v", err)
+	case <-time.After(20 * time.Second):
+		return fmt.Errorf("keys %s not applied 20s after the Secret changed", k.Fingerprint())
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 func (d *demo) exercise(ctx context.Context, cfg Config) (Summary, error) {
@@ -180,7 +256,7 @@ func (d *demo) exercise(ctx context.Context, cfg Config) (Summary, error) {
 			continue
 		}
 		lat = append(lat, took)
-		fmt.Printf("demo: rotation %2d: now on %s, old key revoked, swap took %s\n", i+1, rot.Current.Fingerprint(), took.Round(10*time.Microsecond))
+		fmt.Printf("demo: rotation %2d: Secret updated, sidecar swapped to %s in %s, old key revoked\n", i+1, rot.Current.Fingerprint(), took.Round(10*time.Microsecond))
 	}
 	time.Sleep(cfg.Interval) // keep the load running on the last key too
 	stopLoad()
@@ -226,8 +302,13 @@ func (d *demo) stopChild() error {
 }
 
 func (d *demo) close(keep bool) {
-	if d.closer != nil {
-		_ = d.closer.Close()
+	if d.sidecar != nil && d.sidecar.Process != nil {
+		_ = d.sidecar.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.sideErr:
+		case <-time.After(10 * time.Second):
+			_ = d.sidecar.Process.Kill()
+		}
 	}
 	if d.child != nil {
 		_ = d.stopChild()

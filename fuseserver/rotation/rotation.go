@@ -273,7 +273,9 @@ func (m *Manager) Swap(ctx context.Context, req Request) Outcome {
 		if errors.As(err, &ref) {
 			return m.refuse(out, ref.Reason, ref.Message)
 		}
-		return m.refuse(out, ReasonOther, err.Error())
+		// Only RefusalError messages are known to be free of secrets; any
+		// other error text stays out of Status and Events.
+		return m.refuse(out, ReasonOther, "key validation failed")
 	}
 
 	newGen := req.Generation
