@@ -1,0 +1,44 @@
+package contract
+
+// Names of the CSI node plugin: volume attributes beyond the webhook's,
+// podInfoOnMount keys, Event reasons and node paths.
+const (
+	// VolumeAttrBucket is the bucket name (required unless the volume
+	// handle is csi-s3's "bucket/prefix").
+	VolumeAttrBucket = "bucket"
+	// VolumeAttrURL is the S3 endpoint URL (required unless the Secret has
+	// csi-s3's "endpoint").
+	VolumeAttrURL = "url"
+	// VolumeAttrPath is the prefix inside the bucket served as the root.
+	VolumeAttrPath = "path"
+	// VolumeAttrOtherOpts is an ossfs-style "-o k[=v]" option list.
+	VolumeAttrOtherOpts = "otherOpts"
+
+	// SecretKeyEndpoint and SecretKeyRegion are csi-s3's Secret entries,
+	// accepted when the url and region attributes are not set.
+	SecretKeyEndpoint = "endpoint"
+	SecretKeyRegion   = "region"
+
+	// PodInfo keys kubelet adds to the volume context with podInfoOnMount.
+	PodInfoName           = "csi.storage.k8s.io/pod.name"
+	PodInfoNamespace      = "csi.storage.k8s.io/pod.namespace"
+	PodInfoUID            = "csi.storage.k8s.io/pod.uid"
+	PodInfoServiceAccount = "csi.storage.k8s.io/serviceAccount.name"
+	// PodInfoEphemeral is "true" for an inline CSI volume.
+	PodInfoEphemeral = "csi.storage.k8s.io/ephemeral"
+
+	// EventReasonFUSEServerDied is the Warning Event posted on a pod whose
+	// FUSE server exited while the volume was still mounted.
+	EventReasonFUSEServerDied = "FUSEServerDied"
+	// EventMessageFUSEServerDiedFormat formats it: the volume, then the exit status.
+	EventMessageFUSEServerDiedFormat = "FUSE server for %s died (%s); I/O on the volume fails until the pod is restarted: delete the pod so it gets a fresh mount"
+	// EventReasonRepublishFailed is the Warning Event posted when a
+	// republish of a live mount could not apply its Secret; the republish
+	// itself succeeds.
+	EventReasonRepublishFailed = EventReasonRefreshFailed
+
+	// DefaultKubeletRootDir is kubelet's --root-dir default.
+	DefaultKubeletRootDir = "/var/lib/kubelet"
+	// DefaultSupervisorSocket is the node-local socket of the supervisor.
+	DefaultSupervisorSocket = "/var/lib/kubelet/plugins/" + DriverName + "/supervisor.sock"
+)
