@@ -1,0 +1,177 @@
+// Command rekey-csi is rekey's CSI node plugin. It has two roles, run as
+// two containers of the node DaemonSet from the same image:
+//
+//	rekey-csi driver ...      CSI Identity+Node on --endpoint, kubelet registration, health and metrics
+//	rekey-csi supervisor ...  runs one rekey-fuse per mount; receives /dev/fuse fds over --supervisor-socket
+//
+// The supervisor container should run a minimal init as PID 1 (tini,
+// dumb-init, or the container runtime's --init) so that FUSE servers
+// outlive a crashed supervisor; see docs/csi-driver.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"rekey.dev/rekey/csidriver"
+	"rekey.dev/rekey/csidriver/mounter"
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/logging"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "dev"
+
+type config struct {
+	role             string
+	endpoint         string
+	nodeID           string
+	kubeletRoot      string
+	supervisorSocket string
+	stateDir         string
+	fuseBinary       string
+	httpAddr         string
+	kubeconfig       string
+	register         bool
+	socketUID        int
+	logFormat        string
+	verbosity        int
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "rekey-csi:", err)
+		os.Exit(1)
+	}
+}
+
+func parse(args []string) (config, error) {
+	cfg := config{role: "driver"}
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cfg.role, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("rekey-csi "+cfg.role, flag.ContinueOnError)
+	fs.StringVar(&cfg.endpoint, "endpoint", "unix:///var/lib/kubelet/plugins/"+contract.DriverName+"/csi.sock", "CSI endpoint (driver)")
+	fs.StringVar(&cfg.nodeID, "node-id", "", "node name, e.g. $(NODE_NAME) (driver, required)")
+	fs.StringVar(&cfg.kubeletRoot, "kubelet-root-dir", contract.DefaultKubeletRootDir, "kubelet --root-dir")
+	fs.StringVar(&cfg.supervisorSocket, "supervisor-socket", contract.DefaultSupervisorSocket, "node-local supervisor socket")
+	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/kubelet/plugins/"+contract.DriverName+"/mounts", "supervisor state (specs and control sockets; no keys)")
+	fs.StringVar(&cfg.fuseBinary, "fuse-binary", "/rekey-fuse", "rekey-fuse executable (supervisor)")
+	fs.StringVar(&cfg.httpAddr, "http-addr", "", "address for /healthz and /metrics (driver), e.g. :9808")
+	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig for posting Events (default: in-cluster; none: Events are logged only)")
+	fs.BoolVar(&cfg.register, "register", true, "register with kubelet through <kubelet root>/plugins_registry (driver)")
+	fs.IntVar(&cfg.socketUID, "socket-uid", contract.SidecarUID, "owner of the control sockets placed in pods")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
+	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return cfg, nil
+}
+
+func run(args []string) error {
+	cfg, err := parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	log, err := logging.New(os.Stderr, cfg.logFormat, cfg.verbosity)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	m := mounter.New()
+	switch cfg.role {
+	case "supervisor":
+		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
+			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor")})
+		if err != nil {
+			return err
+		}
+		lis, err := supervisor.Listen(cfg.supervisorSocket)
+		if err != nil {
+			return err
+		}
+		log.Info("supervisor serving", "socket", cfg.supervisorSocket, "stateDir", cfg.stateDir)
+		// The FUSE servers keep running when the supervisor stops.
+		return sup.Serve(ctx, lis)
+	case "driver":
+		return runDriver(ctx, cfg, m, log)
+	}
+	return fmt.Errorf("unknown role %q, want driver or supervisor", cfg.role)
+}
+
+func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Logger) error {
+	if cfg.nodeID == "" {
+		return errors.New("--node-id is required")
+	}
+	reg := prometheus.NewRegistry()
+	opts := csidriver.Options{NodeID: cfg.nodeID, Version: version, KubeletRootDir: cfg.kubeletRoot,
+		SocketUID: cfg.socketUID, Mounter: m, Runner: &supervisor.Client{Path: cfg.supervisorSocket},
+		Registerer: reg, Log: log}
+	if rc, err := restConfig(cfg.kubeconfig); err != nil {
+		log.Info("no Kubernetes API access; Events are logged only", "why", err.Error())
+	} else {
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		rec, stopRec := csidriver.NewEventRecorder(cs, cfg.nodeID)
+		defer stopRec()
+		opts.Recorder = rec
+	}
+	d, err := csidriver.New(opts)
+	if err != nil {
+		return err
+	}
+	path := strings.TrimPrefix(cfg.endpoint, "unix://")
+	lis, err := csidriver.ListenUnix(path)
+	if err != nil {
+		return err
+	}
+	if cfg.register {
+		go func() {
+			if err := d.ServeRegistration(ctx, path); err != nil {
+				log.Error(err, "kubelet registration stopped")
+			}
+		}()
+	}
+	if cfg.httpAddr != "" {
+		hs := &http.Server{Addr: cfg.httpAddr, Handler: d.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "health and metrics endpoint stopped")
+			}
+		}()
+		defer hs.Close()
+	}
+	log.Info("driver serving", "endpoint", path, "nodeId", cfg.nodeID, "supervisor", cfg.supervisorSocket)
+	return d.Serve(ctx, lis)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}

@@ -1,0 +1,183 @@
+package csidriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/tools/record"
+	registerv1 "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"rekey.dev/rekey/csidriver/mounter"
+	"rekey.dev/rekey/csidriver/volumecontext"
+	"rekey.dev/rekey/internal/contract"
+)
+
+// Options configure a Driver. Mounter and Runner are required.
+type Options struct {
+	// NodeID is the node's name (NodeGetInfo).
+	NodeID string
+	// Version is reported by GetPluginInfo.
+	Version string
+	// KubeletRootDir is kubelet's --root-dir (contract.DefaultKubeletRootDir).
+	KubeletRootDir string
+	// SocketUID owns the control sockets placed in pods (contract.SidecarUID).
+	SocketUID int
+	// Mounter mounts /dev/fuse; mounter.New() in production.
+	Mounter mounter.Interface
+	// Runner runs the FUSE servers: a *supervisor.Client in production.
+	Runner Runner
+	// Precheck tests a volume's keys before mounting; Precheck when nil.
+	Precheck func(context.Context, volumecontext.Volume) error
+	// Recorder posts Events on pods; nil logs them only.
+	Recorder record.EventRecorder
+	// RefreshedEventInterval rate-limits CredentialRefreshed per volume
+	// and pod (default 10 minutes).
+	RefreshedEventInterval time.Duration
+	// Registerer receives the metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+	// Log is the driver's logger.
+	Log logr.Logger
+}
+
+// Driver is the CSI node plugin.
+type Driver struct {
+	opts     Options
+	identity *identityServer
+	node     *nodeServer
+	events   *eventPoster
+	metrics  *Metrics
+}
+
+// New returns a Driver.
+func New(opts Options) (*Driver, error) {
+	if opts.Mounter == nil || opts.Runner == nil {
+		return nil, errors.New("csidriver: Mounter and Runner are required")
+	}
+	if opts.KubeletRootDir == "" {
+		opts.KubeletRootDir = contract.DefaultKubeletRootDir
+	}
+	if opts.Precheck == nil {
+		opts.Precheck = Precheck
+	}
+	if opts.RefreshedEventInterval == 0 {
+		opts.RefreshedEventInterval = 10 * time.Minute
+	}
+	m := NewMetrics(opts.Registerer)
+	ev := &eventPoster{rec: opts.Recorder, log: opts.Log.WithName("events"), metrics: m,
+		refreshedEvery: opts.RefreshedEventInterval}
+	return &Driver{
+		opts:     opts,
+		identity: &identityServer{version: opts.Version, runner: opts.Runner},
+		node: &nodeServer{nodeID: opts.NodeID, kubeletRoot: opts.KubeletRootDir, socketUID: opts.SocketUID,
+			mounter: opts.Mounter, runner: opts.Runner, precheck: opts.Precheck, events: ev, metrics: m,
+			log: opts.Log.WithName("node")},
+		events:  ev,
+		metrics: m,
+	}, nil
+}
+
+// GRPCServer returns a gRPC server with the Identity and Node services and
+// the secret-stripping logging interceptor.
+func (d *Driver) GRPCServer() *grpc.Server {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(LoggingInterceptor(d.opts.Log.WithName("grpc"))))
+	csi.RegisterIdentityServer(srv, d.identity)
+	csi.RegisterNodeServer(srv, d.node)
+	return srv
+}
+
+// Serve serves CSI on lis and turns FUSE server outcomes into Events,
+// until ctx ends.
+func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
+	srv := d.GRPCServer()
+	go d.events.watchEvents(ctx, d.opts.Runner)
+	go func() { <-ctx.Done(); srv.GracefulStop() }()
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("csidriver: serve: %w", err)
+	}
+	return nil
+}
+
+// ListenUnix removes a stale socket at path and listens there.
+func ListenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("csidriver: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("csidriver: listen %s: %w", path, err)
+	}
+	return lis, nil
+}
+
+// registration is kubelet's plugin watcher API: kubelet finds the socket in
+// <root>/plugins_registry/, asks GetInfo, and reports the outcome.
+type registration struct {
+	registerv1.UnimplementedRegistrationServer
+	endpoint string
+	log      logr.Logger
+}
+
+func (r *registration) GetInfo(context.Context, *registerv1.InfoRequest) (*registerv1.PluginInfo, error) {
+	return &registerv1.PluginInfo{Type: registerv1.CSIPlugin, Name: contract.DriverName, Endpoint: r.endpoint,
+		SupportedVersions: []string{"1.0.0"}}, nil
+}
+
+func (r *registration) NotifyRegistrationStatus(_ context.Context, st *registerv1.RegistrationStatus) (*registerv1.RegistrationStatusResponse, error) {
+	if st.GetPluginRegistered() {
+		r.log.Info("registered with kubelet")
+	} else {
+		r.log.Error(errors.New(st.GetError()), "kubelet refused the registration")
+	}
+	return &registerv1.RegistrationStatusResponse{}, nil
+}
+
+// ServeRegistration serves kubelet's plugin registration on
+// <kubelet root>/plugins_registry/<driver>-reg.sock, pointing kubelet at
+// csiEndpoint, until ctx ends.
+func (d *Driver) ServeRegistration(ctx context.Context, csiEndpoint string) error {
+	path := filepath.Join(d.opts.KubeletRootDir, "plugins_registry", contract.DriverName+"-reg.sock")
+	lis, err := ListenUnix(path)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	registerv1.RegisterRegistrationServer(srv, &registration{endpoint: csiEndpoint, log: d.opts.Log.WithName("registration")})
+	go func() { <-ctx.Done(); srv.Stop(); _ = os.Remove(path) }()
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("csidriver: registration: %w", err)
+	}
+	return nil
+}
+
+// HTTPHandler serves /healthz (the supervisor answers) and /metrics.
+func (d *Driver) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := d.opts.Runner.List(r.Context()); err != nil {
+			http.Error(w, "supervisor: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if gatherer != nil {
+		mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d.metrics.refreshKeyAge()
+			promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		}))
+	}
+	return mux
+}

@@ -1,0 +1,114 @@
+package csidriver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/contract"
+)
+
+// NewEventRecorder returns a client-go event recorder posting to the API
+// server as component "rekey-csi" on node nodeID, and its stop function.
+func NewEventRecorder(cs kubernetes.Interface, nodeID string) (record.EventRecorder, func()) {
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "rekey-csi", Host: nodeID}), b.Shutdown
+}
+
+// eventPoster turns FUSE server outcomes into Events on the consuming pod.
+// CredentialRefreshed is rate-limited to one per volume and pod per
+// refreshedEvery; Warnings are not (client-go aggregates repeats).
+type eventPoster struct {
+	rec            record.EventRecorder // nil: log only
+	log            logr.Logger
+	metrics        *Metrics
+	refreshedEvery time.Duration
+
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func podRef(s supervisor.Spec) *corev1.ObjectReference {
+	if s.PodName == "" || s.PodNamespace == "" {
+		return nil
+	}
+	return &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Name: s.PodName, Namespace: s.PodNamespace, UID: types.UID(s.PodUID)}
+}
+
+func (p *eventPoster) post(s supervisor.Spec, eventType, reason, msg string) {
+	p.log.Info("event", "type", eventType, "reason", reason, "message", msg, "volumeId", s.VolumeID,
+		"pod", s.PodNamespace+"/"+s.PodName)
+	if ref := podRef(s); ref != nil && p.rec != nil {
+		p.rec.Event(ref, eventType, reason, msg)
+	}
+}
+
+func (p *eventPoster) refreshFailed(s supervisor.Spec, reason string) {
+	p.post(s, corev1.EventTypeWarning, contract.EventReasonRefreshFailed,
+		fmt.Sprintf(contract.EventMessageFailedFormat, s.VolumeID, reason))
+}
+
+func (p *eventPoster) refreshed(s supervisor.Spec, fingerprint, source string) {
+	key := s.PodUID + "/" + s.VolumeID
+	p.mu.Lock()
+	if p.last == nil {
+		p.last = map[string]time.Time{}
+	}
+	if t, ok := p.last[key]; ok && time.Since(t) < p.refreshedEvery {
+		p.mu.Unlock()
+		return
+	}
+	p.last[key] = time.Now()
+	p.mu.Unlock()
+	p.post(s, corev1.EventTypeNormal, contract.EventReasonRefreshed,
+		fmt.Sprintf("refreshed ak/sk for %s, key %s (source %s)", s.VolumeID, fingerprint, source))
+}
+
+// Handle posts the Event for one supervisor Event.
+func (p *eventPoster) Handle(ev supervisor.Event) {
+	switch ev.Kind {
+	case "applied":
+		p.metrics.keySet(ev.Spec.VolumeID)
+		p.refreshed(ev.Spec, ev.Fingerprint, ev.Source)
+	case "refused", "reported":
+		p.refreshFailed(ev.Spec, ev.Reason)
+	case supervisor.EventDied:
+		p.metrics.serverDeaths.Inc()
+		p.post(ev.Spec, corev1.EventTypeWarning, contract.EventReasonFUSEServerDied,
+			fmt.Sprintf(contract.EventMessageFUSEServerDiedFormat, ev.Spec.VolumeID, ev.Reason))
+	}
+}
+
+// watchEvents feeds Events from a supervisor Client (reconnecting) or an
+// in-process Supervisor until ctx ends.
+func (p *eventPoster) watchEvents(ctx context.Context, r Runner) {
+	switch r := r.(type) {
+	case *supervisor.Client:
+		r.WatchForever(ctx, p.Handle, p.log)
+	case *supervisor.Supervisor:
+		ch, cancel := r.Subscribe()
+		defer cancel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-ch:
+				p.Handle(ev)
+			}
+		}
+	}
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

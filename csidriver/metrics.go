@@ -1,0 +1,66 @@
+package csidriver
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the driver's Prometheus metrics.
+type Metrics struct {
+	mounts         prometheus.Gauge
+	swaps          *prometheus.CounterVec
+	swapSeconds    prometheus.Histogram
+	publishSeconds prometheus.Histogram
+	serverDeaths   prometheus.Counter
+	keyAge         *prometheus.GaugeVec
+
+	mu      sync.Mutex
+	keysSet map[string]time.Time
+}
+
+// NewMetrics registers the metrics with reg (nil: a private registry).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		mounts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rekey_csi_mounts", Help: "Volumes published on this node."}),
+		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekey_csi_swaps_total",
+			Help: "Key swaps requested by republish, by result."}, []string{"result"}),
+		swapSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rekey_csi_swap_seconds",
+			Help: "Latency of applied republish swaps.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rekey_csi_publish_seconds",
+			Help: "Latency of NodePublishVolume calls that mounted.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
+		serverDeaths: prometheus.NewCounter(prometheus.CounterOpts{Name: "rekey_csi_fuse_server_deaths_total",
+			Help: "FUSE servers that died while mounted (their connection was aborted)."}),
+		keyAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekey_csi_key_age_seconds",
+			Help: "Seconds since the keys in use by a volume were set."}, []string{"volume"}),
+		keysSet: map[string]time.Time{},
+	}
+	reg.MustRegister(m.mounts, m.swaps, m.swapSeconds, m.publishSeconds, m.serverDeaths, m.keyAge)
+	return m
+}
+
+func (m *Metrics) keySet(volume string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keysSet[volume] = time.Now()
+}
+
+// refreshKeyAge updates the key age gauges; the driver calls it on scrape ticks.
+func (m *Metrics) refreshKeyAge() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for v, t := range m.keysSet {
+		m.keyAge.WithLabelValues(v).Set(time.Since(t).Seconds())
+	}
+}
+
+func (m *Metrics) keyForget(volume string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.keysSet, volume)
+	m.keyAge.DeleteLabelValues(volume)
+}

@@ -1,0 +1,262 @@
+package csidriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"rekey.dev/rekey/csidriver/mounter"
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/csidriver/volumecontext"
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/keys"
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
+)
+
+var _ csi.NodeServer = (*nodeServer)(nil)
+
+// Runner starts and stops FUSE servers: a *supervisor.Client in
+// production, a *supervisor.Supervisor in process for tests.
+type Runner interface {
+	Start(ctx context.Context, spec supervisor.Spec, fuse *os.File, k keys.Keys) (supervisor.Info, error)
+	Stop(ctx context.Context, id string) error
+	List(ctx context.Context) ([]supervisor.Info, error)
+}
+
+// maxRead is the largest FUSE read request the mount asks for.
+const maxRead = 1 << 20
+
+// nodeServer publishes volumes: mount /dev/fuse at the target, hand the
+// descriptor and keys to the Runner, swap keys on republish.
+type nodeServer struct {
+	csi.UnimplementedNodeServer
+	nodeID      string
+	kubeletRoot string
+	socketUID   int
+	mounter     mounter.Interface
+	runner      Runner
+	precheck    func(context.Context, volumecontext.Volume) error
+	events      *eventPoster
+	metrics     *Metrics
+	log         logr.Logger
+
+	locks sync.Map // target path -> *sync.Mutex
+}
+
+func (s *nodeServer) lock(target string) func() {
+	v, _ := s.locks.LoadOrStore(target, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func (s *nodeServer) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: s.nodeID}, nil
+}
+
+func (s *nodeServer) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	return &csi.NodeGetCapabilitiesResponse{}, nil
+}
+
+// find returns the Runner's mount for target, if any.
+func (s *nodeServer) find(ctx context.Context, target string) (supervisor.Info, bool, error) {
+	infos, err := s.runner.List(ctx)
+	if err != nil {
+		return supervisor.Info{}, false, fmt.Errorf("list mounts: %w", err)
+	}
+	id := supervisor.MountID(target)
+	for _, in := range infos {
+		if in.ID == id {
+			return in, true, nil
+		}
+	}
+	return supervisor.Info{}, false, nil
+}
+
+func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	start := time.Now()
+	target := req.GetTargetPath()
+	switch {
+	case req.GetVolumeId() == "":
+		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
+	case target == "":
+		return nil, status.Error(codes.InvalidArgument, "target_path is required")
+	case req.GetVolumeCapability() == nil:
+		return nil, status.Error(codes.InvalidArgument, "volume_capability is required")
+	case req.GetVolumeCapability().GetBlock() != nil:
+		return nil, status.Error(codes.InvalidArgument, "volume_capability: block access is not supported, use a filesystem (mount) volume")
+	case req.GetStagingTargetPath() != "":
+		// We do not offer STAGE_UNSTAGE_VOLUME; kubelet never sends one.
+	}
+	vol, err := volumecontext.Parse(req.GetVolumeId(), req.GetVolumeContext(), req.GetSecrets())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	log := s.log.WithValues("volumeId", vol.ID, "target", target, "pod", vol.SecretRef())
+	if ign := volumecontext.IgnoredAttributes(req.GetVolumeContext()); len(ign) > 0 {
+		log.V(1).Info("volume attributes ignored", "attributes", ign)
+	}
+	readOnly := req.GetReadonly() || vol.Options.ReadOnly ||
+		req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY ||
+		req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
+
+	defer s.lock(target)()
+
+	info, found, err := s.find(ctx, target)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "FUSE supervisor not reachable: "+err.Error())
+	}
+	mounted, corrupted, err := s.mounter.IsMountPoint(target)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if found && !info.Dead && mounted && !corrupted {
+		s.republish(ctx, log, vol, info)
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
+	if found {
+		_ = s.runner.Stop(ctx, info.ID)
+	}
+	if mounted {
+		log.Info("cleaning up a stale mount before publishing")
+		if err := s.mounter.Unmount(target); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	if vol.Keys.IsZero() {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"authType %s: the Secret holds no keys and the driver does not exchange tokens at publish yet; add akId/akSecret to nodePublishSecretRef",
+			vol.AuthType)
+	}
+	if err := s.precheck(ctx, vol); err != nil {
+		var pe *PrecheckError
+		if errors.As(err, &pe) && pe.Kind == PrecheckUnreachable {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return nil, status.Errorf(codes.Internal, "create target: %v", err)
+	}
+	if err := s.mount(ctx, log, vol, target, readOnly); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	log.Info("volume published", "readOnly", readOnly, "duration", time.Since(start).String())
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumecontext.Volume, target string, readOnly bool) error {
+	fuse, err := s.mounter.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:" + vol.Bucket, Subtype: "rekey",
+		AllowOther: true, ReadOnly: readOnly, MaxRead: maxRead})
+	if err != nil {
+		return err
+	}
+	defer fuse.Close()
+	connID, err := s.mounter.ConnectionID(target)
+	if err != nil {
+		_ = s.mounter.Unmount(target)
+		return err
+	}
+	opts := vol.Options
+	opts.ReadOnly = readOnly
+	opts.AllowOther = true
+	spec := supervisor.Spec{Target: target, VolumeID: vol.ID, Endpoint: vol.Endpoint, Region: vol.Region,
+		Bucket: vol.Bucket, Prefix: vol.Prefix, Options: opts.String(), AuthType: vol.AuthType, SecretRef: vol.SecretRef(),
+		RoleARN: vol.RoleARN, PodName: vol.Pod.Name, PodNamespace: vol.Pod.Namespace, PodUID: vol.Pod.UID,
+		SocketUID: s.socketUID, ConnectionID: connID}
+	if vol.Pod.UID != "" {
+		spec.PodSocket = filepath.Join(s.kubeletRoot, "pods", vol.Pod.UID, "volumes", "kubernetes.io~empty-dir",
+			contract.SocketVolumeName, supervisor.MountID(target)+contract.SocketSuffix)
+	}
+	if _, err := s.runner.Start(ctx, spec, fuse, vol.Keys); err != nil {
+		// Abort first: nobody serves the connection any more.
+		_ = s.mounter.Unmount(target)
+		return fmt.Errorf("start FUSE server: %w", err)
+	}
+	s.metrics.mounts.Inc()
+	s.metrics.keySet(vol.ID)
+	return nil
+}
+
+// republish swaps the Secret's current keys into a live mount. It never
+// fails the call (older kubelets remove the target on a republish error);
+// problems become Events.
+func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumecontext.Volume, info supervisor.Info) {
+	if vol.Keys.IsZero() {
+		return
+	}
+	start := time.Now()
+	c, closer, err := control.Dial(info.ControlSocket)
+	if err != nil {
+		s.events.refreshFailed(info.Spec, "FUSE server control socket: "+err.Error())
+		return
+	}
+	defer closer.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	swap := &credentialsv1.SwapRequest{AccessKeyId: vol.Keys.AccessKeyID, SecretAccessKey: vol.Keys.SecretAccessKey,
+		SessionToken: vol.Keys.SessionToken, Source: "csi-republish"}
+	if !vol.Keys.Expiration.IsZero() {
+		swap.Expiration = timestamp(vol.Keys.Expiration)
+	}
+	resp, err := c.Swap(ctx, swap)
+	if err != nil {
+		log.Error(err, "republish could not reach the FUSE server")
+		s.metrics.swaps.WithLabelValues("error").Inc()
+		s.events.refreshFailed(info.Spec, "FUSE server unreachable: "+status.Convert(err).Message())
+		return
+	}
+	result := resp.GetResult().String()
+	s.metrics.swaps.WithLabelValues(result).Inc()
+	if resp.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
+		s.metrics.swapSeconds.Observe(time.Since(start).Seconds())
+		s.metrics.keySet(vol.ID)
+		log.Info("keys swapped on republish", "fingerprint", resp.GetFingerprint())
+	} else if resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED {
+		// Refusals also arrive on the server's event stream, which posts the Event.
+		log.Info("republish keys not applied", "result", result, "reason", resp.GetReason().String())
+	}
+}
+
+func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	target := req.GetTargetPath()
+	switch {
+	case req.GetVolumeId() == "":
+		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
+	case target == "":
+		return nil, status.Error(codes.InvalidArgument, "target_path is required")
+	}
+	log := s.log.WithValues("volumeId", req.GetVolumeId(), "target", target)
+	defer s.lock(target)()
+	info, found, err := s.find(ctx, target)
+	if err != nil {
+		// Unmounting alone also stops the server (it exits when its mount goes).
+		log.Error(err, "supervisor not reachable; unmounting anyway")
+	}
+	if found {
+		if err := s.runner.Stop(ctx, info.ID); err != nil {
+			log.Error(err, "stopping the FUSE server failed; unmounting anyway")
+		}
+		s.metrics.mounts.Dec()
+		s.metrics.keyForget(req.GetVolumeId())
+	}
+	if err := s.mounter.Unmount(target); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, status.Errorf(codes.Internal, "remove target: %v", err)
+	}
+	log.Info("volume unpublished")
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}

@@ -1,0 +1,325 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"rekey.dev/rekey/internal/keys"
+)
+
+// The supervisor's API is one JSON request per connection on a node-local
+// unix socket, newline terminated; Start carries the /dev/fuse descriptor
+// as SCM_RIGHTS on its first byte. Only root peers are served
+// (SO_PEERCRED). Watch keeps the connection open and streams Events.
+const (
+	opStart = "start"
+	opStop  = "stop"
+	opList  = "list"
+	opWatch = "watch"
+)
+
+type request struct {
+	Op   string          `json:"op"`
+	Spec Spec            `json:"spec,omitzero"`
+	ID   string          `json:"id,omitempty"`
+	Keys json.RawMessage `json:"keys,omitempty"` // keys.Encode wire format
+}
+
+type response struct {
+	Error string `json:"error,omitempty"`
+	Infos []Info `json:"infos,omitempty"`
+}
+
+// Listen creates the supervisor socket at path (replacing a stale one),
+// mode 0600, in a directory created 0700 if missing.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("supervisor: socket dir: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("supervisor: chmod socket: %w", err)
+	}
+	return lis, nil
+}
+
+// Serve answers the API on lis until ctx ends.
+func (s *Supervisor) Serve(ctx context.Context, lis *net.UnixListener) error {
+	go func() { <-ctx.Done(); _ = lis.Close() }()
+	for {
+		c, err := lis.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("supervisor: accept: %w", err)
+		}
+		go s.handle(ctx, c)
+	}
+}
+
+func peerUID(c *net.UnixConn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, credErr
+	}
+	return cred.Uid, nil
+}
+
+func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	log := s.cfg.Log.WithName("api")
+	if uid, err := peerUID(c); err != nil || uid != 0 {
+		log.Info("refused supervisor connection from a non-root peer", "peerUid", uid)
+		return
+	}
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		log.Error(err, "reading request failed")
+		return
+	}
+	var fuse *os.File
+	if oobn > 0 {
+		if fuse, err = parseRights(oob[:oobn]); err != nil {
+			log.Error(err, "bad descriptor in request")
+			return
+		}
+		defer fuse.Close()
+	}
+	var req request
+	dec := json.NewDecoder(io.MultiReader(bytes.NewReader(buf[:n]), c))
+	if err := dec.Decode(&req); err != nil {
+		log.Error(err, "malformed request")
+		return
+	}
+	enc := json.NewEncoder(c)
+	reply := func(infos []Info, err error) {
+		r := response{Infos: infos}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		_ = enc.Encode(r)
+	}
+	switch req.Op {
+	case opStart:
+		if fuse == nil {
+			reply(nil, errors.New("supervisor: start without a /dev/fuse descriptor"))
+			return
+		}
+		k, err := keys.Decode(bytes.NewReader(req.Keys))
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		info, err := s.Start(ctx, req.Spec, fuse, k)
+		reply([]Info{info}, err)
+	case opStop:
+		reply(nil, s.Stop(ctx, req.ID))
+	case opList:
+		infos, err := s.List(ctx)
+		reply(infos, err)
+	case opWatch:
+		ch, cancel := s.Subscribe()
+		defer cancel()
+		go func() { _, _ = io.Copy(io.Discard, c); cancel() }() // client gone
+		reply(nil, nil)
+		for ev := range ch {
+			if err := enc.Encode(ev); err != nil {
+				return
+			}
+		}
+	default:
+		reply(nil, fmt.Errorf("supervisor: unknown op %q", req.Op))
+	}
+}
+
+func parseRights(oob []byte) (*os.File, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: control message: %w", err)
+	}
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds[1:] {
+			_ = unix.Close(fd)
+		}
+		if len(fds) > 0 {
+			unix.CloseOnExec(fds[0])
+			return os.NewFile(uintptr(fds[0]), "/dev/fuse"), nil
+		}
+	}
+	return nil, errors.New("supervisor: no descriptor in control message")
+}
+
+// Client talks to a supervisor over its socket. It implements the same
+// Start/Stop/List methods as *Supervisor.
+type Client struct {
+	// Path is the supervisor socket.
+	Path string
+	// Timeout bounds each call but Watch (default 90s: Stop waits for a flush).
+	Timeout time.Duration
+}
+
+func (c *Client) call(ctx context.Context, req request, fuse *os.File) (response, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return response{}, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := send(conn, req, fuse); err != nil {
+		return response{}, err
+	}
+	var resp response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return response{}, fmt.Errorf("supervisor: read reply: %w", err)
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
+
+func (c *Client) dial(ctx context.Context) (*net.UnixConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Path)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: dial %s: %w", c.Path, err)
+	}
+	return conn.(*net.UnixConn), nil
+}
+
+func send(conn *net.UnixConn, req request, fuse *os.File) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("supervisor: encode request: %w", err)
+	}
+	b = append(b, '\n')
+	var oob []byte
+	if fuse != nil {
+		oob = unix.UnixRights(int(fuse.Fd()))
+	}
+	n, _, err := conn.WriteMsgUnix(b, oob, nil)
+	if err != nil {
+		return fmt.Errorf("supervisor: send request: %w", err)
+	}
+	if n < len(b) {
+		if _, err := conn.Write(b[n:]); err != nil {
+			return fmt.Errorf("supervisor: send request: %w", err)
+		}
+	}
+	return nil
+}
+
+// Start sends the descriptor and keys to the supervisor, which starts the
+// server (see Supervisor.Start).
+func (c *Client) Start(ctx context.Context, spec Spec, fuse *os.File, k keys.Keys) (Info, error) {
+	var wire bytes.Buffer
+	if err := keys.Encode(&wire, k); err != nil {
+		return Info{}, err
+	}
+	resp, err := c.call(ctx, request{Op: opStart, Spec: spec, Keys: bytes.TrimSpace(wire.Bytes())}, fuse)
+	if err != nil {
+		return Info{}, err
+	}
+	if len(resp.Infos) != 1 {
+		return Info{}, errors.New("supervisor: start: no mount in reply")
+	}
+	return resp.Infos[0], nil
+}
+
+// Stop stops the server of mount id (see Supervisor.Stop).
+func (c *Client) Stop(ctx context.Context, id string) error {
+	_, err := c.call(ctx, request{Op: opStop, ID: id}, nil)
+	return err
+}
+
+// List returns the supervisor's mounts.
+func (c *Client) List(ctx context.Context) ([]Info, error) {
+	resp, err := c.call(ctx, request{Op: opList}, nil)
+	return resp.Infos, err
+}
+
+// Watch streams Events to fn until ctx ends or the connection breaks; it
+// returns why it stopped. Callers reconnect (the supervisor may restart).
+func (c *Client) Watch(ctx context.Context, fn func(Event)) error {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	go func() { <-ctx.Done(); _ = conn.Close() }()
+	if err := send(conn, request{Op: opWatch}, nil); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	var first response
+	if err := dec.Decode(&first); err != nil {
+		return fmt.Errorf("supervisor: watch: %w", err)
+	}
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("supervisor: watch: %w", err)
+		}
+		fn(ev)
+	}
+}
+
+// WatchForever calls Watch again after every disconnect, until ctx ends.
+func (c *Client) WatchForever(ctx context.Context, fn func(Event), log logr.Logger) {
+	for ctx.Err() == nil {
+		if err := c.Watch(ctx, fn); err != nil && ctx.Err() == nil {
+			log.V(1).Info("supervisor event stream ended; reconnecting", "error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,77 @@
+package supervisor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Spec describes one mount's FUSE server. It holds no secret and is what
+// the supervisor keeps in its state directory.
+type Spec struct {
+	// Target is the mount point; MountID is derived from it.
+	Target string `json:"target"`
+	// VolumeID is the CSI volume handle.
+	VolumeID string `json:"volumeId"`
+	// Endpoint, Region, Bucket, Prefix and Options configure rekey-fuse.
+	Endpoint string `json:"endpoint"`
+	Region   string `json:"region,omitempty"`
+	Bucket   string `json:"bucket"`
+	Prefix   string `json:"prefix,omitempty"`
+	Options  string `json:"options,omitempty"`
+	// AuthType, SecretRef and RoleARN are reported by the server's Status.
+	AuthType  string `json:"authType,omitempty"`
+	SecretRef string `json:"secretRef,omitempty"`
+	RoleARN   string `json:"roleArn,omitempty"`
+	// Pod identifies the consuming pod (podInfoOnMount), for Events.
+	PodName      string `json:"podName,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodUID       string `json:"podUid,omitempty"`
+	// PodSocket is where the control socket should also appear for the
+	// pod's sidecar (inside its rekey-sockets emptyDir), once that
+	// directory exists. Empty: no pod socket.
+	PodSocket string `json:"podSocket,omitempty"`
+	// SocketUID owns the control socket (the sidecar's UID).
+	SocketUID int `json:"socketUid"`
+	// ConnectionID is the fusectl number of the mount's FUSE connection.
+	ConnectionID uint32 `json:"connectionId"`
+}
+
+// MountID names a mount in the state directory and the supervisor's API.
+func MountID(target string) string {
+	sum := sha256.Sum256([]byte(target))
+	return hex.EncodeToString(sum[:12])
+}
+
+// Info is a running (or dead, not yet stopped) mount.
+type Info struct {
+	Spec Spec `json:"spec"`
+	// ID is MountID(Spec.Target).
+	ID string `json:"id"`
+	// PID is the FUSE server's process ID.
+	PID int `json:"pid"`
+	// ControlSocket is the server's control API socket.
+	ControlSocket string `json:"controlSocket"`
+	// Started is when the server started serving.
+	Started time.Time `json:"started"`
+	// Dead is set once the server exited while mounted.
+	Dead bool `json:"dead,omitempty"`
+	// Adopted is set when this supervisor found the server running.
+	Adopted bool `json:"adopted,omitempty"`
+}
+
+// Event kinds besides the FUSE server's own (applied, refused, reported).
+const (
+	EventDied = "died"
+)
+
+// Event is a FUSE server's swap outcome or report, or its death.
+type Event struct {
+	Kind        string    `json:"kind"`
+	MountID     string    `json:"mountId"`
+	Spec        Spec      `json:"spec"`
+	Reason      string    `json:"reason,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Source      string    `json:"source,omitempty"`
+	Time        time.Time `json:"time"`
+}

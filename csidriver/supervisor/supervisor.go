@@ -1,0 +1,536 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"rekey.dev/rekey/fuseserver"
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/keys"
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
+)
+
+// Errors of the Supervisor.
+var (
+	ErrNotFound = errors.New("supervisor: no such mount")
+	ErrNotReady = errors.New("supervisor: FUSE server did not become ready")
+)
+
+// Aborter aborts a FUSE connection by its fusectl number (mounter.Interface).
+type Aborter interface {
+	AbortConnection(id uint32) error
+}
+
+// Config configures a Supervisor.
+type Config struct {
+	// FuseBinary is the rekey-fuse executable.
+	FuseBinary string
+	// StateDir holds one <id>.json Spec and one <id>.sock control socket per
+	// mount, plus staging directories. It must be private to root.
+	StateDir string
+	// AllowedUIDs may use the control sockets besides root (the sidecar).
+	AllowedUIDs []uint32
+	// ReadyTimeout bounds the wait for a new server (default 30s).
+	ReadyTimeout time.Duration
+	// StopTimeout bounds a server's flush on Stop before SIGKILL (default 60s).
+	StopTimeout time.Duration
+	// Aborter aborts the connection of a server that died.
+	Aborter Aborter
+	// Log is the supervisor's logger.
+	Log logr.Logger
+	// ExtraArgs are added to every rekey-fuse command line (tests: -v).
+	ExtraArgs []string
+}
+
+// Supervisor runs FUSE servers. Its methods are safe for concurrent use.
+type Supervisor struct {
+	cfg Config
+
+	mu     sync.Mutex
+	mounts map[string]*mount
+	subs   map[chan Event]struct{}
+}
+
+type mount struct {
+	info     Info
+	fuse     *os.File // our dup of the /dev/fuse descriptor; nil after adoption
+	stopping bool
+	exited   chan struct{}
+	cancel   context.CancelFunc // stops the pod-socket linker
+}
+
+// New returns a Supervisor and adopts the servers recorded in the state
+// directory that are still running. Servers recorded there that are gone
+// are reported as died.
+func New(ctx context.Context, cfg Config) (*Supervisor, error) {
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 30 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 60 * time.Second
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("supervisor: state dir: %w", err)
+	}
+	s := &Supervisor{cfg: cfg, mounts: map[string]*mount{}, subs: map[chan Event]struct{}{}}
+	if err := s.adoptAll(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Subscribe returns a channel receiving every Event until cancel is called.
+func (s *Supervisor) Subscribe() (<-chan Event, func()) {
+	ch := make(chan Event, 64)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		if _, ok := s.subs[ch]; ok {
+			delete(s.subs, ch)
+			close(ch)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Supervisor) publish(ev Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch := range s.subs {
+		select {
+		case ch <- ev:
+		default:
+			s.cfg.Log.Info("event subscriber is slow; event dropped", "kind", ev.Kind, "mountId", ev.MountID)
+		}
+	}
+}
+
+// List returns every mount, sorted by nothing in particular.
+func (s *Supervisor) List(context.Context) ([]Info, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Info, 0, len(s.mounts))
+	for _, m := range s.mounts {
+		out = append(out, m.info)
+	}
+	return out, nil
+}
+
+func (s *Supervisor) statePath(id, ext string) string { return filepath.Join(s.cfg.StateDir, id+ext) }
+
+// Start runs a FUSE server for spec on fuseFD (an open /dev/fuse already
+// mounted at spec.Target) with the initial keys k, and returns once it
+// serves. Start takes its own duplicate of fuseFD; the caller closes its
+// copy. A target that already has a live server is returned as is.
+func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k keys.Keys) (Info, error) {
+	id := MountID(spec.Target)
+	log := s.cfg.Log.WithValues("mountId", id, "volumeId", spec.VolumeID, "target", spec.Target)
+	s.mu.Lock()
+	if m, ok := s.mounts[id]; ok && !m.info.Dead {
+		s.mu.Unlock()
+		return m.info, nil
+	}
+	delete(s.mounts, id)
+	s.mu.Unlock()
+
+	dupFD, err := unix.FcntlInt(fuseFD.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return Info{}, fmt.Errorf("supervisor: dup fuse fd: %w", err)
+	}
+	fuse := os.NewFile(uintptr(dupFD), "/dev/fuse")
+	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock")}
+	cmd, readyR, eventsR, err := s.command(spec, info, fuse, k)
+	if err != nil {
+		_ = fuse.Close()
+		return Info{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		_ = fuse.Close()
+		return Info{}, fmt.Errorf("supervisor: start %s: %w", s.cfg.FuseBinary, err)
+	}
+	for _, f := range cmd.ExtraFiles[1:] { // close our copies of the child's pipe ends
+		_ = f.Close()
+	}
+	info.PID = cmd.Process.Pid
+	m := &mount{info: info, fuse: fuse, exited: make(chan struct{})}
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(m.exited) }()
+	go s.readEvents(id, eventsR)
+
+	if err := waitReady(ctx, readyR, m.exited, s.cfg.ReadyTimeout); err != nil {
+		_ = cmd.Process.Kill()
+		<-m.exited
+		_ = fuse.Close()
+		if waitErr != nil {
+			err = fmt.Errorf("%w (%v)", err, waitErr)
+		}
+		return Info{}, err
+	}
+	m.info.Started = time.Now()
+	if err := s.saveState(m.info); err != nil {
+		log.Error(err, "state not saved: a restarted supervisor will not adopt this server")
+	}
+	s.mu.Lock()
+	s.mounts[id] = m
+	s.mu.Unlock()
+	s.watch(m, log)
+	log.Info("FUSE server started", "pid", info.PID)
+	return m.info, nil
+}
+
+func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (*exec.Cmd, *os.File, *os.File, error) {
+	staging := s.statePath(info.ID, ".staging")
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("supervisor: staging dir: %w", err)
+	}
+	keysR, keysW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("supervisor: keys pipe: %w", err)
+	}
+	// The pipe buffer (64 KiB) holds the largest keys; write before start.
+	if err := keys.Encode(keysW, k); err != nil {
+		_ = keysR.Close()
+		_ = keysW.Close()
+		return nil, nil, nil, err
+	}
+	_ = keysW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		_ = keysR.Close()
+		return nil, nil, nil, fmt.Errorf("supervisor: ready pipe: %w", err)
+	}
+	eventsR, eventsW, err := os.Pipe()
+	if err != nil {
+		_ = keysR.Close()
+		_ = readyR.Close()
+		_ = readyW.Close()
+		return nil, nil, nil, fmt.Errorf("supervisor: events pipe: %w", err)
+	}
+	allowed := []string{"0"}
+	for _, u := range s.cfg.AllowedUIDs {
+		allowed = append(allowed, strconv.FormatUint(uint64(u), 10))
+	}
+	args := []string{
+		"--fuse-fd=3", "--keys-fd=4", "--ready-fd=5", "--events-fd=6",
+		"--endpoint=" + spec.Endpoint, "--bucket=" + spec.Bucket,
+		"--staging-dir=" + staging, "--control-socket=" + info.ControlSocket,
+		"--allowed-uids=" + strings.Join(allowed, ","),
+		"--volume-id=" + spec.VolumeID, "--auth-type=" + orDefault(spec.AuthType, "secret"),
+	}
+	if spec.SocketUID > 0 {
+		args = append(args, "--socket-uid="+strconv.Itoa(spec.SocketUID), "--socket-gid="+strconv.Itoa(spec.SocketUID))
+	}
+	for flag, v := range map[string]string{"region": spec.Region, "prefix": spec.Prefix, "o": spec.Options,
+		"secret-ref": spec.SecretRef, "role-arn": spec.RoleARN} {
+		if v != "" {
+			args = append(args, "--"+flag+"="+v)
+		}
+	}
+	args = append(args, s.cfg.ExtraArgs...)
+	cmd := exec.Command(s.cfg.FuseBinary, args...)
+	cmd.ExtraFiles = []*os.File{fuse, keysR, readyW, eventsW}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Own session: the server outlives the supervisor and its signals.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Env = []string{}
+	return cmd, readyR, eventsR, nil
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+func waitReady(ctx context.Context, ready *os.File, exited <-chan struct{}, timeout time.Duration) error {
+	defer ready.Close()
+	got := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		_, err := io.ReadFull(ready, b)
+		got <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("%w: it exited before serving", ErrNotReady)
+		}
+		return nil
+	case <-exited:
+		return fmt.Errorf("%w: it exited before serving", ErrNotReady)
+	case <-timer.C:
+		return fmt.Errorf("%w within %s", ErrNotReady, timeout)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+	}
+}
+
+// readEvents turns the server's events stream into Events.
+func (s *Supervisor) readEvents(id string, r *os.File) {
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var rec fuseserver.EventRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			s.cfg.Log.Error(err, "malformed event from FUSE server", "mountId", id)
+			continue
+		}
+		s.mu.Lock()
+		m, ok := s.mounts[id]
+		var spec Spec
+		if ok {
+			spec = m.info.Spec
+		}
+		s.mu.Unlock()
+		s.publish(Event{Kind: rec.Kind, MountID: id, Spec: spec, Reason: rec.Reason,
+			Fingerprint: rec.Fingerprint, Source: rec.Source, Time: rec.Time})
+	}
+}
+
+// watch handles the server's exit and creates the pod socket link.
+func (s *Supervisor) watch(m *mount, log logr.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	if m.info.Spec.PodSocket != "" {
+		go linkPodSocket(ctx, m.info.ControlSocket, m.info.Spec.PodSocket, log)
+	}
+	go func() {
+		<-m.exited
+		cancel()
+		s.mu.Lock()
+		stopping := m.stopping
+		if !stopping {
+			m.info.Dead = true
+		}
+		s.mu.Unlock()
+		if stopping {
+			return
+		}
+		status := exitStatus(m.info.PID)
+		log.Info("FUSE server died while mounted; aborting its FUSE connection", "pid", m.info.PID, "status", status)
+		if s.cfg.Aborter != nil {
+			if err := s.cfg.Aborter.AbortConnection(m.info.Spec.ConnectionID); err != nil {
+				log.Error(err, "aborting the FUSE connection failed")
+			}
+		}
+		if m.fuse != nil {
+			_ = m.fuse.Close()
+		}
+		s.publish(Event{Kind: EventDied, MountID: m.info.ID, Spec: m.info.Spec, Reason: status, Time: time.Now()})
+	}()
+}
+
+func exitStatus(pid int) string { return "process " + strconv.Itoa(pid) + " exited" }
+
+// linkPodSocket hard-links the control socket into the pod's emptyDir once
+// the directory exists: a hard link reaches the same listening socket, so
+// the server needs no second listener, and the emptyDir may appear after
+// NodePublishVolume returned. It tries for ten minutes.
+func linkPodSocket(ctx context.Context, sock, podSock string, log logr.Logger) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Dir(podSock)); err == nil {
+			_ = os.Remove(podSock)
+			if err := os.Link(sock, podSock); err != nil {
+				log.Error(err, "control socket could not be placed in the pod's socket directory; the sidecar cannot reach this volume",
+					"podSocket", podSock)
+			} else {
+				log.V(1).Info("control socket linked into the pod", "podSocket", podSock)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			log.V(1).Info("pod has no socket directory; rotation only through republish", "podSocket", podSock)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Stop asks the server of mount id to flush and exit (SIGTERM), kills it
+// after StopTimeout, and forgets the mount. It does not unmount: the
+// caller does, after Stop returns. An unknown id is not an error.
+func (s *Supervisor) Stop(ctx context.Context, id string) error {
+	s.mu.Lock()
+	m, ok := s.mounts[id]
+	if ok {
+		m.stopping = true
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.removeState(id)
+		return nil
+	}
+	if !m.info.Dead {
+		_ = syscall.Kill(m.info.PID, syscall.SIGTERM)
+		timer := time.NewTimer(s.cfg.StopTimeout)
+		select {
+		case <-m.exited:
+		case <-timer.C:
+			s.cfg.Log.Info("FUSE server did not stop in time; killing it", "mountId", id, "pid", m.info.PID)
+			_ = syscall.Kill(m.info.PID, syscall.SIGKILL)
+			<-m.exited
+		case <-ctx.Done():
+			_ = syscall.Kill(m.info.PID, syscall.SIGKILL)
+			<-m.exited
+		}
+		timer.Stop()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if m.fuse != nil {
+		_ = m.fuse.Close()
+	}
+	if p := m.info.Spec.PodSocket; p != "" {
+		if same(p, m.info.ControlSocket) {
+			_ = os.Remove(p)
+		}
+	}
+	s.mu.Lock()
+	delete(s.mounts, id)
+	s.mu.Unlock()
+	s.removeState(id)
+	return nil
+}
+
+// same reports whether a and b are the same file, or a is gone with b.
+func same(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA != nil {
+		return false
+	}
+	return errB != nil || os.SameFile(sa, sb)
+}
+
+func (s *Supervisor) removeState(id string) {
+	for _, ext := range []string{".json", ".sock"} {
+		_ = os.Remove(s.statePath(id, ext))
+	}
+	_ = os.RemoveAll(s.statePath(id, ".staging"))
+}
+
+type state struct {
+	Info Info `json:"info"`
+}
+
+func (s *Supervisor) saveState(info Info) error {
+	b, err := json.Marshal(state{Info: info})
+	if err != nil {
+		return fmt.Errorf("supervisor: state: %w", err)
+	}
+	tmp := s.statePath(info.ID, ".json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("supervisor: state: %w", err)
+	}
+	if err := os.Rename(tmp, s.statePath(info.ID, ".json")); err != nil {
+		return fmt.Errorf("supervisor: state: %w", err)
+	}
+	return nil
+}
+
+// adoptAll re-adopts the servers of the state directory.
+func (s *Supervisor) adoptAll(ctx context.Context) error {
+	paths, err := filepath.Glob(filepath.Join(s.cfg.StateDir, "*.json"))
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("supervisor: state: %w", err)
+		}
+		var st state
+		if err := json.Unmarshal(b, &st); err != nil {
+			s.cfg.Log.Error(err, "unreadable state file skipped", "path", p)
+			continue
+		}
+		s.adopt(ctx, st.Info)
+	}
+	return nil
+}
+
+func (s *Supervisor) adopt(ctx context.Context, info Info) {
+	log := s.cfg.Log.WithValues("mountId", info.ID, "volumeId", info.Spec.VolumeID, "target", info.Spec.Target, "pid", info.PID)
+	info.Adopted = true
+	m := &mount{info: info, exited: make(chan struct{})}
+	pidfd, err := openServer(info)
+	if err != nil {
+		log.Info("recorded FUSE server is gone", "why", err.Error())
+		close(m.exited)
+	} else {
+		go func() {
+			defer unix.Close(pidfd)
+			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			for {
+				if _, err := unix.Poll(fds, -1); err != nil && errors.Is(err, unix.EINTR) {
+					continue
+				}
+				break
+			}
+			close(m.exited)
+		}()
+		if err := checkControl(ctx, info.ControlSocket); err != nil {
+			log.Error(err, "adopted FUSE server does not answer on its control socket")
+		}
+	}
+	s.mu.Lock()
+	s.mounts[info.ID] = m
+	s.mu.Unlock()
+	s.watch(m, log)
+	log.Info("FUSE server adopted")
+}
+
+// openServer returns a pidfd of the recorded server after checking that
+// the PID still runs rekey-fuse for this mount (PIDs are reused).
+func openServer(info Info) (int, error) {
+	pidfd, err := unix.PidfdOpen(info.PID, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_open: %w", err)
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/cmdline")
+	if err != nil || !strings.Contains(string(cmdline), "--control-socket="+info.ControlSocket+"\x00") {
+		unix.Close(pidfd)
+		return -1, errors.New("the PID now runs another program")
+	}
+	return pidfd, nil
+}
+
+func checkControl(ctx context.Context, sock string) error {
+	c, closer, err := control.Dial(sock)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.Status(ctx, &credentialsv1.StatusRequest{}); err != nil {
+		return fmt.Errorf("supervisor: status: %w", err)
+	}
+	return nil
+}
