@@ -32,6 +32,7 @@ var (
 	_ fs.NodeLinker    = (*dirNode)(nil)
 	_ fs.NodeSymlinker = (*dirNode)(nil)
 	_ fs.NodeMknoder   = (*dirNode)(nil)
+	_ fs.NodeFsyncer   = (*dirNode)(nil)
 )
 
 // dirKey is the key prefix of the directory: Options.Prefix for the root,
@@ -334,4 +335,10 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 		return nil, syscall.EROFS
 	}
 	return nil, syscall.ENOTSUP
+}
+
+// Fsync of a directory succeeds: directory changes reach the bucket when
+// they are made.
+func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	return 0
 }

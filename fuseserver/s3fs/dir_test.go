@@ -124,6 +124,9 @@ func TestDirectories(t *testing.T) {
 		if err := os.Mkdir(e.path("made"), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		if d, err := os.Open(e.path("made")); err != nil || d.Sync() != nil || d.Close() != nil {
+			t.Fatalf("fsync of a directory failed")
+		}
 		if got := e.mustGet("made/"); len(got) != 0 {
 			t.Fatalf("marker body %q", got)
 		}

@@ -282,3 +282,65 @@ func TestStatCache(t *testing.T) {
 		})
 	}
 }
+
+// TestMultipartFailure: a failed part fails the close with EIO, aborts the
+// upload and keeps the data; fsync on a fresh handle uploads it later.
+func TestMultipartFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	data := randomBytes(t, 11<<20)
+	e.api.failParts.Store(true)
+	if err := writeChunks(e.path("big.bin"), data, 1<<20); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close with failing parts: %v, want EIO", err)
+	}
+	if e.api.aborts.Load() == 0 {
+		t.Fatalf("failed multipart upload was not aborted")
+	}
+	e.assertAbsent("big.bin")
+	e.api.failParts.Store(false)
+	f, err := os.Open(e.path("big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.mustGet("big.bin"); sum(got) != sum(data) {
+		t.Fatalf("bucket object differs after retry")
+	}
+}
+
+// TestMetadataIgnored: chmod, chown and utimens succeed and change nothing.
+func TestMetadataIgnored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{UID: 1234, GID: 5678, Umask: 0o027}, true)
+	e.put("m", []byte("data"))
+	p := e.path("m")
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatalf("chmod: %v", err)
+	}
+	if err := os.Chown(p, 1, 1); err != nil {
+		t.Fatalf("chown: %v", err)
+	}
+	if err := os.Chtimes(p, time.Unix(1, 0), time.Unix(1, 0)); err != nil {
+		t.Fatalf("utimens: %v", err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o640 || st.Uid != 1234 || st.Gid != 5678 {
+		t.Fatalf("mode %v uid %d gid %d; want 0640 1234 5678", fi.Mode(), st.Uid, st.Gid)
+	}
+	if got := e.mustGet("m"); string(got) != "data" {
+		t.Fatalf("object changed: %q", got)
+	}
+	root, err := os.Stat(e.dir)
+	if err != nil || root.Mode().Perm() != 0o755 {
+		t.Fatalf("mount root: %v %v, want 0755", root, err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 	"github.com/go-logr/logr/testr"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -28,6 +29,8 @@ const testBucket = "bucket"
 type countingAPI struct {
 	API
 	heads, lists, gets, puts, parts, completes, aborts atomic.Int64
+	// failParts makes UploadPart fail with a 500 InternalError.
+	failParts atomic.Bool
 }
 
 func (c *countingAPI) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
@@ -52,6 +55,9 @@ func (c *countingAPI) PutObject(ctx context.Context, in *s3.PutObjectInput, o ..
 
 func (c *countingAPI) UploadPart(ctx context.Context, in *s3.UploadPartInput, o ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
 	c.parts.Add(1)
+	if c.failParts.Load() {
+		return nil, &smithy.GenericAPIError{Code: "InternalError", Message: "injected"}
+	}
 	return c.API.UploadPart(ctx, in, o...)
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // maxWrite is the largest FUSE write request.
@@ -61,6 +62,11 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 // passed to mount(2); allowOther is kept for symmetry with Mount. The
 // returned server cannot Unmount (it does not know the mountpoint): the
 // parent unmounts, after which Wait returns.
+//
+// Unlike Mount, Serve cannot run go-fuse's poll hack, so a process that
+// serves the mount must not open files in it (the Go runtime registers
+// them with epoll, and the FUSE poll request that triggers can deadlock
+// its own server) until someone called DisablePoll on the mountpoint.
 func Serve(fd int, f *FS, allowOther bool) (*fuse.Server, error) {
 	if fd <= 0 {
 		return nil, fmt.Errorf("s3fs: serve: invalid fuse fd %d", fd)
@@ -75,4 +81,25 @@ func Serve(fd int, f *FS, allowOther bool) (*fuse.Server, error) {
 		return nil, fmt.Errorf("s3fs: serve fd %d: %w", fd, err)
 	}
 	return srv, nil
+}
+
+// pollHackName is the name go-fuse answers for itself to switch off FUSE
+// poll (see fuse.Server.WaitMount).
+const pollHackName = ".go-fuse-epoll-hack"
+
+// DisablePoll makes the kernel stop sending poll requests to the FUSE
+// server of mountpoint, as go-fuse does itself after Mount. Call it, from
+// any process, once the server runs, if the serving process may open files
+// in its own mount (Serve cannot, it does not know the mountpoint).
+func DisablePoll(mountpoint string) error {
+	// Raw syscalls: os.Open would register the fd with epoll, the very
+	// poll request this avoids.
+	fd, err := syscall.Open(mountpoint+"/"+pollHackName, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("s3fs: disable poll on %s: %w", mountpoint, err)
+	}
+	defer syscall.Close(fd)
+	// Any answer will do: the server says ENOSYS, and the kernel remembers.
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}, 0)
+	return nil
 }

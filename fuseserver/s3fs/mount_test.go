@@ -5,6 +5,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -44,11 +45,32 @@ func TestServeFD(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount: %v", err)
+		// The kernel may still hold the mount busy for a moment after the
+		// last close (RELEASE is asynchronous).
+		var err error
+		for range 50 {
+			if err = syscall.Unmount(dir, 0); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		srv.Wait()
+		if err != nil {
+			t.Errorf("unmount: %v", err)
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("server did not stop after unmount")
+		}
 	})
+	// This process reads and writes its own fd-mode mount: switch poll off
+	// first (Mount does that itself; Serve cannot).
+	if err := DisablePoll(dir); err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Unmount(); err == nil {
 		t.Fatalf("Unmount of an fd-mode server should fail (it does not know the mountpoint)")
 	}
