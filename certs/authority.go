@@ -47,7 +47,7 @@ type Config struct {
 // DefaultConfig returns lifetimes suitable for production: a CA for ten years
 // and serving certificates for one, checked every minute.
 func DefaultConfig() Config {
-	return Config{
+	return Config{ //nolint:gosec // names of a Secret, not credentials
 		SecretName:        "rekey-webhook-tls",
 		ServiceName:       "rekey-webhook",
 		WebhookConfigName: "rekey-webhook",
@@ -307,7 +307,8 @@ func (a *Authority) writeFiles(data map[string][]byte) (bool, error) {
 		return false, fmt.Errorf("certs: %w", err)
 	}
 	crtPath := filepath.Join(a.cfg.CertDir, KeyTLSCert)
-	if cur, err := os.ReadFile(crtPath); err == nil && bytes.Equal(cur, data[KeyTLSCert]) {
+	cur, err := os.ReadFile(crtPath) //nolint:gosec // CertDir is the operator's flag
+	if err == nil && bytes.Equal(cur, data[KeyTLSCert]) {
 		return false, nil
 	}
 	for _, k := range []string{KeyTLSKey, KeyTLSCert} {
@@ -324,9 +325,9 @@ func writeAtomic(path string, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly after the rename
 	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("certs: write %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {

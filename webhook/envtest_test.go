@@ -124,7 +124,7 @@ func startCluster(tb testing.TB, opts clusterOptions) *cluster {
 		tb.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	_ = l.Close()
 	installWebhookConfiguration(tb, c, fmt.Sprintf("https://127.0.0.1:%d", port))
 
 	certCfg := certs.DefaultConfig()
@@ -225,7 +225,7 @@ func (cl *cluster) handshake(ctx context.Context) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	return conn.ConnectionState().PeerCertificates[0], nil
 }
 

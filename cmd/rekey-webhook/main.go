@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"rekey.dev/rekey/certs"
@@ -108,6 +109,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (Config, error) {
 
 func run(ctx context.Context, cfg Config) error {
 	log := zap.New(zap.UseFlagOptions(&cfg.Zap))
+	ctrllog.SetLogger(log) // controller-runtime's own packages log through it
 	ctx = logr.NewContext(ctx, log)
 	restCfg, err := config.GetConfig()
 	if err != nil {

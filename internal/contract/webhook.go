@@ -23,14 +23,19 @@ const (
 	// the webhook adds ("rekey-source-0", "rekey-source-1", ...).
 	SourceVolumePrefix = "rekey-source-"
 
-	// VolumeAttrAuthType and the following are the PV (or inline CSI volume)
-	// attributes the webhook reads to configure the sidecar.
-	VolumeAttrAuthType        = "authType"
-	VolumeAttrRoleARN         = "roleArn"
+	// VolumeAttrAuthType is the PV (or inline CSI volume) attribute naming
+	// the auth type: AuthTypeSecret (default), AuthTypeRRSA or AuthTypeIRSA.
+	VolumeAttrAuthType = "authType"
+	// VolumeAttrRoleARN is the role to assume (rrsa, irsa).
+	VolumeAttrRoleARN = "roleArn"
+	// VolumeAttrOIDCProviderARN is Alibaba's OIDC provider ARN (rrsa).
 	VolumeAttrOIDCProviderARN = "oidcProviderArn"
-	VolumeAttrSTSEndpoint     = "stsEndpoint"
-	VolumeAttrRegion          = "region"
-	VolumeAttrAudience        = "audience"
+	// VolumeAttrSTSEndpoint is the STS URL (rrsa, irsa).
+	VolumeAttrSTSEndpoint = "stsEndpoint"
+	// VolumeAttrRegion is the bucket's (and STS signing) region.
+	VolumeAttrRegion = "region"
+	// VolumeAttrAudience is the audience of the projected token (rrsa, irsa).
+	VolumeAttrAudience = "audience"
 
 	// DefaultAudienceRRSA is the token audience Alibaba's STS expects.
 	DefaultAudienceRRSA = "sts.aliyuncs.com"
