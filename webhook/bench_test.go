@@ -90,3 +90,28 @@ func BenchmarkAdmissionLatency(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHandler measures the admission handler alone (decode, decide,
+// build the sidecar, patch) on the namespace-label golden pod, with the
+// cluster objects in a fake client standing in for the informer cache.
+func BenchmarkHandler(b *testing.B) {
+	for _, name := range []string{"namespace-label", "multi-volume", "namespace-not-labeled"} {
+		b.Run(name, func(b *testing.B) {
+			var c goldenCase
+			for _, gc := range goldenCases(b) {
+				if gc.name == name {
+					c = gc
+				}
+			}
+			h := newHandler(b, c.in.Config)
+			ns := c.namespace(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if resp := admit(h, ns, c.in.Pod); !resp.Allowed {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
+}
