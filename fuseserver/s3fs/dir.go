@@ -215,7 +215,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.cache.put(key, ent)
 	f.log.V(1).Info("create", "key", key)
 	ch := f.newChild(ctx, &d.Inode, key, ent, out, true)
-	return ch, newHandle(f, st, flags), 0, 0
+	return ch, newHandle(f, st, flags, -1), 0, 0
 }
 
 // Mkdir puts the marker "name/" with an empty body.
@@ -273,6 +273,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (f *FS) onlyMarker(ctx context.Context, marker string) (bool, error) {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opList)
 	out, err := f.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &marker, MaxKeys: aws.Int32(2)})
 	if err != nil {
 		return false, err

@@ -135,5 +135,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		}
 	}
 	f.log.V(1).Info("open", "key", key, "flags", flags)
-	return newHandle(f, st, flags), 0, 0
+	sizeHint := int64(-1)
+	if ent := n.remembered(); ent.kind == kindFile {
+		sizeHint = ent.size
+	}
+	return newHandle(f, st, flags, sizeHint), 0, 0
 }

@@ -28,6 +28,9 @@ type FS struct {
 	cache   *statCache
 	started time.Time
 
+	readBufs *bufPool        // read-ahead chunk buffers, bounded
+	requests requestCounters // S3 requests by operation
+
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -61,6 +64,7 @@ func New(api API, opts Options) (*FS, error) {
 		inoKeys: make(map[uint64]string),
 		nextIno: 2, // 1 is the root
 	}
+	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))
 	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
 	f.root = &dirNode{node: node{fsys: f}}
 	return f, nil

@@ -11,25 +11,18 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Read-ahead window of sequential reads from the bucket.
-const (
-	readWindowMin = 1 << 20
-	readWindowMax = 8 << 20
-)
-
 // handle is one open file. Handles of the same key share its fileState;
-// each has its own read-ahead buffer for reads from the bucket.
+// each has its own read-ahead pipeline for reads from the bucket.
 type handle struct {
 	fsys       *FS
 	st         *fileState
 	appendMode bool
 
-	mu     sync.Mutex
-	buf    []byte // bytes [bufOff, bufOff+len(buf)) of the object
-	bufOff int64
-	bufEOF bool  // buf ends at the end of the object
-	next   int64 // offset a sequential read would continue at
-	window int64
+	mu       sync.Mutex
+	ra       *readahead // nil while reads are random
+	next     int64      // offset a sequential read would continue at
+	reads    int        // reads from the bucket so far
+	sizeHint int64      // object size when opened, -1 if unknown
 }
 
 var (
@@ -40,8 +33,8 @@ var (
 	_ fs.FileReleaser = (*handle)(nil)
 )
 
-func newHandle(f *FS, st *fileState, flags uint32) *handle {
-	return &handle{fsys: f, st: st, appendMode: flags&syscall.O_APPEND != 0}
+func newHandle(f *FS, st *fileState, flags uint32, sizeHint int64) *handle {
+	return &handle{fsys: f, st: st, appendMode: flags&syscall.O_APPEND != 0, sizeHint: sizeHint}
 }
 
 // Read serves staged data if the file is staged, else ranged GETs with a
@@ -60,42 +53,41 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if n, ok := h.fromBuffer(dest, off); ok {
-		h.next = off + int64(n)
-		return fuse.ReadResultData(dest[:n]), 0
-	}
-	if off == h.next && h.window > 0 {
-		h.window = min(h.window*2, readWindowMax)
-	} else {
-		h.window = readWindowMin
-	}
-	want := max(int64(len(dest)), h.window)
 	h.st.mu.Lock()
 	key := h.st.key
 	h.st.mu.Unlock()
-	res, err := h.fsys.getRange(ctx, key, off, want, "")
-	if err != nil {
-		h.fsys.log.Error(err, "read", "key", key, "offset", off)
-		return nil, Errno(err)
+	if h.ra != nil && (h.ra.key != key || !h.ra.covers(off)) {
+		h.dropReadaheadLocked()
 	}
-	h.buf, h.bufOff, h.bufEOF = res.data, off, int64(len(res.data)) < want
-	n := copy(dest, h.buf)
-	h.next = off + int64(n)
-	return fuse.ReadResultData(dest[:n]), 0
-}
-
-// fromBuffer copies from the read-ahead buffer if it answers the read in
-// full (or up to the end of the object).
-func (h *handle) fromBuffer(dest []byte, off int64) (int, bool) {
-	if h.buf == nil || off < h.bufOff {
-		return 0, false
+	if h.ra == nil {
+		seq := h.reads > 0 && off >= h.next-seqSlack && off <= h.next+seqSlack
+		if seq && (h.sizeHint < 0 || off < h.sizeHint) {
+			h.startReadaheadLocked(key, off)
+		}
 	}
-	end := h.bufOff + int64(len(h.buf))
-	if off >= end {
-		return 0, h.bufEOF && off >= end
+	h.reads++
+	total := 0
+	if h.ra != nil {
+		n, err := h.readFromPipelineLocked(ctx, dest, off)
+		if err != nil {
+			h.fsys.log.Error(err, "read", "key", key, "offset", off)
+			return nil, Errno(err)
+		}
+		total = n
 	}
-	n := copy(dest, h.buf[off-h.bufOff:])
-	return n, n == len(dest) || h.bufEOF
+	// Not (fully) covered by read-ahead: read the rest directly. A short
+	// answer means end of file to the kernel, so only the object's end may
+	// cut it.
+	if total < len(dest) && (h.ra == nil || !h.ra.eof) {
+		n, err := h.fsys.getRangeInto(ctx, key, off+int64(total), dest[total:])
+		if err != nil {
+			h.fsys.log.Error(err, "read", "key", key, "offset", off+int64(total))
+			return nil, Errno(err)
+		}
+		total += n
+	}
+	h.next = off + int64(total)
+	return fuse.ReadResultData(dest[:total]), 0
 }
 
 // Write writes into the staging of the file, staging the object first.
@@ -104,7 +96,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return 0, syscall.EROFS
 	}
 	h.mu.Lock()
-	h.buf = nil // the bucket copy is stale for this handle now
+	h.dropReadaheadLocked() // the bucket copy is stale for this handle now
 	h.mu.Unlock()
 	n, err := h.fsys.writeAt(ctx, h.st, data, off, h.appendMode)
 	if err != nil {
@@ -130,6 +122,9 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 // Release drops the handle; a file still dirty is retried in the background.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	h.dropReadaheadLocked()
+	h.mu.Unlock()
 	h.fsys.releaseState(h.st)
 	return 0
 }

@@ -27,6 +27,7 @@ func (f *FS) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (f *FS) headFile(ctx context.Context, key string) (statEntry, error) {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opHead)
 	out, err := f.api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.opts.Bucket, Key: &key})
 	if err != nil {
 		return statEntry{}, fmt.Errorf("head %s: %w", key, err)
@@ -39,6 +40,7 @@ func (f *FS) headFile(ctx context.Context, key string) (statEntry, error) {
 func (f *FS) probeDir(ctx context.Context, dirKey string) (bool, error) {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opList)
 	out, err := f.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &dirKey, MaxKeys: aws.Int32(1)})
 	if err != nil {
 		return false, fmt.Errorf("list %s: %w", dirKey, err)
@@ -55,6 +57,7 @@ func (f *FS) list(ctx context.Context, prefix, delimiter string, fn func(*s3.Lis
 	}
 	for {
 		rctx, cancel := f.reqCtx(ctx)
+		f.count(opList)
 		out, err := f.api.ListObjectsV2(rctx, in)
 		cancel()
 		if err != nil {
@@ -80,36 +83,56 @@ type rangeResult struct {
 // getRange reads up to n bytes of key at off. If etag is not empty the
 // object must still have that ETag.
 func (f *FS) getRange(ctx context.Context, key string, off, n int64, etag string) (rangeResult, error) {
+	buf := make([]byte, n)
+	got, out, err := f.getRangeETag(ctx, key, off, buf, etag)
+	if err != nil {
+		return rangeResult{}, err
+	}
+	return rangeResult{data: buf[:got], etag: aws.ToString(out.ETag), mtime: aws.ToTime(out.LastModified)}, nil
+}
+
+// getRangeInto fills buf with the bytes of key at off; fewer only at the
+// end of the object.
+func (f *FS) getRangeInto(ctx context.Context, key string, off int64, buf []byte) (int, error) {
+	n, _, err := f.getRangeETag(ctx, key, off, buf, "")
+	return n, err
+}
+
+func (f *FS) getRangeETag(ctx context.Context, key string, off int64, buf []byte, etag string) (int, *s3.GetObjectOutput, error) {
+	if len(buf) == 0 {
+		return 0, &s3.GetObjectOutput{}, nil
+	}
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	in := &s3.GetObjectInput{
 		Bucket: &f.opts.Bucket,
 		Key:    &key,
-		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", off, off+int64(len(buf))-1)),
 	}
 	if etag != "" {
 		in.IfMatch = &etag
 	}
+	f.count(opGet)
 	out, err := f.api.GetObject(ctx, in)
 	if err != nil {
 		if isInvalidRange(err) {
-			return rangeResult{}, nil
+			return 0, &s3.GetObjectOutput{}, nil
 		}
-		return rangeResult{}, fmt.Errorf("get %s at %d: %w", key, off, err)
+		return 0, nil, fmt.Errorf("get %s at %d: %w", key, off, err)
 	}
 	defer out.Body.Close()
-	buf := make([]byte, n)
 	got, err := io.ReadFull(out.Body, buf)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return rangeResult{}, fmt.Errorf("get %s at %d: read body: %w", key, off, err)
+		return 0, nil, fmt.Errorf("get %s at %d: read body: %w", key, off, err)
 	}
-	return rangeResult{data: buf[:got], etag: aws.ToString(out.ETag), mtime: aws.ToTime(out.LastModified)}, nil
+	return got, out, nil
 }
 
 // putMarker creates the directory marker dirKey (ending in "/").
 func (f *FS) putMarker(ctx context.Context, dirKey string) error {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opPut)
 	_, err := f.api.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &f.opts.Bucket,
 		Key:           &dirKey,
@@ -127,6 +150,7 @@ func (f *FS) putMarker(ctx context.Context, dirKey string) error {
 func (f *FS) deleteObject(ctx context.Context, key string) error {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opDelete)
 	_, err := f.api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &f.opts.Bucket, Key: &key})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete %s: %w", key, err)
@@ -138,6 +162,7 @@ func (f *FS) deleteObject(ctx context.Context, key string) error {
 func (f *FS) copyObject(ctx context.Context, src, dst string) error {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opCopy)
 	_, err := f.api.CopyObject(ctx, &s3.CopyObjectInput{
 		Bucket:     &f.opts.Bucket,
 		Key:        &dst,

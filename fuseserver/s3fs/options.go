@@ -18,6 +18,7 @@ const (
 	DefaultMultipartThreshold int64  = 64 << 20
 	DefaultPartSize           int64  = 16 << 20
 	DefaultRequestTimeout            = 60 * time.Second
+	DefaultReadAheadMemory    int64  = 128 << 20
 )
 
 // MinPartSize is the smallest part S3 accepts in a multipart upload (all
@@ -83,6 +84,12 @@ type Options struct {
 	// RequestTimeout bounds each S3 request (one part of a multipart upload
 	// is one request). Zero means DefaultRequestTimeout.
 	RequestTimeout time.Duration
+
+	// ReadAheadMemory bounds the buffers of sequential read-ahead, shared
+	// by all open files, in bytes (rounded down to 8 MiB chunks; one
+	// sequential reader uses up to 4 chunks, 32 MiB). Zero means
+	// DefaultReadAheadMemory (128 MiB); negative disables read-ahead.
+	ReadAheadMemory int64
 
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
@@ -150,6 +157,12 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
+	}
+	switch {
+	case o.ReadAheadMemory == 0:
+		o.ReadAheadMemory = DefaultReadAheadMemory
+	case o.ReadAheadMemory < 0:
+		o.ReadAheadMemory = 0
 	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()

@@ -23,6 +23,7 @@ func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64)
 	}
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
+	f.count(opPut)
 	_, err := f.api.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &f.opts.Bucket,
 		Key:           &key,
@@ -50,6 +51,7 @@ func (f *FS) partSizeFor(size int64) int64 {
 // aborts the upload if any step fails.
 func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64) (err error) {
 	cctx, cancel := f.reqCtx(ctx)
+	f.count(opCreateMultipart)
 	created, err := f.api.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
 		Bucket:      &f.opts.Bucket,
 		Key:         &key,
@@ -67,6 +69,7 @@ func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size i
 		// The caller's context may be what failed; abort on a fresh one.
 		actx, cancel := f.reqCtx(context.WithoutCancel(ctx))
 		defer cancel()
+		f.count(opAbortMultipart)
 		if _, aerr := f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
 			Bucket: &f.opts.Bucket, Key: &key, UploadId: uploadID,
 		}); aerr != nil {
@@ -92,6 +95,7 @@ func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size i
 				off := int64(i) * partSize
 				n := min(partSize, size-off)
 				rctx, cancel := f.reqCtx(pctx)
+				f.count(opUploadPart)
 				out, perr := f.api.UploadPart(rctx, &s3.UploadPartInput{
 					Bucket:        &f.opts.Bucket,
 					Key:           &key,
@@ -134,6 +138,7 @@ feed:
 
 	cctx, cancel = f.reqCtx(ctx)
 	defer cancel()
+	f.count(opCompleteMultipart)
 	_, err = f.api.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          &f.opts.Bucket,
 		Key:             &key,
