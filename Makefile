@@ -8,7 +8,7 @@ TOOLS_BIN    := $(CURDIR)/tools/bin
 CACHE        := $(CURDIR)/tools/cache
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI     := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_VERSION)
-BINARIES     := rekey-fuse rekey-demo rekey-sidecar
+BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
 
 .DEFAULT_GOAL := help
@@ -28,7 +28,12 @@ build: ## Build static binaries into bin/.
 .PHONY: test
 test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs root and /dev/fuse).
 	$(GO) vet ./...
-	REKEY_MINIO_BIN=$$(tests/s3servers/build-minio.sh) $(GO) test $(TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS="$$(tests/cluster/build.sh)" REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh)" \
+	  $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: k8s
+k8s: ## Build kube-apiserver and etcd v1.34.4 for the envtest suites (cached in tools/cache/).
+	tests/cluster/build.sh
 
 .PHONY: minio
 minio: ## Build the MinIO server used by the STS tests (separate AGPL binary, cached in tools/cache/).

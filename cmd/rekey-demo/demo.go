@@ -124,7 +124,7 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 		}
 	case err := <-d.exited:
 		d.exited <- err
-		return nil, fmt.Errorf("rekey-fuse exited: %v (log: %s)", err, logFile.Name())
+		return nil, fmt.Errorf("rekey-fuse exited: %w (log: %s)", err, logFile.Name())
 	case <-time.After(30 * time.Second):
 		return nil, fmt.Errorf("rekey-fuse not ready after 30s (log: %s)", logFile.Name())
 	}
@@ -227,7 +227,7 @@ func (d *demo) swap(ctx context.Context, k keys.Keys, _ uint64) error {
 		return nil
 	case err := <-d.sideErr:
 		d.sideErr <- err
-		return fmt.Errorf("rekey-sidecar exited: %v", err)
+		return fmt.Errorf("rekey-sidecar exited: %w", err)
 	case <-time.After(20 * time.Second):
 		return fmt.Errorf("keys %s not applied 20s after the Secret changed", k.Fingerprint())
 	case <-ctx.Done():

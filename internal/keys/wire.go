@@ -27,7 +27,8 @@ func Encode(w io.Writer, k Keys) error {
 	if !k.Expiration.IsZero() {
 		v.Expiration = k.Expiration.UTC().Format(time.RFC3339)
 	}
-	if err := json.NewEncoder(w).Encode(v); err != nil {
+	// This is the one place keys are marshalled, onto a pipe or a 0600 file.
+	if err := json.NewEncoder(w).Encode(v); err != nil { //nolint:gosec // G117: see above
 		return fmt.Errorf("keys: encode: %w", err)
 	}
 	return nil
