@@ -31,6 +31,11 @@ type fileState struct {
 	opens    int
 	deleted  bool // unlinked or overwritten: never upload again
 	retrying bool // a background retry goroutine runs
+
+	// streamable: the staged content is a new file written sequentially
+	// so far, so it may be uploaded while written (stream.go).
+	streamable bool
+	stream     *stream // the upload running while the file is written
 }
 
 // dirtyLocked reports whether staged data has not reached the bucket yet.
@@ -79,7 +84,7 @@ func (f *FS) createState(key string) (*fileState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, opens: 1}
+	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, opens: 1, streamable: true}
 	f.mu.Lock()
 	old := f.files[key]
 	f.files[key] = st
@@ -139,6 +144,7 @@ func (f *FS) markDeleted(st *fileState) {
 	f.mu.Lock()
 	st.mu.Lock()
 	st.deleted = true
+	f.breakStreamLocked(st)
 	if f.files[st.key] == st {
 		delete(f.files, st.key)
 	}
@@ -235,6 +241,8 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 			return err
 		}
 	}
+	f.breakStreamLocked(st)
+	st.streamable = size == 0
 	if err := st.file.Truncate(size); err != nil {
 		return fmt.Errorf("truncate staging of %s: %w", st.key, err)
 	}
@@ -255,6 +263,10 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 	if appendMode {
 		off = st.size
 	}
+	if st.stream != nil && off < st.stream.frozen() {
+		st.streamable = false // rewrites data already uploading
+		f.breakStreamLocked(st)
+	}
 	n, err := st.file.WriteAt(data, off)
 	if end := off + int64(n); end > st.size {
 		st.size = end
@@ -262,6 +274,7 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 	if n > 0 {
 		st.mtime = time.Now()
 		st.gen++
+		f.streamLocked(st)
 	}
 	if err != nil {
 		return n, fmt.Errorf("write staging of %s: %w", st.key, err)
@@ -288,14 +301,24 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 		st.mu.Unlock()
 		return 0, nil
 	}
+	var s *stream
 	if own {
 		key = st.key
+		s, st.stream = st.stream, nil // finished here or, on failure, aborted
+	} else {
+		f.breakStreamLocked(st)
 	}
 	gen, size, file, mtime := st.gen, st.size, st.file, st.mtime
 	st.mu.Unlock()
 
 	start := time.Now()
-	if err := f.putFile(ctx, key, file, size); err != nil {
+	var err error
+	if s != nil {
+		err = s.finish(ctx, size)
+	} else {
+		err = f.putFile(ctx, key, file, size)
+	}
+	if err != nil {
 		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
 		return 0, err
 	}
