@@ -181,3 +181,7 @@ func (d *Driver) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
 	}
 	return mux
 }
+
+// NodeServer returns the Node service, for embedding it in another gRPC
+// server (the sanity tests pair it with a test-only controller).
+func (d *Driver) NodeServer() csi.NodeServer { return d.node }

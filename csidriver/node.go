@@ -162,9 +162,9 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 	if err != nil {
 		return err
 	}
-	defer fuse.Close()
 	connID, err := s.mounter.ConnectionID(target)
 	if err != nil {
+		_ = fuse.Close()
 		_ = s.mounter.Unmount(target)
 		return err
 	}
@@ -179,8 +179,9 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 		spec.PodSocket = filepath.Join(s.kubeletRoot, "pods", vol.Pod.UID, "volumes", "kubernetes.io~empty-dir",
 			contract.SocketVolumeName, supervisor.MountID(target)+contract.SocketSuffix)
 	}
-	if _, err := s.runner.Start(ctx, spec, fuse, vol.Keys); err != nil {
-		// Abort first: nobody serves the connection any more.
+	_, err = s.runner.Start(ctx, spec, fuse, vol.Keys)
+	_ = fuse.Close() // the supervisor holds its own copy
+	if err != nil {
 		_ = s.mounter.Unmount(target)
 		return fmt.Errorf("start FUSE server: %w", err)
 	}

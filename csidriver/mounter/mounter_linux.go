@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/mount-utils"
 )
+
+var errNotMounted = errors.New("mounter: not in the mount table")
 
 // FusectlDir is where the fusectl filesystem lists FUSE connections.
 const FusectlDir = "/sys/fs/fuse/connections"
@@ -23,16 +26,28 @@ type linuxMounter struct {
 func newMounter(m mount.Interface) Interface { return &linuxMounter{utils: m} }
 
 func (m *linuxMounter) IsMountPoint(target string) (bool, bool, error) {
-	notMnt, err := m.utils.IsLikelyNotMountPoint(target)
-	switch {
-	case err == nil:
-		return !notMnt, false, nil
-	case mount.IsCorruptedMnt(err):
-		return true, true, nil
-	case errors.Is(err, os.ErrNotExist):
-		return false, false, nil
+	// The mount table, not stat: stat hangs on a FUSE mount whose server
+	// is stuck, or dead while someone still holds its descriptor.
+	if _, err := m.connectionIDFromMountinfo(target); err != nil {
+		if errors.Is(err, errNotMounted) {
+			return false, false, nil
+		}
+		return false, false, err
 	}
-	return false, false, fmt.Errorf("mounter: check %s: %w", target, err)
+	errc := make(chan error, 1)
+	go func() {
+		var st unix.Stat_t
+		errc <- unix.Stat(target, &st)
+	}()
+	select {
+	case err := <-errc:
+		if err != nil && mount.IsCorruptedMnt(err) {
+			return true, true, nil
+		}
+		return true, false, nil
+	case <-time.After(2 * time.Second):
+		return true, true, nil
+	}
 }
 
 func (m *linuxMounter) MountFUSE(target string, o FUSEOptions) (*os.File, error) {
@@ -85,12 +100,10 @@ func (m *linuxMounter) Unmount(target string) error {
 	return nil
 }
 
+// ConnectionID reads the mount table: a stat of a fresh FUSE mount would
+// block until its server answers INIT.
 func (m *linuxMounter) ConnectionID(target string) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(target, &st); err != nil {
-		return 0, fmt.Errorf("mounter: stat %s: %w", target, err)
-	}
-	return unix.Minor(st.Dev), nil
+	return m.connectionIDFromMountinfo(target)
 }
 
 func (m *linuxMounter) Abort(target string) error {
@@ -115,7 +128,7 @@ func (m *linuxMounter) connectionIDFromMountinfo(target string) (uint32, error) 
 			return uint32(infos[i].Minor), nil
 		}
 	}
-	return 0, fmt.Errorf("mounter: %s is not in the mount table", target)
+	return 0, fmt.Errorf("%w: %s", errNotMounted, target)
 }
 
 func (m *linuxMounter) AbortConnection(id uint32) error {
