@@ -83,6 +83,9 @@ func (p *eventPoster) Handle(ev supervisor.Event) {
 		p.metrics.keySet(ev.Spec.VolumeID)
 		p.refreshed(ev.Spec, ev.Fingerprint, ev.Source)
 	case "refused", "reported":
+		if ev.Source == republishSource {
+			return // the republish itself posted it
+		}
 		p.refreshFailed(ev.Spec, ev.Reason)
 	case supervisor.EventDied:
 		p.metrics.serverDeaths.Inc()

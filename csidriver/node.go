@@ -33,6 +33,9 @@ type Runner interface {
 	List(ctx context.Context) ([]supervisor.Info, error)
 }
 
+// republishSource is the Swap source of keys from a republish.
+const republishSource = "csi-republish"
+
 // maxRead is the largest FUSE read request the mount asks for.
 const maxRead = 1 << 20
 
@@ -207,7 +210,7 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	swap := &credentialsv1.SwapRequest{AccessKeyId: vol.Keys.AccessKeyID, SecretAccessKey: vol.Keys.SecretAccessKey,
-		SessionToken: vol.Keys.SessionToken, Source: "csi-republish"}
+		SessionToken: vol.Keys.SessionToken, Source: republishSource}
 	if !vol.Keys.Expiration.IsZero() {
 		swap.Expiration = timestamp(vol.Keys.Expiration)
 	}
@@ -224,9 +227,16 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 		s.metrics.swapSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.keySet(vol.ID)
 		log.Info("keys swapped on republish", "fingerprint", resp.GetFingerprint())
-	} else if resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED {
-		// Refusals also arrive on the server's event stream, which posts the Event.
+	} else if resp.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_REFUSED {
+		// Posted here, not from the server's event stream (which skips
+		// republish refusals): a server adopted after a supervisor restart
+		// has no event stream any more.
 		log.Info("republish keys not applied", "result", result, "reason", resp.GetReason().String())
+		reason := resp.GetMessage()
+		if reason == "" {
+			reason = resp.GetReason().String()
+		}
+		s.events.refreshFailed(info.Spec, reason)
 	}
 }
 

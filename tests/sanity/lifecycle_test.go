@@ -1,0 +1,302 @@
+package sanity
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/mount-utils"
+
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/keys"
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
+)
+
+// proc is a rekey-csi process of the harness.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(t *testing.T, logPath string, args ...string) *proc {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(binDir, "rekey-csi"), args...)
+	// A file, not a pipe: the FUSE servers inherit it and outlive the supervisor.
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLifecycle drives the driver and the supervisor, as separate
+// processes, over gRPC the way kubelet does, and kills each of them.
+func TestLifecycle(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t)
+	dir := shortTempDir(t)
+	supSock := filepath.Join(dir, "sup.sock")
+	csiSock := filepath.Join(dir, "csi.sock")
+	kubelet := filepath.Join(dir, "kubelet")
+	supLog, drvLog := filepath.Join(dir, "supervisor.log"), filepath.Join(dir, "driver.log")
+	defer func() {
+		if t.Failed() {
+			for _, p := range []string{supLog, drvLog} {
+				b, _ := os.ReadFile(p)
+				t.Logf("==== %s\n%s", p, b)
+			}
+		}
+	}()
+	startSupervisor := func() *proc {
+		p := startProc(t, supLog, "supervisor", "--supervisor-socket="+supSock, "--state-dir="+filepath.Join(dir, "state"),
+			"--fuse-binary="+filepath.Join(binDir, "rekey-fuse"), "-v=1")
+		waitFor(t, "supervisor socket", 10*time.Second, func() bool {
+			_, err := (&supervisor.Client{Path: supSock, Timeout: time.Second}).List(context.Background())
+			return err == nil
+		})
+		return p
+	}
+	startDriver := func() (*proc, csi.NodeClient) {
+		_ = os.Remove(csiSock)
+		p := startProc(t, drvLog, "driver", "--endpoint=unix://"+csiSock, "--node-id=node-1", "--kubelet-root-dir="+kubelet,
+			"--supervisor-socket="+supSock, "--register=false", "-v=2")
+		c := nodeClient(t, csiSock)
+		waitFor(t, "driver socket", 10*time.Second, func() bool {
+			_, err := c.NodeGetInfo(context.Background(), &csi.NodeGetInfoRequest{})
+			return err == nil
+		})
+		return p, c
+	}
+	sup := startSupervisor()
+	drv, node := startDriver()
+	ctx := context.Background()
+
+	podUID := "0b7c5a8e-1111-4222-8333-944455556666"
+	target := filepath.Join(kubelet, "pods", podUID, "volumes", "kubernetes.io~csi", "pv-a", "mount")
+	vctx := e.volumeContext()
+	vctx["csi.storage.k8s.io/pod.name"], vctx["csi.storage.k8s.io/pod.namespace"], vctx["csi.storage.k8s.io/pod.uid"] = "app", "default", podUID
+	publish := func(c csi.NodeClient, target string, k keys.Keys) error {
+		_, err := c.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "pv-a", TargetPath: target,
+			VolumeCapability: mountCapability(), VolumeContext: vctx, Secrets: secretsOf(k)})
+		return err
+	}
+	want := map[string][]byte{}
+	write := func(name string) {
+		t.Helper()
+		data := make([]byte, 256<<10)
+		_, _ = rand.Read(data)
+		if err := os.WriteFile(filepath.Join(target, name), data, 0o644); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+		got, err := os.ReadFile(filepath.Join(target, name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back %s: %v", name, err)
+		}
+		want[name] = data
+	}
+	statusFingerprint := func(sock string) string {
+		t.Helper()
+		// The node path exceeds sun_path; dial through the directory's fd,
+		// as the sidecar's short /run/rekey path would.
+		d, err := os.Open(filepath.Dir(sock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		c, closer, err := control.Dial(fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), filepath.Base(sock)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		st, err := c.Status(ctx, &credentialsv1.StatusRequest{})
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		return st.GetFingerprint()
+	}
+
+	// Publish; the pod's socket dir appears afterwards, as with kubelet.
+	start := time.Now()
+	if err := publish(node, target, e.keys); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Logf("publish took %s", time.Since(start))
+	sockDir := filepath.Join(kubelet, "pods", podUID, "volumes", "kubernetes.io~empty-dir", "rekey-sockets")
+	if err := os.MkdirAll(sockDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	podSock := filepath.Join(sockDir, supervisor.MountID(target)+".sock")
+	waitFor(t, "control socket in the pod's emptyDir", 5*time.Second, func() bool { _, err := os.Stat(podSock); return err == nil })
+	if fi, _ := os.Stat(podSock); fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != 65532 {
+		t.Errorf("pod socket mode %v uid %d, want 0600 owned by 65532", fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	if fp := statusFingerprint(podSock); fp != e.keys.Fingerprint() {
+		t.Errorf("fingerprint via the pod socket = %q, want %q", fp, e.keys.Fingerprint())
+	}
+	write("a")
+
+	// Republish with new keys swaps them; the old keys are revoked right after.
+	k2 := fakes3.NewKeys("AKSECOND")
+	e.s3.AddKeys(k2)
+	if err := publish(node, target, k2); err != nil {
+		t.Fatalf("republish: %v", err)
+	}
+	if fp := statusFingerprint(podSock); fp != k2.Fingerprint() {
+		t.Fatalf("after republish fingerprint = %q, want %q", fp, k2.Fingerprint())
+	}
+	e.s3.RevokeKeys(e.keys)
+	write("b")
+
+	// SIGKILL the supervisor: I/O continues; a new one adopts the server.
+	sup.kill()
+	write("c")
+	sup = startSupervisor()
+	infos, err := (&supervisor.Client{Path: supSock}).List(ctx)
+	if err != nil || len(infos) != 1 || !infos[0].Adopted || infos[0].Dead {
+		t.Fatalf("after supervisor restart: %+v, %v", infos, err)
+	}
+
+	// SIGKILL the driver: I/O continues; a new driver republishes and swaps.
+	drv.kill()
+	write("d")
+	drv, node = startDriver()
+	k3 := fakes3.NewKeys("AKTHIRD")
+	e.s3.AddKeys(k3)
+	if err := publish(node, target, k3); err != nil {
+		t.Fatalf("republish after driver restart: %v", err)
+	}
+	if fp := statusFingerprint(podSock); fp != k3.Fingerprint() {
+		t.Fatalf("after second republish fingerprint = %q, want %q", fp, k3.Fingerprint())
+	}
+	e.s3.RevokeKeys(k2)
+	write("e")
+
+	// A republish with keys S3 refuses keeps the mount and returns no error.
+	if err := publish(node, target, fakes3.NewKeys("AKBOGUS")); err != nil {
+		t.Fatalf("republish with bad keys returned %v, want success (and an Event)", err)
+	}
+	write("f")
+	waitFor(t, "CredentialRefreshFailed event in the driver log", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(drvLog)
+		return bytes.Contains(b, []byte("CredentialRefreshFailed"))
+	})
+
+	// Unpublish: flushed, unmounted, socket and target gone; bytes are in the bucket.
+	if _, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv-a", TargetPath: target}); err != nil {
+		t.Fatalf("unpublish: %v", err)
+	}
+	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("target still exists after unpublish: %v", err)
+	}
+	if _, err := os.Lstat(podSock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pod socket still exists after unpublish: %v", err)
+	}
+	cl := e.s3.Client(k3)
+	for name, data := range want {
+		out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(name)})
+		if err != nil {
+			t.Fatalf("object %s: %v", name, err)
+		}
+		got, _ := io.ReadAll(out.Body)
+		_ = out.Body.Close()
+		if !bytes.Equal(got, data) {
+			t.Errorf("object %s: %d bytes differ from the %d written", name, len(got), len(data))
+		}
+	}
+
+	// A FUSE server killed while mounted: callers get an error, not a hang.
+	target2 := filepath.Join(kubelet, "pods", podUID, "volumes", "kubernetes.io~csi", "pv-b", "mount")
+	if err := publish(node, target2, k3); err != nil {
+		t.Fatalf("publish second volume: %v", err)
+	}
+	infos, _ = (&supervisor.Client{Path: supSock}).List(ctx)
+	var pid int
+	for _, in := range infos {
+		if in.Spec.Target == target2 {
+			pid = in.PID
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("second volume not in the supervisor: %+v", infos)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := os.ReadDir(target2)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(target2, "x"), []byte("x"), 0o644)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			// The kernel may have answered from cache before the abort; try again.
+			waitFor(t, "I/O error on the dead mount", 5*time.Second, func() bool {
+				_, err := os.ReadDir(target2)
+				return err != nil
+			})
+		}
+		t.Logf("application saw an error %s after the FUSE server was killed: %v", time.Since(killed), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("application I/O hangs after the FUSE server died")
+	}
+	waitFor(t, "FUSEServerDied event in the driver log", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(drvLog)
+		return bytes.Contains(b, []byte("FUSEServerDied"))
+	})
+	if _, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv-a", TargetPath: target2}); err != nil {
+		t.Fatalf("unpublish of the dead mount: %v", err)
+	}
+	mps, _ := mount.ParseMountInfo("/proc/self/mountinfo")
+	for _, m := range mps {
+		if strings.HasPrefix(m.MountPoint, dir) {
+			t.Errorf("stale mount left: %s", m.MountPoint)
+		}
+	}
+	_ = drv
+	_ = sup
+}
