@@ -21,6 +21,10 @@ const (
 	DefaultStatCacheTTL  = 60 * time.Second
 	DefaultStatCacheSize = 100000
 	DefaultPartSizeMiB   = 16
+	DefaultThresholdMiB  = 64
+	DefaultReadAheadMiB  = 128
+	MaxThresholdMiB      = 5 << 10
+	MaxReadAheadMiB      = 4 << 10
 	MinPartSizeMiB       = 5
 	MaxPartSizeMiB       = 5 << 10
 	maxOptionsLen        = 4096
@@ -40,6 +44,8 @@ type Options struct {
 	StatCacheTTL  time.Duration // stat_cache_expire (seconds); 0 disables caching
 	StatCacheSize int           // max_stat_cache_size
 	PartSizeMiB   int           // multipart_size
+	ThresholdMiB  int           // multipart_threshold: larger files upload in parts (streamed while written)
+	ReadAheadMiB  int           // readahead_mb: memory for sequential read-ahead, all files together; 0 disables
 }
 
 // Default returns the options in effect when none are given.
@@ -50,6 +56,8 @@ func Default() Options {
 		StatCacheTTL:  DefaultStatCacheTTL,
 		StatCacheSize: DefaultStatCacheSize,
 		PartSizeMiB:   DefaultPartSizeMiB,
+		ThresholdMiB:  DefaultThresholdMiB,
+		ReadAheadMiB:  DefaultReadAheadMiB,
 	}
 }
 
@@ -84,6 +92,16 @@ var allowlist = map[string]option{
 		o.PartSizeMiB = n
 		return err
 	}, help: "multipart part size in MiB"},
+	"multipart_threshold": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, MinPartSizeMiB, MaxThresholdMiB)
+		o.ThresholdMiB = n
+		return err
+	}, help: "files larger than this many MiB upload with multipart, streamed while written"},
+	"readahead_mb": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, 0, MaxReadAheadMiB)
+		o.ReadAheadMiB = n
+		return err
+	}, help: "MiB of memory for sequential read-ahead, shared by all open files (0 disables)"},
 }
 
 // Names lists the allowed options, for error messages and docs.
@@ -180,6 +198,12 @@ func (o Options) String() string {
 	}
 	if o.PartSizeMiB != d.PartSizeMiB {
 		out = append(out, "multipart_size="+strconv.Itoa(o.PartSizeMiB))
+	}
+	if o.ThresholdMiB != d.ThresholdMiB {
+		out = append(out, "multipart_threshold="+strconv.Itoa(o.ThresholdMiB))
+	}
+	if o.ReadAheadMiB != d.ReadAheadMiB {
+		out = append(out, "readahead_mb="+strconv.Itoa(o.ReadAheadMiB))
 	}
 	return strings.Join(out, ",")
 }

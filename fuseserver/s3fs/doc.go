@@ -6,7 +6,16 @@
 //     (implicit directories need no marker).
 //   - Writes are staged in a local file under Options.StagingDir and uploaded
 //     on close (flush), fsync and release: PutObject for small files,
-//     multipart upload above Options.MultipartThreshold.
+//     multipart upload above Options.MultipartThreshold. A new file written
+//     sequentially is streamed: once it passes the threshold its full parts
+//     upload in parallel while the application still writes, and close
+//     only sends the tail (stream.go); rewrites fall back to a whole upload.
+//   - Reads of objects are ranged GETs. A handle that reads sequentially
+//     keeps up to 4 GETs of 8 MiB in flight ahead of the reader, from a
+//     buffer pool bounded by Options.ReadAheadMemory; random reads fetch
+//     just what the kernel asked for (readahead.go).
+//   - Renames copy with CopyObject, or UploadPartCopy above 5 GiB.
+//   - FS.RequestCounts reports the S3 requests sent, by operation.
 //   - An upload that fails fails the close or fsync with an errno (EACCES for
 //     403, ETIMEDOUT for timeouts, EIO otherwise) and keeps the staged data.
 //     A later flush or fsync retries, a released dirty file is retried in the

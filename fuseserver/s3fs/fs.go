@@ -30,6 +30,8 @@ type FS struct {
 
 	readBufs *bufPool        // read-ahead chunk buffers, bounded
 	requests requestCounters // S3 requests by operation
+	maxCopy  int64           // largest single CopyObject (maxCopyObjectSize)
+	copyPart int64           // part size of multipart copies (copyPartSize)
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -54,15 +56,17 @@ func New(api API, opts Options) (*FS, error) {
 		return nil, err
 	}
 	f := &FS{
-		api:     api,
-		opts:    opts,
-		log:     opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
-		cache:   newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
-		started: time.Now(),
-		files:   make(map[string]*fileState),
-		inos:    make(map[string]uint64),
-		inoKeys: make(map[uint64]string),
-		nextIno: 2, // 1 is the root
+		api:      api,
+		opts:     opts,
+		log:      opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
+		cache:    newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
+		started:  time.Now(),
+		files:    make(map[string]*fileState),
+		inos:     make(map[string]uint64),
+		inoKeys:  make(map[uint64]string),
+		nextIno:  2, // 1 is the root
+		maxCopy:  maxCopyObjectSize,
+		copyPart: copyPartSize,
 	}
 	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))
 	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
@@ -206,8 +210,22 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		}
 		return ent, 0
 	}
+	// HEAD the object and probe the directory at once: a miss (every
+	// create) then costs one round trip, not two.
+	pctx, cancelProbe := context.WithCancel(ctx)
+	defer cancelProbe()
+	type probe struct {
+		isDir bool
+		err   error
+	}
+	probed := make(chan probe, 1)
+	go func() {
+		isDir, err := f.probeDir(pctx, key+"/")
+		probed <- probe{isDir, err}
+	}()
 	ent, err := f.headFile(ctx, key)
 	if err == nil {
+		cancelProbe() // a file wins over a directory of the same name
 		f.cache.put(key, ent)
 		return ent, 0
 	}
@@ -215,12 +233,12 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
 		return ent, Errno(err)
 	}
-	isDir, err := f.probeDir(ctx, key+"/")
-	if err != nil {
-		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
-		return statEntry{}, Errno(err)
+	p := <-probed
+	if p.err != nil {
+		f.log.V(1).Info("stat failed", "key", key, "error", p.err.Error())
+		return statEntry{}, Errno(p.err)
 	}
-	if isDir {
+	if p.isDir {
 		ent = statEntry{kind: kindDir}
 		f.cache.put(key, ent)
 		return ent, 0

@@ -83,7 +83,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		if dstExists && dent.kind == kindDir {
 			return syscall.EISDIR
 		}
-		err = f.renameFile(ctx, src, dst)
+		err = f.renameFile(ctx, src, dst, ent.size)
 	}
 	if err != nil {
 		f.log.Error(err, "rename", "key", src, "newKey", dst)
@@ -95,7 +95,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 
 // renameFile moves the object src to dst. A staged file uploads its staged
 // content to dst instead of copying (it may be newer than the object).
-func (f *FS) renameFile(ctx context.Context, src, dst string) error {
+func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error {
 	st := f.stateOf(src)
 	var (
 		gen    uint64
@@ -111,7 +111,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string) error {
 		if gen, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
-	} else if err := f.copyObject(ctx, src, dst); err != nil {
+	} else if err := f.copyObjectSized(ctx, src, dst, size); err != nil {
 		return err
 	}
 	if err := f.deleteObject(ctx, src); err != nil {
@@ -144,9 +144,11 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		}
 	}
 	var keys []string
+	sizes := make(map[string]int64)
 	err := f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
 		for _, o := range out.Contents {
 			keys = append(keys, aws.ToString(o.Key))
+			sizes[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
 		}
 		return nil
 	})
@@ -154,7 +156,7 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		return err
 	}
 	err = parallel(ctx, keys, func(ctx context.Context, key string) error {
-		return f.copyObject(ctx, key, dstPrefix+key[len(srcPrefix):])
+		return f.copyObjectSized(ctx, key, dstPrefix+key[len(srcPrefix):], sizes[key])
 	})
 	if err != nil {
 		return err

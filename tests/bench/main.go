@@ -4,6 +4,9 @@
 // ratios. It needs root (mounts, drop_caches) and /dev/fuse. Run it with
 // `make bench` (after `make build`).
 //
+// With -compat (BENCH_COMPAT=1) it runs the POSIX behaviour cases of
+// compat.go on each mount instead and prints what each file system did.
+//
 // Knobs (environment): QUICK=1 runs small sizes once (64 MiB, 100 small
 // files, ls 500); BENCH_BIG_MIB, BENCH_SMALL, BENCH_LS and BENCH_REPEAT set
 // each size; BENCH_TOOLS (rekey,s3fs,rclone,raw) and BENCH_SERVERS
@@ -72,6 +75,7 @@ func run() error {
 	tools := flag.String("tools", envStr("BENCH_TOOLS", "rekey,s3fs,rclone,raw"), "comma-separated: rekey,s3fs,rclone,raw")
 	servers := flag.String("servers", envStr("BENCH_SERVERS", "minio,versitygw"), "comma-separated: minio,versitygw (skipped if not built)")
 	rekeyBin := flag.String("rekey-fuse", envStr("REKEY_FUSE_BIN", "bin/rekey-fuse"), "rekey-fuse binary")
+	compat := flag.Bool("compat", os.Getenv("BENCH_COMPAT") == "1", "run the POSIX behaviour cases on each mount instead of timing")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (FUSE mounts and drop_caches)")
@@ -88,7 +92,11 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "bench: skipping %s: %v\n", server, err)
 			continue
 		}
-		err = benchServer(srv, sz, strings.Split(*tools, ","), *rekeyBin, work)
+		if *compat {
+			err = compatServer(srv, strings.Split(*tools, ","), *rekeyBin, work)
+		} else {
+			err = benchServer(srv, sz, strings.Split(*tools, ","), *rekeyBin, work)
+		}
 		srv.stop()
 		if err != nil {
 			return err
@@ -144,6 +152,31 @@ func benchServer(srv *server, sz sizes, tools []string, rekeyBin, work string) e
 		fmt.Println(rss)
 	}
 	fmt.Println()
+	return nil
+}
+
+func compatServer(srv *server, tools []string, rekeyBin, work string) error {
+	api := newClient(srv.endpoint)
+	if _, err := api.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	results := map[string][]string{}
+	var order []string
+	for _, tool := range tools {
+		tool = strings.TrimSpace(tool)
+		if tool == "raw" {
+			continue
+		}
+		m, err := startMount(tool, srv, rekeyBin, work)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: skipping %s: %v\n", tool, err)
+			continue
+		}
+		results[tool] = runCompat(m.dir, tool)
+		order = append(order, tool)
+		m.stop()
+	}
+	printCompat(srv.name, order, results)
 	return nil
 }
 
