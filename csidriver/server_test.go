@@ -145,7 +145,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		VolumeCapability: &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER}},
 		VolumeContext: map[string]string{"bucket": "bkt", "url": "http://127.0.0.1:1"},
-		Secrets: map[string]string{"AccessKeyId": ak, "AccessKeySecret": sk, "SecurityToken": token, "extra": custom}}
+		Secrets:       map[string]string{"AccessKeyId": ak, "AccessKeySecret": sk, "SecurityToken": token, "extra": custom}}
 	ctx := context.Background()
 	if _, err := c.NodePublishVolume(ctx, req); err != nil {
 		t.Fatalf("publish: %v", err)

@@ -1,0 +1,94 @@
+package csidriver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/contract"
+)
+
+// TestEventsOnAPIServer posts the driver's Events through client-go's
+// recorder to a real kube-apiserver + etcd (envtest; binaries from
+// tests/cluster/build.sh) and reads them back with their exact messages.
+func TestEventsOnAPIServer(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		msg := "KUBEBUILDER_ASSETS is not set; run: export KUBEBUILDER_ASSETS=\"$(tests/cluster/build.sh)\""
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pod, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, stop := NewEventRecorder(cs, "node-1")
+	defer stop()
+	p := &eventPoster{rec: rec, log: logr.Discard(), metrics: NewMetrics(nil), refreshedEvery: time.Hour}
+	spec := supervisor.Spec{VolumeID: "pv-a", PodName: pod.Name, PodNamespace: pod.Namespace, PodUID: string(pod.UID)}
+	reason := "invalid credentials (host=oss.example.com:443, code=InvalidAccessKeyId)"
+	p.Handle(supervisor.Event{Kind: "refused", Spec: spec, Reason: reason, Source: "secret"})
+	p.Handle(supervisor.Event{Kind: "applied", Spec: spec, Fingerprint: "AK1:abcd", Source: "secret"})
+	p.Handle(supervisor.Event{Kind: "applied", Spec: spec, Fingerprint: "AK2:abcd", Source: "secret"}) // rate-limited
+	p.Handle(supervisor.Event{Kind: supervisor.EventDied, Spec: spec, Reason: "process 42 exited"})
+
+	want := map[string]string{
+		contract.EventReasonRefreshFailed:  fmt.Sprintf("failed to refresh ak/sk for pv-a, reason: %s", reason),
+		contract.EventReasonRefreshed:      "refreshed ak/sk for pv-a, key AK1:abcd (source secret)",
+		contract.EventReasonFUSEServerDied: fmt.Sprintf(contract.EventMessageFUSEServerDiedFormat, "pv-a", "process 42 exited"),
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]corev1.Event{}
+		for _, ev := range list.Items {
+			got[ev.Reason] = ev
+		}
+		done := len(got) == len(want)
+		for reason, msg := range want {
+			ev, ok := got[reason]
+			if !ok || ev.Message != msg || ev.InvolvedObject.UID != pod.UID {
+				done = false
+			}
+		}
+		if done {
+			if got[contract.EventReasonRefreshed].Count != 1 {
+				t.Errorf("CredentialRefreshed count = %d, want 1 (rate-limited)", got[contract.EventReasonRefreshed].Count)
+			}
+			if got[contract.EventReasonRefreshFailed].Type != corev1.EventTypeWarning || got[contract.EventReasonFUSEServerDied].Type != corev1.EventTypeWarning {
+				t.Errorf("failure Events are not Warnings: %+v", got)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events = %+v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
