@@ -102,7 +102,42 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if !ok {
 		return nil, syscall.ENOENT
 	}
+	ents, cached := f.listings.snapshot(dk)
+	if !cached {
+		var err error
+		if ents, err = f.listDir(ctx, dk); err != nil {
+			f.log.Error(err, "readdir", "key", dk)
+			return nil, Errno(err)
+		}
+	}
+	for name, ent := range f.stagedUnder(dk) {
+		ents[name] = ent
+	}
+	names := make([]string, 0, len(ents))
+	for name := range ents {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	list := make([]fuse.DirEntry, len(names))
+	for i, name := range names {
+		e := fuse.DirEntry{Name: name, Mode: fuse.S_IFREG}
+		key := dk + name
+		if ents[name].kind == kindDir {
+			e.Mode = fuse.S_IFDIR
+			key += "/"
+		}
+		e.Ino = f.knownIno(key) // 0: the kernel learns it on lookup
+		list[i] = e
+	}
+	f.log.V(1).Info("readdir", "key", dk, "entries", len(list))
+	return fs.NewListDirStream(list), 0
+}
+
+// listDir lists the directory dk from the bucket (all pages), fills the
+// stat cache and the listing cache, and returns the entries by name.
+func (f *FS) listDir(ctx context.Context, dk string) (map[string]statEntry, error) {
 	ents := make(map[string]statEntry)
+	gen := f.listings.generation()
 	err := f.list(ctx, dk, "/", func(out *s3.ListObjectsV2Output) error {
 		var dirs []string
 		for _, o := range out.Contents {
@@ -132,31 +167,13 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil
 	})
 	if err != nil {
-		f.log.Error(err, "readdir", "key", dk)
-		return nil, Errno(err)
+		return nil, err
 	}
-	for name, ent := range f.stagedUnder(dk) {
-		ents[name] = ent
-	}
-	names := make([]string, 0, len(ents))
 	for name, ent := range ents {
 		f.cache.put(dk+name, ent)
-		names = append(names, name)
 	}
-	sort.Strings(names)
-	list := make([]fuse.DirEntry, len(names))
-	for i, name := range names {
-		e := fuse.DirEntry{Name: name, Mode: fuse.S_IFREG}
-		key := dk + name
-		if ents[name].kind == kindDir {
-			e.Mode = fuse.S_IFDIR
-			key += "/"
-		}
-		e.Ino = f.knownIno(key) // 0: the kernel learns it on lookup
-		list[i] = e
-	}
-	f.log.V(1).Info("readdir", "key", dk, "entries", len(list))
-	return fs.NewListDirStream(list), 0
+	f.listings.put(dk, ents, gen)
+	return ents, nil
 }
 
 // stagedUnder returns the staged files directly in the directory dk.
@@ -213,6 +230,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	}
 	ent := statEntry{kind: kindFile, mtime: time.Now()}
 	f.cache.put(key, ent)
+	f.listings.set(key, ent)
 	f.log.V(1).Info("create", "key", key)
 	ch := f.newChild(ctx, &d.Inode, key, ent, out, true)
 	return ch, newHandle(f, st, flags, -1), 0, 0
@@ -234,6 +252,8 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	ent := statEntry{kind: kindDir}
 	f.cache.put(key, ent)
+	f.listings.set(key, ent)
+	f.listings.putEmpty(key + "/")
 	f.log.V(1).Info("mkdir", "key", key)
 	return f.newChild(ctx, &d.Inode, key, ent, out, false), 0
 }
@@ -264,6 +284,8 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	f.cache.removePrefix(marker)
 	f.cache.put(key, statEntry{kind: kindMissing})
+	f.listings.forgetPrefix(marker)
+	f.listings.remove(key)
 	f.dropIno(marker)
 	f.log.V(1).Info("rmdir", "key", marker)
 	return 0
@@ -309,6 +331,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		f.markDeleted(st)
 	}
 	f.cache.put(key, statEntry{kind: kindMissing})
+	f.listings.remove(key)
 	f.dropIno(key)
 	f.log.V(1).Info("unlink", "key", key)
 	return 0

@@ -21,12 +21,13 @@ var ErrNotUploaded = errors.New("s3fs: staged data not uploaded")
 // its Root once (Mount, Serve or fs.Mount with MountOptions), and call
 // FlushAll and Close at shutdown.
 type FS struct {
-	api     API
-	opts    Options
-	log     logr.Logger
-	root    *dirNode
-	cache   *statCache
-	started time.Time
+	api      API
+	opts     Options
+	log      logr.Logger
+	root     *dirNode
+	cache    *statCache
+	listings *listCache
+	started  time.Time
 
 	readBufs *bufPool        // read-ahead chunk buffers, bounded
 	requests requestCounters // S3 requests by operation
@@ -60,6 +61,7 @@ func New(api API, opts Options) (*FS, error) {
 		opts:     opts,
 		log:      opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
 		cache:    newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
+		listings: newListCache(opts.StatCacheTTL, opts.StatCacheSize),
 		started:  time.Now(),
 		files:    make(map[string]*fileState),
 		inos:     make(map[string]uint64),
@@ -205,6 +207,12 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		}
 	}
 	if ent, ok := f.cache.get(key); ok {
+		if ent.kind == kindMissing {
+			return ent, syscall.ENOENT
+		}
+		return ent, 0
+	}
+	if ent, ok := f.listings.lookup(key); ok {
 		if ent.kind == kindMissing {
 			return ent, syscall.ENOENT
 		}

@@ -128,6 +128,8 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	}
 	f.cache.put(src, statEntry{kind: kindMissing})
 	f.cache.remove(dst)
+	f.listings.remove(src)
+	f.listings.forget(dst) // the next lookup of dst asks the bucket
 	f.moveInos(src, dst)
 	return nil
 }
@@ -173,6 +175,10 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 	f.cache.removePrefix(dstPrefix)
 	f.cache.put(src, statEntry{kind: kindMissing})
 	f.cache.put(dst, statEntry{kind: kindDir})
+	f.listings.forgetPrefix(srcPrefix)
+	f.listings.forgetPrefix(dstPrefix)
+	f.listings.remove(src)
+	f.listings.set(dst, statEntry{kind: kindDir})
 	f.moveInos(srcPrefix, dstPrefix)
 	return nil
 }

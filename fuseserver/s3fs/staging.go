@@ -327,6 +327,7 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 		st.markUploaded(gen)
 	}
 	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime})
+	f.listings.set(key, statEntry{kind: kindFile, size: size, mtime: mtime})
 	return gen, nil
 }
 

@@ -229,7 +229,9 @@ func startServer(name, work string) (*server, error) {
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if os.Getenv("BENCH_VERBOSE") == "1" { // versitygw logs every request
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
