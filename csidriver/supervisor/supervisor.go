@@ -310,7 +310,9 @@ func (s *Supervisor) readEvents(id string, r *os.File) {
 // watch handles the server's exit and creates the pod socket link.
 func (s *Supervisor) watch(m *mount, log logr.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
 	m.cancel = cancel
+	s.mu.Unlock()
 	if m.info.Spec.PodSocket != "" {
 		go linkPodSocket(ctx, m.info.ControlSocket, m.info.Spec.PodSocket, log)
 	}
@@ -377,37 +379,40 @@ func linkPodSocket(ctx context.Context, sock, podSock string, log logr.Logger) {
 func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	s.mu.Lock()
 	m, ok := s.mounts[id]
+	var info Info
+	var cancel context.CancelFunc
 	if ok {
 		m.stopping = true
+		info, cancel = m.info, m.cancel
 	}
 	s.mu.Unlock()
 	if !ok {
 		s.removeState(id)
 		return nil
 	}
-	if !m.info.Dead {
-		_ = syscall.Kill(m.info.PID, syscall.SIGTERM)
+	if !info.Dead {
+		_ = syscall.Kill(info.PID, syscall.SIGTERM)
 		timer := time.NewTimer(s.cfg.StopTimeout)
 		select {
 		case <-m.exited:
 		case <-timer.C:
-			s.cfg.Log.Info("FUSE server did not stop in time; killing it", "mountId", id, "pid", m.info.PID)
-			_ = syscall.Kill(m.info.PID, syscall.SIGKILL)
+			s.cfg.Log.Info("FUSE server did not stop in time; killing it", "mountId", id, "pid", info.PID)
+			_ = syscall.Kill(info.PID, syscall.SIGKILL)
 			<-m.exited
 		case <-ctx.Done():
-			_ = syscall.Kill(m.info.PID, syscall.SIGKILL)
+			_ = syscall.Kill(info.PID, syscall.SIGKILL)
 			<-m.exited
 		}
 		timer.Stop()
 	}
-	if m.cancel != nil {
-		m.cancel()
+	if cancel != nil {
+		cancel()
 	}
 	if m.fuse != nil {
 		_ = m.fuse.Close()
 	}
-	if p := m.info.Spec.PodSocket; p != "" {
-		if same(p, m.info.ControlSocket) {
+	if p := info.Spec.PodSocket; p != "" {
+		if same(p, info.ControlSocket) {
 			_ = os.Remove(p)
 		}
 	}
