@@ -218,22 +218,11 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		}
 		return ent, 0
 	}
-	// HEAD the object and probe the directory at once: a miss (every
-	// create) then costs one round trip, not two.
-	pctx, cancelProbe := context.WithCancel(ctx)
-	defer cancelProbe()
-	type probe struct {
-		isDir bool
-		err   error
-	}
-	probed := make(chan probe, 1)
-	go func() {
-		isDir, err := f.probeDir(pctx, key+"/")
-		probed <- probe{isDir, err}
-	}()
+	// HEAD first: most lookups that reach the bucket are of existing
+	// files (negative lookups in listed or new directories are answered by
+	// the listing cache above), so the directory probe only runs on a miss.
 	ent, err := f.headFile(ctx, key)
 	if err == nil {
-		cancelProbe() // a file wins over a directory of the same name
 		f.cache.put(key, ent)
 		return ent, 0
 	}
@@ -241,12 +230,12 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
 		return ent, Errno(err)
 	}
-	p := <-probed
-	if p.err != nil {
-		f.log.V(1).Info("stat failed", "key", key, "error", p.err.Error())
-		return statEntry{}, Errno(p.err)
+	isDir, err := f.probeDir(ctx, key+"/")
+	if err != nil {
+		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+		return statEntry{}, Errno(err)
 	}
-	if p.isDir {
+	if isDir {
 		ent = statEntry{kind: kindDir}
 		f.cache.put(key, ent)
 		return ent, 0
