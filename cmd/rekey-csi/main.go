@@ -3,10 +3,10 @@
 //
 //	rekey-csi driver ...      CSI Identity+Node on --endpoint, kubelet registration, health and metrics
 //	rekey-csi supervisor ...  runs one rekey-fuse per mount; receives /dev/fuse fds over --supervisor-socket
+//	rekey-csi init -- /rekey-csi supervisor ...
+//	                          PID 1 of the supervisor container: restarts the supervisor, reaps orphaned FUSE servers
 //
-// The supervisor container should run a minimal init as PID 1 (tini,
-// dumb-init, or the container runtime's --init) so that FUSE servers
-// outlive a crashed supervisor; see docs/csi-driver.md.
+// See docs/csi-driver.md.
 package main
 
 import (
@@ -51,6 +51,7 @@ type config struct {
 	socketUID        int
 	logFormat        string
 	verbosity        int
+	initArgv         []string
 }
 
 func main() {
@@ -81,6 +82,11 @@ func parse(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	if cfg.role == "init" {
+		// rekey-csi init [flags] -- command...
+		cfg.initArgv = fs.Args()
+		return cfg, nil
+	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -102,6 +108,8 @@ func run(args []string) error {
 	defer stop()
 	m := mounter.New()
 	switch cfg.role {
+	case "init":
+		return supervisor.RunInit(ctx, cfg.initArgv, log.WithName("init"))
 	case "supervisor":
 		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
 			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor")})
