@@ -175,6 +175,9 @@ func (d *Driver) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
 	})
 	if gatherer != nil {
 		mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if infos, err := d.opts.Runner.List(r.Context()); err == nil {
+				d.metrics.mounts.Set(float64(len(infos)))
+			}
 			d.metrics.refreshKeyAge()
 			promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		}))

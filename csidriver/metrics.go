@@ -26,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg = prometheus.NewRegistry()
 	}
 	m := &Metrics{
-		mounts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rekey_csi_mounts", Help: "Volumes published on this node."}),
+		mounts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rekey_csi_mounts", Help: "FUSE mounts the supervisor runs on this node (set on scrape)."}),
 		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekey_csi_swaps_total",
 			Help: "Key swaps requested by republish, by result."}, []string{"result"}),
 		swapSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rekey_csi_swap_seconds",

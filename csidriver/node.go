@@ -188,7 +188,6 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 		_ = s.mounter.Unmount(target)
 		return fmt.Errorf("start FUSE server: %w", err)
 	}
-	s.metrics.mounts.Inc()
 	s.metrics.keySet(vol.ID)
 	return nil
 }
@@ -259,7 +258,6 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		if err := s.runner.Stop(ctx, info.ID); err != nil {
 			log.Error(err, "stopping the FUSE server failed; unmounting anyway")
 		}
-		s.metrics.mounts.Dec()
 		s.metrics.keyForget(req.GetVolumeId())
 	}
 	if err := s.mounter.Unmount(target); err != nil {

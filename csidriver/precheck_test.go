@@ -2,6 +2,7 @@ package csidriver
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -64,8 +65,8 @@ func TestPrecheck(t *testing.T) {
 				}
 				return
 			}
-			pe, ok := err.(*PrecheckError)
-			if !ok {
+			var pe *PrecheckError
+			if !errors.As(err, &pe) {
 				t.Fatalf("Precheck = %v (%T), want a *PrecheckError", err, err)
 			}
 			if !strings.HasPrefix(pe.Message, tc.want) || pe.Kind != tc.kind {

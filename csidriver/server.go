@@ -84,7 +84,7 @@ func isSecret(fd protoreflect.FieldDescriptor) bool {
 func LoggingInterceptor(log logr.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		var logged any = req
+		logged := req
 		if m, ok := req.(proto.Message); ok {
 			logged = StripSecrets(m)
 		}

@@ -69,7 +69,7 @@ func (s *Supervisor) Serve(ctx context.Context, lis *net.UnixListener) error {
 		c, err := lis.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // closed by the shutdown above
 			}
 			return fmt.Errorf("supervisor: accept: %w", err)
 		}
@@ -96,7 +96,7 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 }
 
 func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	log := s.cfg.Log.WithName("api")
 	if uid, err := peerUID(c); err != nil || uid != 0 {
 		log.Info("refused supervisor connection from a non-root peer", "peerUid", uid)
@@ -205,7 +205,7 @@ func (c *Client) call(ctx context.Context, req request, fuse *os.File) (response
 	if err != nil {
 		return response{}, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -289,7 +289,7 @@ func (c *Client) Watch(ctx context.Context, fn func(Event)) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	go func() { <-ctx.Done(); _ = conn.Close() }()
 	if err := send(conn, request{Op: opWatch}, nil); err != nil {
 		return err

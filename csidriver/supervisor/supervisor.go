@@ -179,7 +179,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 		<-m.exited
 		_ = fuse.Close()
 		if waitErr != nil {
-			err = fmt.Errorf("%w (%v)", err, waitErr)
+			err = fmt.Errorf("%w (%w)", err, waitErr)
 		}
 		return Info{}, err
 	}
@@ -490,7 +490,7 @@ func (s *Supervisor) adopt(ctx context.Context, info Info) {
 		close(m.exited)
 	} else {
 		go func() {
-			defer unix.Close(pidfd)
+			defer func() { _ = unix.Close(pidfd) }()
 			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 			for {
 				if _, err := unix.Poll(fds, -1); err != nil && errors.Is(err, unix.EINTR) {
@@ -520,7 +520,7 @@ func openServer(info Info) (int, error) {
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/cmdline")
 	if err != nil || !strings.Contains(string(cmdline), "--control-socket="+info.ControlSocket+"\x00") {
-		unix.Close(pidfd)
+		_ = unix.Close(pidfd)
 		return -1, errors.New("the PID now runs another program")
 	}
 	return pidfd, nil

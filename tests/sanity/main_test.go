@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		for _, b := range []string{"rekey-fuse", "rekey-csi"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "rekey.dev/rekey/cmd/"+b)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -78,7 +78,7 @@ func TestSanity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ident := fakeIdentity{real: csi.NewIdentityClient(conn)}
 
 	dir := shortTempDir(t)
