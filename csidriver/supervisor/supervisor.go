@@ -144,8 +144,9 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	log := s.cfg.Log.WithValues("mountId", id, "volumeId", spec.VolumeID, "target", spec.Target)
 	s.mu.Lock()
 	if m, ok := s.mounts[id]; ok && !m.info.Dead {
+		info := m.info
 		s.mu.Unlock()
-		return m.info, nil
+		return info, nil
 	}
 	delete(s.mounts, id)
 	s.mu.Unlock()

@@ -1,0 +1,138 @@
+package supervisor_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"rekey.dev/rekey/csidriver/mounter"
+	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/fakes3"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root and /dev/fuse")
+		}
+		t.Skip("needs root and /dev/fuse")
+	}
+}
+
+// TestStartAdoptDie runs a real rekey-fuse through the Supervisor's socket
+// API (SCM_RIGHTS hand-off), re-adopts it from a second Supervisor on the
+// same state directory, and checks the death of an adopted server is
+// reported and aborted.
+func TestStartAdoptDie(t *testing.T) {
+	needRoot(t)
+	dir, err := os.MkdirTemp("", "rksup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "rekey-fuse")
+	if out, err := exec.Command("go", "build", "-o", bin, "rekey.dev/rekey/cmd/rekey-fuse").CombinedOutput(); err != nil {
+		t.Fatalf("build rekey-fuse: %v\n%s", err, out)
+	}
+	k := fakes3.NewKeys("AKSUP")
+	s3, err := fakes3.Start(k, "bkt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s3.Close() })
+
+	m := mounter.New()
+	target := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Unmount(target) })
+	ctx := context.Background()
+	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: logr.Discard()}
+
+	sctx, stop := context.WithCancel(ctx)
+	sup, err := supervisor.New(sctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sup.sock")
+	lis, err := supervisor.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = sup.Serve(sctx, lis) }()
+	client := &supervisor.Client{Path: sock}
+
+	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey", AllowOther: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := m.ConnectionID(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
+	_ = fuse.Close()
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "f"), []byte("hello"), 0o644); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	// Idempotent: a second start for the same target returns the same server.
+	again, err := sup.Start(ctx, supervisor.Spec{Target: target}, nil, k)
+	if err != nil || again.PID != info.PID {
+		t.Fatalf("second start = %+v, %v; want pid %d", again, err, info.PID)
+	}
+
+	// The supervisor goes away; a new one adopts the running server.
+	stop()
+	<-served
+	sup2, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, cancel := sup2.Subscribe()
+	defer cancel()
+	infos, _ := sup2.List(ctx)
+	if len(infos) != 1 || !infos[0].Adopted || infos[0].PID != info.PID || infos[0].Dead {
+		t.Fatalf("adopted = %+v", infos)
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "f")); err != nil || string(b) != "hello" {
+		t.Fatalf("read after adoption: %q, %v", b, err)
+	}
+	p, _ := os.FindProcess(info.PID)
+	_ = p.Kill()
+	_, _ = p.Wait() // our child: reap it so the pidfd fires
+	select {
+	case ev := <-events:
+		if ev.Kind != supervisor.EventDied || ev.Spec.VolumeID != "pv" {
+			t.Errorf("event = %+v, want died for pv", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no died event for the adopted server")
+	}
+	if _, err := os.ReadDir(target); err == nil {
+		t.Error("dead mount still answers")
+	}
+	if err := sup2.Stop(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(target); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, _, _ := m.IsMountPoint(target); mounted {
+		t.Error("still mounted after Unmount")
+	}
+	if left, _ := filepath.Glob(filepath.Join(cfg.StateDir, "*")); len(left) != 0 {
+		t.Errorf("state left after Stop: %v", left)
+	}
+}
