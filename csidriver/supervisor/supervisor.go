@@ -317,6 +317,9 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 	if m.info.Spec.PodSocket != "" {
 		go linkPodSocket(ctx, m.info.ControlSocket, m.info.Spec.PodSocket, log)
 	}
+	if m.info.Adopted {
+		go s.pollOutcomes(ctx, m.info, log)
+	}
 	go func() {
 		<-m.exited
 		cancel()
@@ -539,4 +542,58 @@ func checkControl(ctx context.Context, sock string) error {
 		return fmt.Errorf("supervisor: status: %w", err)
 	}
 	return nil
+}
+
+// outcomePollInterval is how often an adopted server's last swap is read.
+const outcomePollInterval = 2 * time.Second
+
+// pollOutcomes stands in for the events pipe of an adopted server (the
+// pipe's reader was the previous supervisor): it reads the server's last
+// swap from Status and publishes it when it changes. Swaps closer together
+// than outcomePollInterval are seen as the last one only; sidecar reports
+// (no swap) are not seen.
+func (s *Supervisor) pollOutcomes(ctx context.Context, info Info, log logr.Logger) {
+	c, closer, err := control.Dial(info.ControlSocket)
+	if err != nil {
+		log.Error(err, "cannot watch the adopted server's swaps")
+		return
+	}
+	defer func() { _ = closer.Close() }()
+	// Outcomes from before the adoption were the previous supervisor's.
+	seen := time.Now()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := c.Status(sctx, &credentialsv1.StatusRequest{})
+		cancel()
+		if err == nil {
+			last := st.GetLastSwap()
+			t := last.GetTime().AsTime()
+			if last != nil && t.After(seen) {
+				if kind := outcomeKind(last.GetResult()); kind != "" {
+					reason := last.GetMessage()
+					if reason == "" && kind == "refused" {
+						reason = last.GetReason().String()
+					}
+					s.publish(Event{Kind: kind, MountID: info.ID, Spec: info.Spec, Reason: reason,
+						Fingerprint: st.GetFingerprint(), Source: last.GetSource(), Time: t})
+				}
+				seen = t
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(outcomePollInterval):
+		}
+	}
+}
+
+func outcomeKind(r credentialsv1.SwapResult) string {
+	switch r {
+	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED:
+		return "applied"
+	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
+		return "refused"
+	}
+	return ""
 }

@@ -5,14 +5,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/internal/fakes3"
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
 func needRoot(t *testing.T) {
@@ -54,7 +57,7 @@ func TestStartAdoptDie(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Unmount(target) })
 	ctx := context.Background()
-	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: logr.Discard()}
+	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
 
 	sctx, stop := context.WithCancel(ctx)
 	sup, err := supervisor.New(sctx, cfg)
@@ -108,6 +111,26 @@ func TestStartAdoptDie(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(target, "f")); err != nil || string(b) != "hello" {
 		t.Fatalf("read after adoption: %q, %v", b, err)
+	}
+	// A swap refused by the adopted server (as a sidecar push would be)
+	// still becomes an Event, read from its Status.
+	cc, closer, err := control.Dial(info.ControlSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := fakes3.NewKeys("AKBAD")
+	resp, err := cc.Swap(ctx, &credentialsv1.SwapRequest{AccessKeyId: bad.AccessKeyID, SecretAccessKey: bad.SecretAccessKey, Source: "secret"})
+	_ = closer.Close()
+	if err != nil || resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_REFUSED {
+		t.Fatalf("swap with bad keys = %v, %v", resp, err)
+	}
+	select {
+	case ev := <-events:
+		if ev.Kind != "refused" || !strings.Contains(ev.Reason, "InvalidAccessKeyId") || ev.Source != "secret" {
+			t.Errorf("event = %+v, want refused (InvalidAccessKeyId) from secret", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no refused event from the adopted server")
 	}
 	p, _ := os.FindProcess(info.PID)
 	_ = p.Kill()
