@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
+	mountutils "k8s.io/mount-utils"
 
 	"rekey.dev/rekey/fuseserver"
 	"rekey.dev/rekey/fuseserver/control"
@@ -188,12 +189,13 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	if err := s.saveState(m.info); err != nil {
 		log.Error(err, "state not saved: a restarted supervisor will not adopt this server")
 	}
+	started := m.info
 	s.mu.Lock()
 	s.mounts[id] = m
 	s.mu.Unlock()
 	s.watch(m, log)
-	log.Info("FUSE server started", "pid", info.PID)
-	return m.info, nil
+	log.Info("FUSE server started", "pid", started.PID)
+	return started, nil
 }
 
 func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (*exec.Cmd, *os.File, *os.File, error) {
@@ -330,6 +332,19 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 		}
 		s.mu.Unlock()
 		if stopping {
+			return
+		}
+		if !mountedAt(m.info.Spec.Target) {
+			// The mount went away first (unmounted while the supervisor
+			// was unreachable): the server exited as it should.
+			log.Info("FUSE server exited after its mount was removed", "pid", m.info.PID)
+			s.mu.Lock()
+			delete(s.mounts, m.info.ID)
+			s.mu.Unlock()
+			if m.fuse != nil {
+				_ = m.fuse.Close()
+			}
+			s.removeState(m.info.ID)
 			return
 		}
 		status := exitStatus(m.info.PID)
@@ -596,4 +611,19 @@ func outcomeKind(r credentialsv1.SwapResult) string {
 		return "refused"
 	}
 	return ""
+}
+
+// mountedAt reports whether target is in this process's mount table.
+func mountedAt(target string) bool {
+	infos, err := mountutils.ParseMountInfo("/proc/self/mountinfo")
+	if err != nil {
+		return true // cannot tell: assume the worst
+	}
+	clean := filepath.Clean(target)
+	for _, in := range infos {
+		if in.MountPoint == clean {
+			return true
+		}
+	}
+	return false
 }

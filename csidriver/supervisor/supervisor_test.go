@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +158,78 @@ func TestStartAdoptDie(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(cfg.StateDir, "*")); len(left) != 0 {
 		t.Errorf("state left after Stop: %v", left)
+	}
+}
+
+// TestUnmountedServerExitsQuietly: a mount removed behind the supervisor's
+// back (unpublish while it was unreachable) makes the server exit; that is
+// not a death: no Event, no state left.
+func TestUnmountedServerExitsQuietly(t *testing.T) {
+	needRoot(t)
+	dir, err := os.MkdirTemp("", "rksup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "rekey-fuse")
+	if out, err := exec.Command("go", "build", "-o", bin, "rekey.dev/rekey/cmd/rekey-fuse").CombinedOutput(); err != nil {
+		t.Fatalf("build rekey-fuse: %v\n%s", err, out)
+	}
+	k := fakes3.NewKeys("AKSUP")
+	s3, err := fakes3.Start(k, "bkt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s3.Close() })
+	m := mounter.New()
+	target := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Unmount(target) })
+	ctx := context.Background()
+	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
+	sup, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, cancel := sup.Subscribe()
+	defer cancel()
+	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _ := m.ConnectionID(target)
+	info, err := sup.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
+	_ = fuse.Close()
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if err := m.Unmount(target); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if in, _ := sup.List(ctx); len(in) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server still listed after its mount was removed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case ev := <-events:
+		t.Errorf("unexpected event %+v", ev)
+	default:
+	}
+	if left, _ := filepath.Glob(filepath.Join(cfg.StateDir, "*")); len(left) != 0 {
+		t.Errorf("state left: %v", left)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(info.PID)); err == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/stat"); !strings.Contains(string(b), ") Z ") {
+			t.Errorf("server %d still running", info.PID)
+		}
 	}
 }
