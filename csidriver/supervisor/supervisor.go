@@ -54,6 +54,9 @@ type Config struct {
 	Aborter Aborter
 	// Log is the supervisor's logger.
 	Log logr.Logger
+	// ServerOutput receives the FUSE servers' stdout and stderr (default
+	// os.Stderr). A file, so the servers inherit it and outlive us.
+	ServerOutput *os.File
 	// ExtraArgs are added to every rekey-fuse command line (tests: -v).
 	ExtraArgs []string
 }
@@ -249,7 +252,11 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 	args = append(args, s.cfg.ExtraArgs...)
 	cmd := exec.Command(s.cfg.FuseBinary, args...)
 	cmd.ExtraFiles = []*os.File{fuse, keysR, readyW, eventsW}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	out := s.cfg.ServerOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: the server outlives the supervisor and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = []string{}

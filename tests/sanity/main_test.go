@@ -115,7 +115,8 @@ func inProcessDriver(tb testing.TB, log logr.Logger) (endpoint string, d *csidri
 	ctx, cancel := context.WithCancel(context.Background())
 	m := mounter.New()
 	sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: filepath.Join(binDir, "rekey-fuse"),
-		StateDir: filepath.Join(dir, "state"), Aborter: m, Log: log.WithName("supervisor"), StopTimeout: 20 * time.Second})
+		StateDir: filepath.Join(dir, "state"), Aborter: m, Log: log.WithName("supervisor"), StopTimeout: 20 * time.Second,
+		ServerOutput: serverOutput(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -178,3 +179,16 @@ func testLogger(t *testing.T) logr.Logger {
 }
 
 func listenUnix(path string) (net.Listener, error) { return net.Listen("unix", path) }
+
+// serverOutput is where the FUSE servers log: stderr with -v, else nowhere.
+func serverOutput(tb testing.TB) *os.File {
+	if testing.Verbose() {
+		return os.Stderr
+	}
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = f.Close() })
+	return f
+}
