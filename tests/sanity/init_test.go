@@ -52,6 +52,14 @@ func TestInitKeepsServersAlive(t *testing.T) {
 	bin := filepath.Join(binDir, "rekey-csi")
 	init := startProc(t, logPath, "init", "-v=1", "--", bin, "supervisor", "--supervisor-socket="+supSock,
 		"--state-dir="+filepath.Join(dir, "state"), "--fuse-binary="+filepath.Join(binDir, "rekey-fuse"))
+	t.Cleanup(func() {
+		// SIGTERM: init stops its supervisor and returns.
+		_ = init.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-init.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
 	defer func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
