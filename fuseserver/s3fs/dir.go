@@ -322,6 +322,13 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if st != nil {
 		st.uploadMu.Lock() // no upload of this file runs or starts meanwhile
 		defer st.uploadMu.Unlock()
+		// POSIX: an open file stays readable after unlink. Reads of an
+		// unstaged file go to the bucket, so stage it before deleting it
+		// (up to MultipartThreshold; larger ones read ENOENT afterwards).
+		if err := f.stageOpenForUnlink(ctx, st); err != nil {
+			f.log.Error(err, "unlink: stage open file", "key", key)
+			return Errno(err)
+		}
 	}
 	if err := f.deleteObject(ctx, key); err != nil {
 		f.log.Error(err, "unlink", "key", key)
@@ -335,6 +342,21 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	f.dropIno(key)
 	f.log.V(1).Info("unlink", "key", key)
 	return 0
+}
+
+// stageOpenForUnlink stages the content of st if a handle has it open, it
+// is not staged yet and it is not larger than MultipartThreshold.
+func (f *FS) stageOpenForUnlink(ctx context.Context, st *fileState) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.opens == 0 || st.file != nil || st.deleted {
+		return nil
+	}
+	ent, ok := f.cache.get(st.key)
+	if ok && ent.kind == kindFile && ent.size > f.opts.MultipartThreshold {
+		return nil
+	}
+	return f.loadLocked(ctx, st)
 }
 
 // Link is not supported: S3 has no hard links.

@@ -344,3 +344,31 @@ func TestMetadataIgnored(t *testing.T) {
 		t.Fatalf("mount root: %v %v, want 0755", root, err)
 	}
 }
+
+// TestUnlinkWhileOpen: an open file stays readable after unlink, and its
+// staged copy goes away with the last close.
+func TestUnlinkWhileOpen(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	data := randomBytes(t, 300_000)
+	e.put("u.bin", data)
+	f, err := os.Open(e.path("u.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(e.path("u.bin")); err != nil {
+		t.Fatal(err)
+	}
+	e.assertAbsent("u.bin")
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after unlink: %d bytes, %v; want the %d bytes", len(got), err, len(data))
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "staging emptied", func() bool {
+		ents, _ := os.ReadDir(e.fsys.opts.StagingDir)
+		return len(ents) == 0
+	})
+}

@@ -150,7 +150,7 @@ var compatCases = []compatCase{
 		if err := os.Rename(src, filepath.Join(d, "dst")); err != nil {
 			return errText(err)
 		}
-		return content(filepath.Join(d, "dst", "sub", "3"), "3")
+		return content(filepath.Join(d, "dst", "sub", "3"), "sub/3")
 	}},
 	{"rmdir of a non-empty directory", func(d string) string {
 		if err := writeSettled(filepath.Join(d, "x"), "x"); err != nil {
