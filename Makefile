@@ -8,7 +8,7 @@ TOOLS_BIN    := $(CURDIR)/tools/bin
 CACHE        := $(CURDIR)/tools/cache
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI     := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_VERSION)
-BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook
+BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook rekey-csi
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
 
 .DEFAULT_GOAL := help
