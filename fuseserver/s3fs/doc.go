@@ -14,6 +14,11 @@
 //     keeps up to 4 GETs of 8 MiB in flight ahead of the reader, from a
 //     buffer pool bounded by Options.ReadAheadMemory; random reads fetch
 //     just what the kernel asked for (readahead.go).
+//   - Directory listings are kept complete for the stat cache TTL and
+//     updated by changes made through the mount, so a second readdir and
+//     lookups of names a listing lacks need no request (listcache.go).
+//   - An open file stays readable after unlink (staged before the delete,
+//     up to MultipartThreshold).
 //   - Renames copy with CopyObject, or UploadPartCopy above 5 GiB.
 //   - FS.RequestCounts reports the S3 requests sent, by operation.
 //   - An upload that fails fails the close or fsync with an errno (EACCES for
