@@ -233,6 +233,19 @@ func TestMinIOAssumeRoleWithWebIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// MinIO answers /minio/health/ready before its IAM subsystem has
+	// loaded; STS says 503 STSIAMNotInitialized until then.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, err := a.Assume(ctx, iss.token(t, time.Hour, nil))
+		var stsErr *STSError
+		if err == nil || !errors.As(err, &stsErr) || !stsErr.Temporary() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MinIO STS not ready after 60 s: %v", err)
+		}
+	}
+
 	t.Run("exchange and use", func(t *testing.T) {
 		k, err := a.Assume(ctx, iss.token(t, time.Hour, nil))
 		if err != nil {
