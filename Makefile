@@ -49,8 +49,20 @@ demo: build ## Mount a bucket of an embedded S3 server, rotate keys 10 times und
 	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse --sidecar-binary $(BIN)/rekey-sidecar
 
 .PHONY: bench
-bench: ## Run the Go benchmarks and print their results.
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...
+bench: build ## Time rekey-fuse against s3fs, rclone and the raw SDK on MinIO and versitygw; medians and ratios (root; QUICK=1 for small sizes).
+	$(GO) run ./tests/bench
+
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks (swap latency, sidecar rotation, NodePublishVolume, admission) and print their results.
+	KUBEBUILDER_ASSETS="$$(tests/cluster/build.sh)" $(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: bench-compat
+bench-compat: build ## Run the POSIX behaviour cases on rekey, s3fs and rclone mounts and print the table.
+	$(GO) run ./tests/bench -compat
+
+.PHONY: versitygw
+versitygw: ## Build versitygw (Apache-2.0) at a pinned version into tools/cache/.
+	tests/s3servers/build-versitygw.sh
 
 .PHONY: generate
 generate: ## Regenerate the gRPC code from proto/ (pinned generators).

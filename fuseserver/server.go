@@ -230,7 +230,13 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 		UID: o.UID, GID: o.GID, Umask: o.Umask, MountUmask: o.MountUmask, ReadOnly: o.ReadOnly,
 		StatCacheTTL: o.StatCacheTTL, StatCacheSize: o.StatCacheSize,
 		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
-		Logger: log.WithName("fs"),
+		MultipartThreshold: int64(o.ThresholdMiB) << 20,
+		Logger:             log.WithName("fs"),
+	}
+	if o.ReadAheadMiB == 0 {
+		fo.ReadAheadMemory = -1
+	} else {
+		fo.ReadAheadMemory = int64(o.ReadAheadMiB) << 20
 	}
 	// mountopts uses 0 for "no masking" / "no caching"; s3fs uses 0 for defaults.
 	if fo.Umask == 0 {
