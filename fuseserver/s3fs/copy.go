@@ -58,12 +58,7 @@ func (f *FS) multipartCopy(ctx context.Context, pc partCopier, src, dst string, 
 		if err == nil {
 			return
 		}
-		actx, cancel := f.reqCtx(context.WithoutCancel(ctx))
-		defer cancel()
-		f.count(opAbortMultipart)
-		if _, aerr := f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: &f.opts.Bucket, Key: &dst, UploadId: id}); aerr != nil {
-			f.log.Error(aerr, "abort multipart copy", "key", dst)
-		}
+		f.abortMultipart(ctx, dst, id)
 	}()
 	partSize := max(f.copyPart, (size+maxParts-1)/maxParts)
 	n := int((size + partSize - 1) / partSize)

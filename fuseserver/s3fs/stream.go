@@ -170,14 +170,7 @@ func (s *stream) abort(ctx context.Context) {
 	if s.uploadID == nil {
 		return
 	}
-	actx, cancel := s.f.reqCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	s.f.count(opAbortMultipart)
-	if _, err := s.f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-		Bucket: &s.f.opts.Bucket, Key: &s.key, UploadId: s.uploadID,
-	}); err != nil {
-		s.f.log.Error(err, "abort multipart upload", "key", s.key)
-	}
+	s.f.abortMultipart(ctx, s.key, s.uploadID)
 }
 
 // breakStreamLocked drops the stream of st, if any, and aborts its upload

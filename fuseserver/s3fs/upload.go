@@ -66,15 +66,7 @@ func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size i
 		if err == nil {
 			return
 		}
-		// The caller's context may be what failed; abort on a fresh one.
-		actx, cancel := f.reqCtx(context.WithoutCancel(ctx))
-		defer cancel()
-		f.count(opAbortMultipart)
-		if _, aerr := f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: &f.opts.Bucket, Key: &key, UploadId: uploadID,
-		}); aerr != nil {
-			f.log.Error(aerr, "abort multipart upload", "key", key)
-		}
+		f.abortMultipart(ctx, key, uploadID)
 	}()
 
 	partSize := f.partSizeFor(size)
@@ -149,4 +141,18 @@ feed:
 		return fmt.Errorf("complete multipart upload %s: %w", key, err)
 	}
 	return nil
+}
+
+// abortMultipart aborts a multipart upload (or copy) that failed, so the
+// server drops its parts. The caller's context may be what failed, so the
+// abort runs on a fresh one; its failure is only logged.
+func (f *FS) abortMultipart(ctx context.Context, key string, uploadID *string) {
+	actx, cancel := f.reqCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	f.count(opAbortMultipart)
+	if _, err := f.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket: &f.opts.Bucket, Key: &key, UploadId: uploadID,
+	}); err != nil {
+		f.log.Error(err, "abort multipart upload", "key", key)
+	}
 }
