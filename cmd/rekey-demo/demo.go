@@ -305,7 +305,10 @@ func (d *demo) close(keep bool) {
 	if d.sidecar != nil && d.sidecar.Process != nil {
 		_ = d.sidecar.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-d.sideErr:
+		case err := <-d.sideErr:
+			if err != nil {
+				d.log.V(1).Info("rekey-sidecar exited", "err", err.Error())
+			}
 		case <-time.After(10 * time.Second):
 			_ = d.sidecar.Process.Kill()
 		}

@@ -76,7 +76,7 @@ func parseSource(s string) (string, error) {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
 			return "", fieldError("source", "character at position %d is outside [A-Za-z0-9._-]", i)
 		}
 	}

@@ -96,7 +96,7 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale.SetUnlinkOnClose(false)
-	stale.Close() // a crashed server leaves its socket file behind
+	_ = stale.Close() // a crashed server leaves its socket file behind
 
 	e := &env{path: path, logs: &logBuffer{}}
 	serve(t, rotation.New(testIdentity, initialKeys, &fakeValidator{}, &fakeApplier{}, rotation.Options{}), listen(t, path, selfUID(), e.logs), e.logs)

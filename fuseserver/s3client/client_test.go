@@ -61,7 +61,7 @@ func TestValidate(t *testing.T) {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 		}
 	}()
 	// A port with nothing listening.

@@ -69,7 +69,7 @@ func TestMultipartCopyMinIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fsys.Close()
+	defer func() { _ = fsys.Close() }()
 	fsys.maxCopy, fsys.copyPart = 6<<20, MinPartSize // 12 MiB: 3 parts
 	data := randomBytes(t, 12<<20+5)
 	ctx := context.Background()

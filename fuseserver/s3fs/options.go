@@ -25,8 +25,8 @@ const (
 // parts but the last).
 const MinPartSize int64 = 5 << 20
 
-// UmaskNone, as Options.Umask or Options.MountUmask, masks no permission
-// bits (files 0666, directories 0777). A zero umask field means the default
+// UmaskNone masks no permission bits when used as Options.Umask or Options.MountUmask
+// (files 0666, directories 0777). A zero umask field means the default
 // 022 instead, so that a zero Options is safe.
 const UmaskNone uint32 = 0o10000
 

@@ -523,7 +523,7 @@ func benchMount(dir, tool string, sz sizes, res map[string][]time.Duration) erro
 					n, err := io.ReadFull(f, buf)
 					f.Close()
 					if n != len(small) || (err != nil && !errors.Is(err, io.ErrUnexpectedEOF)) {
-						return fmt.Errorf("small read: %d bytes, %v", n, err)
+						return fmt.Errorf("small read: %d bytes: %w", n, err)
 					}
 				}
 				return nil
