@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/sts"
 )
 
 // maxTokenFileSize bounds a projected service-account token.
@@ -165,7 +166,7 @@ func (r *Refresher) Start(ctx context.Context) error {
 		expired := r.current.IsZero() || (!r.current.Expiration.IsZero() && !now.Before(r.current.Expiration))
 		r.Log.Error(err, "STS exchange failed; retrying", "source", r.Source, "retryIn", delay, "keysExpired", expired)
 		switch {
-		case r.current.IsZero(), isRefusal(err), errors.Is(err, errToken):
+		case r.current.IsZero(), sts.IsRefusal(err), errors.Is(err, errToken):
 			r.report(errorKind(err), err.Error())
 		case expired:
 			r.report("expired/"+errorKind(err), fmt.Sprintf("temporary keys expired at %s and could not be refreshed: %v",
@@ -205,13 +206,13 @@ func (r *Refresher) report(kind, reason string) {
 
 // errorKind classifies err for report's deduplication.
 func errorKind(err error) string {
-	var se *STSError
+	var se *sts.Error
 	switch {
 	case errors.As(err, &se):
 		return fmt.Sprintf("sts/%d/%s", se.StatusCode, se.Code)
 	case errors.Is(err, errToken):
 		return "token"
-	case errors.Is(err, ErrSTSResponse):
+	case errors.Is(err, sts.ErrResponse):
 		return "response"
 	}
 	return "transport"

@@ -15,6 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/sts"
 )
 
 func TestRefreshAt(t *testing.T) {
@@ -176,7 +177,7 @@ func TestRefresherOutageAcrossExpiry(t *testing.T) {
 	expiry := first[0].Expiration
 
 	// STS goes down before the refresh is due and stays down past expiry.
-	h.sts.setErr(&STSError{Action: "FakeAssume", StatusCode: 503, Code: "ServiceUnavailable"})
+	h.sts.setErr(&sts.Error{Action: "FakeAssume", StatusCode: 503, Code: "ServiceUnavailable"})
 	h.advance(expiry.Sub(h.clock.Now())-time.Second, 5*time.Second)
 	p, f := h.rec.snapshot()
 	if len(p) != 1 || len(f) != 0 {
@@ -210,13 +211,13 @@ func TestRefresherOutageAcrossExpiry(t *testing.T) {
 
 func TestRefresherRefusedTokenReportedAtOnce(t *testing.T) {
 	fc := clocktesting.NewFakeClock(time.Now())
-	sts := &fakeSTS{clock: fc, life: time.Hour, err: &STSError{Action: "FakeAssume", StatusCode: 400, Code: "AuthenticationFail.OIDCToken.Invalid"}}
+	fake := &fakeSTS{clock: fc, life: time.Hour, err: &sts.Error{Action: "FakeAssume", StatusCode: 400, Code: "AuthenticationFail.OIDCToken.Invalid"}}
 	rec := newSecretRecorder()
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte("t"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := &Refresher{Source: "rrsa", TokenFile: tok, STS: sts, Clock: fc, Margin: time.Minute,
+	r := &Refresher{Source: "rrsa", TokenFile: tok, STS: fake, Clock: fc, Margin: time.Minute,
 		Backoff: Backoff{Min: time.Second, Max: time.Second}, Publish: rec.publish, Fail: rec.fail, Log: testr.New(t)}
 	r.Init()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -229,7 +230,7 @@ func TestRefresherRefusedTokenReportedAtOnce(t *testing.T) {
 	}
 
 	// A new token is tried at once and works.
-	sts.setErr(nil)
+	fake.setErr(nil)
 	r.TokenChanged()
 	rec.waitFor(t, "keys after the token changed", func(p []keys.Keys, _ []string) bool { return len(p) == 1 })
 

@@ -21,6 +21,7 @@ import (
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/logging"
+	"rekey.dev/rekey/internal/sts/ststest"
 )
 
 // fakeBucket stands in for S3 behind a rotation.Manager: it accepts the keys
@@ -282,13 +283,13 @@ func TestRunSecretToServer(t *testing.T) {
 func TestRunSTSToServer(t *testing.T) {
 	sockDir := shortDir(t)
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	srvSTS := alibabaSTS(t, func(w http.ResponseWriter, _ url.Values) {
+	srvSTS := ststest.Alibaba(t, func(w http.ResponseWriter, _ url.Values) {
 		_, _ = io.WriteString(w, `{"RequestId":"r","Credentials":{"SecurityToken":"tok","Expiration":"`+exp.Format(time.RFC3339)+
 			`","AccessKeySecret":"sk","AccessKeyId":"STS.one"}}`)
 	})
 	tokenDir := t.TempDir()
 	aw, _ := atomicwriter.New(tokenDir)
-	if err := aw.WriteStrings(map[string]string{contract.SidecarTokenFile: testToken}); err != nil {
+	if err := aw.WriteStrings(map[string]string{contract.SidecarTokenFile: ststest.FakeToken}); err != nil {
 		t.Fatal(err)
 	}
 	bucket := newFakeBucket("AK0")
@@ -330,7 +331,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	var calls int
 	var mu sync.Mutex
-	srvSTS := alibabaSTS(t, func(rw http.ResponseWriter, form url.Values) {
+	srvSTS := ststest.Alibaba(t, func(rw http.ResponseWriter, form url.Values) {
 		mu.Lock()
 		calls++
 		n := calls
@@ -345,7 +346,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	})
 	tokenDir := t.TempDir()
 	aw, _ := atomicwriter.New(tokenDir)
-	if err := aw.WriteStrings(map[string]string{contract.SidecarTokenFile: testToken}); err != nil {
+	if err := aw.WriteStrings(map[string]string{contract.SidecarTokenFile: ststest.FakeToken}); err != nil {
 		t.Fatal(err)
 	}
 	bucket := newFakeBucket("AK1")
@@ -389,7 +390,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := logs.String() + strings.Join(reports, "\n") + metrics
-	for _, s := range []string{secret1, secret2, stsSK, stsTok, testToken, testToken[len(testToken)-20:]} {
+	for _, s := range []string{secret1, secret2, stsSK, stsTok, ststest.FakeToken, ststest.FakeToken[len(ststest.FakeToken)-20:]} {
 		if strings.Contains(all, s) {
 			t.Errorf("secret %q leaked into logs, reports or metrics", s[:8]+"...")
 		}

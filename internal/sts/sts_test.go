@@ -1,4 +1,4 @@
-package sidecar
+package sts_test
 
 import (
 	"context"
@@ -11,42 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/sts"
+	"rekey.dev/rekey/internal/sts/ststest"
 )
 
-const testToken = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLXNlY3JldA"
+const testToken = ststest.FakeToken
 
-// alibabaSTS is an httptest server that checks requests the way Alibaba
-// Cloud STS documents AssumeRoleWithOIDC and answers like it.
-func alibabaSTS(t *testing.T, answer func(w http.ResponseWriter, form url.Values)) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		body, _ := io.ReadAll(r.Body)
-		form, _ := url.ParseQuery(string(body))
-		switch {
-		case r.Method != http.MethodPost:
-			t.Errorf("method %s, want POST", r.Method)
-		case q.Get("Action") != "AssumeRoleWithOIDC" || q.Get("Version") != "2015-04-01" || q.Get("Format") != "JSON":
-			t.Errorf("common parameters %v", q)
-		case r.Header.Get("Content-Type") != "application/x-www-form-urlencoded":
-			t.Errorf("content type %q", r.Header.Get("Content-Type"))
-		case strings.Contains(r.URL.String(), testToken[:20]):
-			t.Errorf("token in the URL")
-		}
-		if _, err := time.Parse("2006-01-02T15:04:05Z", q.Get("Timestamp")); err != nil {
-			t.Errorf("Timestamp %q is not ISO 8601 UTC", q.Get("Timestamp"))
-		}
-		for _, p := range []string{"RoleArn", "OIDCProviderArn", "OIDCToken", "RoleSessionName"} {
-			if form.Get(p) == "" {
-				t.Errorf("form parameter %s missing", p)
-			}
-		}
-		answer(w, form)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
+var alibabaSTS = ststest.Alibaba
 
 func TestAssumeRoleWithOIDC(t *testing.T) {
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
@@ -62,9 +33,8 @@ func TestAssumeRoleWithOIDC(t *testing.T) {
 		  "Credentials":{"SecurityToken":"CAIShwJ1q6Ft5B2yfSjIr5bSEsj4","Expiration":"`+exp.Format(time.RFC3339)+`",
 		    "AccessKeySecret":"GsAtVsq8yFEoRbvPt8gnXLaLsAcgAnR1","AccessKeyId":"STS.NUgYrLnoC37mZZCNnAbez"}}`)
 	})
-	src := contract.Source{AuthType: contract.AuthTypeRRSA, STSEndpoint: srv.URL, RoleARN: "acs:ram::123:role/r",
-		OIDCProviderARN: "acs:ram::123:oidc-provider/ack-rrsa-c1"}
-	a, err := NewAssumer(src, "rekey-sidecar", 15*time.Minute)
+	a, err := sts.New(sts.Config{Kind: sts.KindRRSA, Endpoint: srv.URL, RoleARN: "acs:ram::123:role/r",
+		OIDCProviderARN: "acs:ram::123:oidc-provider/ack-rrsa-c1", SessionName: "rekey-sidecar", Duration: 15 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +68,11 @@ func TestAssumeRoleWithOIDCErrors(t *testing.T) {
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, tt.body)
 			})
-			a := &OIDCAssumer{Endpoint: srv.URL, RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
+			a := &sts.OIDCAssumer{Endpoint: srv.URL, RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
 			_, err := a.Assume(context.Background(), testToken)
-			var se *STSError
+			var se *sts.Error
 			if !errors.As(err, &se) {
-				t.Fatalf("err = %v, want *STSError", err)
+				t.Fatalf("err = %v, want *sts.Error", err)
 			}
 			if se.Code != tt.code || se.Temporary() != tt.temporary || se.StatusCode != tt.status {
 				t.Errorf("got code %q temporary %v status %d", se.Code, se.Temporary(), se.StatusCode)
@@ -114,15 +84,15 @@ func TestAssumeRoleWithOIDCErrors(t *testing.T) {
 	}
 	t.Run("no credentials", func(t *testing.T) {
 		srv := alibabaSTS(t, func(w http.ResponseWriter, _ url.Values) { _, _ = io.WriteString(w, `{"RequestId":"x"}`) })
-		a := &OIDCAssumer{Endpoint: srv.URL, RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
-		if _, err := a.Assume(context.Background(), testToken); !errors.Is(err, ErrSTSResponse) {
-			t.Errorf("err = %v, want ErrSTSResponse", err)
+		a := &sts.OIDCAssumer{Endpoint: srv.URL, RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
+		if _, err := a.Assume(context.Background(), testToken); !errors.Is(err, sts.ErrResponse) {
+			t.Errorf("err = %v, want ErrResponse", err)
 		}
 	})
 	t.Run("unreachable", func(t *testing.T) {
-		a := &OIDCAssumer{Endpoint: "http://127.0.0.1:1", RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
+		a := &sts.OIDCAssumer{Endpoint: "http://127.0.0.1:1", RoleARN: "r", OIDCProviderARN: "p", SessionName: "s"}
 		_, err := a.Assume(context.Background(), testToken)
-		if err == nil || isRefusal(err) || strings.Contains(err.Error(), testToken) {
+		if err == nil || sts.IsRefusal(err) || strings.Contains(err.Error(), testToken) {
 			t.Errorf("err = %v", err)
 		}
 	})
@@ -151,7 +121,7 @@ func TestAssumeRoleWithWebIdentityXML(t *testing.T) {
 </AssumeRoleWithWebIdentityResponse>`)
 	}))
 	defer srv.Close()
-	a, _ := NewAssumer(contract.Source{AuthType: contract.AuthTypeIRSA, STSEndpoint: srv.URL, RoleARN: "arn:aws:iam::1:role/r"}, "s", 0)
+	a, _ := sts.New(sts.Config{Kind: sts.KindIRSA, Endpoint: srv.URL, RoleARN: "arn:aws:iam::1:role/r", SessionName: "s"})
 	k, err := a.Assume(context.Background(), testToken)
 	if err != nil {
 		t.Fatal(err)
@@ -165,9 +135,9 @@ func TestAssumeRoleWithWebIdentityXML(t *testing.T) {
 		_, _ = io.WriteString(w, `<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve verification key</Message></Error><RequestId>r-1</RequestId></ErrorResponse>`)
 	}))
 	defer errSrv.Close()
-	a = &WebIdentityAssumer{Endpoint: errSrv.URL, SessionName: "s"}
+	a = &sts.WebIdentityAssumer{Endpoint: errSrv.URL, SessionName: "s"}
 	_, err = a.Assume(context.Background(), testToken)
-	var se *STSError
+	var se *sts.Error
 	if !errors.As(err, &se) || se.Code != "InvalidIdentityToken" || se.RequestID != "r-1" || se.Temporary() {
 		t.Errorf("err = %v", err)
 	}
