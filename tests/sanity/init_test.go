@@ -13,6 +13,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/csiproc"
 )
 
 func children(pid int) []int {
@@ -50,31 +51,22 @@ func TestInitKeepsServersAlive(t *testing.T) {
 	csiSock := filepath.Join(dir, "csi.sock")
 	logPath := filepath.Join(dir, "log")
 	bin := filepath.Join(binDir, "rekey-csi")
-	init := startProc(t, logPath, "init", "-v=1", "--", bin, "supervisor", "--supervisor-socket="+supSock,
-		"--state-dir="+filepath.Join(dir, "state"), "--fuse-binary="+filepath.Join(binDir, "rekey-fuse"))
-	t.Cleanup(func() {
-		// SIGTERM: init stops its supervisor and returns.
-		_ = init.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-init.done:
-		case <-time.After(5 * time.Second):
-		}
-	})
 	defer func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("log:\n%s", b)
 		}
 	}()
+	n := &csiproc.Node{Binary: bin, FuseBinary: filepath.Join(binDir, "rekey-fuse"), Dir: dir, NodeID: "n",
+		UnderInit: true, InitFlags: []string{"-v=1"}, SupervisorLog: logPath, DriverLog: logPath}
+	p, err := n.StartSupervisor(context.Background())
+	init := mustStart(t, p, err)
+	// SIGTERM: init stops its supervisor and returns.
+	t.Cleanup(func() { _ = init.Stop(5 * time.Second) })
 	sc := &supervisor.Client{Path: supSock, Timeout: 2 * time.Second}
-	waitFor(t, "supervisor", 10*time.Second, func() bool { _, err := sc.List(context.Background()); return err == nil })
-	startProc(t, logPath, "driver", "--endpoint=unix://"+csiSock, "--node-id=n", "--kubelet-root-dir="+filepath.Join(dir, "kubelet"),
-		"--supervisor-socket="+supSock, "--register=false")
+	p, err = n.StartDriver(context.Background())
+	mustStart(t, p, err)
 	node := nodeClient(t, csiSock)
-	waitFor(t, "driver", 10*time.Second, func() bool {
-		_, err := node.NodeGetInfo(context.Background(), &csi.NodeGetInfoRequest{})
-		return err == nil
-	})
 	target := filepath.Join(dir, "mnt")
 	ctx := context.Background()
 	if _, err := node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "pv", TargetPath: target,
@@ -86,7 +78,7 @@ func TestInitKeepsServersAlive(t *testing.T) {
 		t.Fatalf("mounts = %+v", infos)
 	}
 	server := infos[0].PID
-	kids := children(init.cmd.Process.Pid)
+	kids := children(init.Pid())
 	if len(kids) != 1 {
 		t.Fatalf("init children = %v, want the supervisor only", kids)
 	}
@@ -97,8 +89,8 @@ func TestInitKeepsServersAlive(t *testing.T) {
 		in, err := sc.List(ctx)
 		return err == nil && len(in) == 1 && in[0].Adopted
 	})
-	if got := ppid(server); got != init.cmd.Process.Pid {
-		t.Errorf("FUSE server's parent = %d, want init %d", got, init.cmd.Process.Pid)
+	if got := ppid(server); got != init.Pid() {
+		t.Errorf("FUSE server's parent = %d, want init %d", got, init.Pid())
 	}
 	if err := os.WriteFile(filepath.Join(target, "f"), []byte("still serving"), 0o644); err != nil {
 		t.Fatalf("I/O after the supervisor restart: %v", err)

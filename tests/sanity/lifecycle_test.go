@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,40 +21,30 @@ import (
 
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/csiproc"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
 // proc is a rekey-csi process of the harness.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+type proc = csiproc.Proc
 
+// startProc starts rekey-csi with args, killed at the end of the test.
 func startProc(t *testing.T, logPath string, args ...string) *proc {
 	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := csiproc.Start(filepath.Join(binDir, "rekey-csi"), logPath, args...)
+	return mustStart(t, p, err)
+}
+
+// mustStart fails the test on err, else kills p at the end of the test.
+func mustStart(t *testing.T, p *proc, err error) *proc {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
-	cmd := exec.Command(filepath.Join(binDir, "rekey-csi"), args...)
-	// A file, not a pipe: the FUSE servers inherit it and outlive the supervisor.
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(p.Kill)
 	return p
-}
-
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
@@ -87,25 +76,16 @@ func TestLifecycle(t *testing.T) {
 			}
 		}
 	}()
+	n := &csiproc.Node{Binary: filepath.Join(binDir, "rekey-csi"), FuseBinary: filepath.Join(binDir, "rekey-fuse"),
+		Dir: dir, KubeletRoot: kubelet, SupervisorLog: supLog, DriverLog: drvLog,
+		SupervisorFlags: []string{"-v=1"}, DriverFlags: []string{"-v=2"}}
 	startSupervisor := func() *proc {
-		p := startProc(t, supLog, "supervisor", "--supervisor-socket="+supSock, "--state-dir="+filepath.Join(dir, "state"),
-			"--fuse-binary="+filepath.Join(binDir, "rekey-fuse"), "-v=1")
-		waitFor(t, "supervisor socket", 10*time.Second, func() bool {
-			_, err := (&supervisor.Client{Path: supSock, Timeout: time.Second}).List(context.Background())
-			return err == nil
-		})
-		return p
+		p, err := n.StartSupervisor(context.Background())
+		return mustStart(t, p, err)
 	}
 	startDriver := func() (*proc, csi.NodeClient) {
-		_ = os.Remove(csiSock)
-		p := startProc(t, drvLog, "driver", "--endpoint=unix://"+csiSock, "--node-id=node-1", "--kubelet-root-dir="+kubelet,
-			"--supervisor-socket="+supSock, "--register=false", "-v=2")
-		c := nodeClient(t, csiSock)
-		waitFor(t, "driver socket", 10*time.Second, func() bool {
-			_, err := c.NodeGetInfo(context.Background(), &csi.NodeGetInfoRequest{})
-			return err == nil
-		})
-		return p, c
+		p, err := n.StartDriver(context.Background())
+		return mustStart(t, p, err), nodeClient(t, csiSock)
 	}
 	sup := startSupervisor()
 	drv, node := startDriver()
@@ -188,7 +168,7 @@ func TestLifecycle(t *testing.T) {
 	write("b")
 
 	// SIGKILL the supervisor: I/O continues; a new one adopts the server.
-	sup.kill()
+	sup.Kill()
 	write("c")
 	sup = startSupervisor()
 	infos, err := (&supervisor.Client{Path: supSock}).List(ctx)
@@ -197,7 +177,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// SIGKILL the driver: I/O continues; a new driver republishes and swaps.
-	drv.kill()
+	drv.Kill()
 	write("d")
 	drv, node = startDriver()
 	k3 := fakes3.NewKeys("AKTHIRD")

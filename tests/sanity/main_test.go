@@ -12,9 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,11 +20,11 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"k8s.io/mount-utils"
 
 	"rekey.dev/rekey/csidriver"
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/csiproc"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/keys"
 )
@@ -81,33 +78,10 @@ func shortTempDir(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		reapUnder(d)
+		csiproc.Reap(d)
 		_ = os.RemoveAll(d)
 	})
 	return d
-}
-
-// reapUnder kills the processes this test started that mention dir on
-// their command line (supervisors and FUSE servers survive their parents
-// by design) and lazily unmounts every mount below dir, so a failed test
-// leaves nothing behind.
-func reapUnder(dir string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(b), dir+"/") {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	mps, _ := mount.ParseMountInfo("/proc/self/mountinfo")
-	for i := len(mps) - 1; i >= 0; i-- {
-		if strings.HasPrefix(mps[i].MountPoint, dir+"/") {
-			_ = syscall.Unmount(mps[i].MountPoint, syscall.MNT_DETACH)
-		}
-	}
 }
 
 // env is an S3 server with a bucket and a set of keys.
