@@ -5,6 +5,6 @@
 // leader only, patches the MutatingWebhookConfiguration's caBundle and
 // rotates both certificates well before they expire.
 //
-// The YAML under cert-manager/ is the alternative: a kustomize component with
+// The alternative is the kustomize component manifests/components/cert-manager,
 // a cert-manager Issuer and Certificate.
 package certs
