@@ -29,6 +29,7 @@ build: ## Build static binaries into bin/.
 test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs root and /dev/fuse).
 	$(GO) vet ./...
 	KUBEBUILDER_ASSETS="$$(tests/cluster/build.sh)" REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh)" \
+	  REKEY_HELM_BIN="$$(hack/install-tools.sh helm)" REKEY_KUSTOMIZE_BIN="$$(hack/install-tools.sh kustomize)" \
 	  $(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: k8s
