@@ -39,6 +39,13 @@ type Options struct {
 	Runner Runner
 	// Precheck tests a volume's keys before mounting; Precheck when nil.
 	Precheck func(context.Context, volumecontext.Volume) error
+	// STSDuration is the lifetime asked for temporary keys the driver gets
+	// for rrsa/irsa volumes (DurationSeconds); 0 lets STS choose (1 h).
+	STSDuration time.Duration
+	// STSRefreshWindow: a republish exchanges the token again when the keys
+	// in use expire within this window (default DefaultSTSRefreshWindow),
+	// besides whenever kubelet passes a new token.
+	STSRefreshWindow time.Duration
 	// Recorder posts Events on pods; nil logs them only.
 	Recorder record.EventRecorder
 	// RefreshedEventInterval rate-limits CredentialRefreshed per volume
@@ -49,6 +56,10 @@ type Options struct {
 	// Log is the driver's logger.
 	Log logr.Logger
 }
+
+// DefaultSTSRefreshWindow is Options.STSRefreshWindow's default: kubelet
+// republishes about every minute, so keys are renewed well before they expire.
+const DefaultSTSRefreshWindow = 10 * time.Minute
 
 // Driver is the CSI node plugin.
 type Driver struct {
@@ -70,6 +81,9 @@ func New(opts Options) (*Driver, error) {
 	if opts.Precheck == nil {
 		opts.Precheck = Precheck
 	}
+	if opts.STSRefreshWindow <= 0 {
+		opts.STSRefreshWindow = DefaultSTSRefreshWindow
+	}
 	if opts.RefreshedEventInterval == 0 {
 		opts.RefreshedEventInterval = 10 * time.Minute
 	}
@@ -81,6 +95,7 @@ func New(opts Options) (*Driver, error) {
 		identity: &identityServer{version: opts.Version, runner: opts.Runner},
 		node: &nodeServer{nodeID: opts.NodeID, kubeletRoot: opts.KubeletRootDir, socketUID: opts.SocketUID,
 			mounter: opts.Mounter, runner: opts.Runner, precheck: opts.Precheck, events: ev, metrics: m,
+			exchange: exchangeToken(opts.STSDuration), stsWindow: opts.STSRefreshWindow,
 			log: opts.Log.WithName("node")},
 		events:  ev,
 		metrics: m,

@@ -2,6 +2,7 @@ package csidriver
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/sts"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
@@ -49,11 +51,14 @@ type nodeServer struct {
 	mounter     mounter.Interface
 	runner      Runner
 	precheck    func(context.Context, volumecontext.Volume) error
+	exchange    func(context.Context, volumecontext.Volume) (keys.Keys, error)
+	stsWindow   time.Duration
 	events      *eventPoster
 	metrics     *Metrics
 	log         logr.Logger
 
-	locks sync.Map // target path -> *sync.Mutex
+	locks  sync.Map // target path -> *sync.Mutex
+	tokens sync.Map // target path -> tokenSum of the token last exchanged
 }
 
 func (s *nodeServer) lock(target string) func() {
@@ -136,10 +141,24 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
+	if !vol.Token.IsZero() {
+		k, err := s.exchange(ctx, vol)
+		if err != nil {
+			code := codes.Unavailable // an STS outage: kubelet retries
+			if sts.IsRefusal(err) {
+				code = codes.FailedPrecondition
+			}
+			return nil, status.Errorf(code, "authType %s: exchanging the service-account token (audience %s) at STS: %v",
+				vol.AuthType, vol.Token.Audience, err)
+		}
+		vol.Keys = k
+	}
 	if vol.Keys.IsZero() {
+		aud := vol.TokenAudience()
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"authType %s: the Secret holds no keys and the driver does not exchange tokens at publish yet; add akId/akSecret to nodePublishSecretRef",
-			vol.AuthType)
+			"authType %s: kubelet passed no service-account token for audience %q and the Secret holds no keys: "+
+				"add tokenRequests [{audience: %q}] and requiresRepublish: true to the CSIDriver %s, or put keys in nodePublishSecretRef",
+			vol.AuthType, aud, aud, contract.DriverName)
 	}
 	if err := s.precheck(ctx, vol); err != nil {
 		var pe *PrecheckError
@@ -154,6 +173,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err := s.mount(ctx, log, vol, target, readOnly); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	s.rememberToken(target, vol.Token)
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	log.Info("volume published", "readOnly", readOnly, "duration", time.Since(start).String())
 	return &csi.NodePublishVolumeResponse{}, nil
@@ -192,11 +212,14 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 	return nil
 }
 
-// republish swaps the Secret's current keys into a live mount. It never
-// fails the call (older kubelets remove the target on a republish error);
-// problems become Events.
+// republish swaps the Secret's current keys into a live mount or, for an
+// rrsa/irsa volume with a service-account token, exchanges the token for
+// new temporary keys when the token changed or the keys in use expire
+// within the refresh window. It never fails the call (older kubelets
+// remove the target on a republish error); problems become Events.
 func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumecontext.Volume, info supervisor.Info) {
-	if vol.Keys.IsZero() {
+	useToken := !vol.Token.IsZero()
+	if vol.Keys.IsZero() && !useToken {
 		return
 	}
 	start := time.Now()
@@ -208,10 +231,30 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	defer closer.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	swap := &credentialsv1.SwapRequest{AccessKeyId: vol.Keys.AccessKeyID, SecretAccessKey: vol.Keys.SecretAccessKey,
-		SessionToken: vol.Keys.SessionToken, Source: republishSource}
-	if !vol.Keys.Expiration.IsZero() {
-		swap.Expiration = timestamp(vol.Keys.Expiration)
+	k, source := vol.Keys, republishSource
+	if useToken {
+		st, err := c.Status(ctx, &credentialsv1.StatusRequest{})
+		if err != nil {
+			log.Error(err, "republish could not reach the FUSE server")
+			s.events.refreshFailed(info.Spec, "FUSE server unreachable: "+status.Convert(err).Message())
+			return
+		}
+		expiring := st.GetExpiration() != nil && time.Until(st.GetExpiration().AsTime()) < s.stsWindow
+		if s.sameToken(info.Spec.Target, vol.Token) && !expiring {
+			return
+		}
+		if k, err = s.exchange(ctx, vol); err != nil {
+			log.Error(err, "republish: STS exchange failed; the keys in use stay", "audience", vol.Token.Audience)
+			s.metrics.swaps.WithLabelValues("sts_error").Inc()
+			s.events.refreshFailed(info.Spec, "STS exchange of the service-account token failed: "+err.Error())
+			return
+		}
+		source = stsSource(vol.AuthType)
+	}
+	swap := &credentialsv1.SwapRequest{AccessKeyId: k.AccessKeyID, SecretAccessKey: k.SecretAccessKey,
+		SessionToken: k.SessionToken, Source: source}
+	if !k.Expiration.IsZero() {
+		swap.Expiration = timestamp(k.Expiration)
 	}
 	resp, err := c.Swap(ctx, swap)
 	if err != nil {
@@ -222,11 +265,15 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	}
 	result := resp.GetResult().String()
 	s.metrics.swaps.WithLabelValues(result).Inc()
-	if resp.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
+	switch resp.GetResult() {
+	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED:
 		s.metrics.swapSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.keySet(vol.ID)
-		log.Info("keys swapped on republish", "fingerprint", resp.GetFingerprint())
-	} else if resp.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_REFUSED {
+		s.rememberToken(info.Spec.Target, vol.Token)
+		log.Info("keys swapped on republish", "fingerprint", resp.GetFingerprint(), "source", source)
+	case credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED:
+		s.rememberToken(info.Spec.Target, vol.Token)
+	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
 		// Posted here, not from the server's event stream (which skips
 		// republish refusals): a server adopted after a supervisor restart
 		// has no event stream any more.
@@ -238,6 +285,49 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 		s.events.refreshFailed(info.Spec, reason)
 	}
 }
+
+// stsSource is the Swap source of keys the driver exchanged a token for.
+func stsSource(authType string) string { return "csi-" + authType }
+
+// tokenSum identifies a token without keeping it.
+type tokenSum [sha256.Size]byte
+
+// rememberToken records which token the keys of target came from; a zero
+// token forgets.
+func (s *nodeServer) rememberToken(target string, t volumecontext.Token) {
+	if t.IsZero() {
+		s.tokens.Delete(target)
+		return
+	}
+	s.tokens.Store(target, tokenSum(sha256.Sum256([]byte(t.Value))))
+}
+
+// sameToken reports whether the keys of target came from t. After a driver
+// restart nothing is known, and the first republish exchanges again.
+func (s *nodeServer) sameToken(target string, t volumecontext.Token) bool {
+	v, ok := s.tokens.Load(target)
+	return ok && v.(tokenSum) == tokenSum(sha256.Sum256([]byte(t.Value)))
+}
+
+// exchangeToken exchanges the volume's service-account token at its STS
+// (AssumeRoleWithOIDC for rrsa, AssumeRoleWithWebIdentity for irsa).
+func exchangeToken(duration time.Duration) func(context.Context, volumecontext.Volume) (keys.Keys, error) {
+	return func(ctx context.Context, vol volumecontext.Volume) (keys.Keys, error) {
+		a, err := sts.New(sts.Config{Kind: vol.AuthType, Endpoint: vol.STSEndpoint, Region: vol.Region,
+			RoleARN: vol.RoleARN, OIDCProviderARN: vol.OIDCProviderARN, SessionName: stsSessionName, Duration: duration})
+		if err != nil {
+			return keys.Keys{}, fmt.Errorf("csidriver: %w", err)
+		}
+		k, err := a.Assume(ctx, vol.Token.Value)
+		if err != nil {
+			return keys.Keys{}, fmt.Errorf("csidriver: %w", err)
+		}
+		return k, nil
+	}
+}
+
+// stsSessionName is the RoleSessionName of the driver's exchanges.
+const stsSessionName = "rekey-csi"
 
 func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	target := req.GetTargetPath()
@@ -260,6 +350,7 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		}
 		s.metrics.keyForget(req.GetVolumeId())
 	}
+	s.tokens.Delete(target)
 	if err := s.mounter.Unmount(target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

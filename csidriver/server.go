@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"rekey.dev/rekey/internal/contract"
 )
 
 // strippedValue replaces every csi_secret field (and every map entry of
@@ -27,7 +29,24 @@ func StripSecrets(m proto.Message) proto.Message {
 	}
 	c := proto.Clone(m)
 	strip(c.ProtoReflect())
+	stripTokens(c)
 	return c
+}
+
+// stripTokens replaces the service-account tokens kubelet passes in the
+// volume context (CSIDriver tokenRequests): the CSI spec does not mark
+// volume_context csi_secret, but this entry is one.
+func stripTokens(m proto.Message) {
+	var vc map[string]string
+	switch r := m.(type) {
+	case *csi.NodePublishVolumeRequest:
+		vc = r.GetVolumeContext()
+	case *csi.ValidateVolumeCapabilitiesRequest:
+		vc = r.GetVolumeContext()
+	}
+	if _, ok := vc[contract.PodInfoServiceAccountTokens]; ok {
+		vc[contract.PodInfoServiceAccountTokens] = strippedValue
+	}
 }
 
 func strip(m protoreflect.Message) {

@@ -3,7 +3,10 @@ package csidriver
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +22,7 @@ import (
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/csidriver/volumecontext"
+	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/logging"
 )
@@ -175,6 +179,85 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 }
 
+// TestNoTokenInLogs fails if a service-account token kubelet passes in
+// the volume context reaches the log or an RPC error: publish with a token
+// STS accepts, publish with one STS refuses (and echoes), a republish, and
+// a malformed tokens attribute.
+func TestNoTokenInLogs(t *testing.T) {
+	t.Parallel()
+	const (
+		good = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJnb29kIn0.R09PRHRva2VuU0VDUkVUc2lnbmF0dXJl"
+		bad  = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiYWQifQ.QkFEdG9rZW5TRUNSRVRzaWduYXR1cmU"
+		sk   = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSTSKEY"
+	)
+	stsSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		if tok := r.PostForm.Get("WebIdentityToken"); tok != good {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>token `+tok+
+				` is not valid</Message></Error><RequestId>r-1</RequestId></ErrorResponse>`)
+			return
+		}
+		_, _ = io.WriteString(w, `<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>
+<SessionToken>FwoGZXIvYXdzEJrSESSION</SessionToken><SecretAccessKey>`+sk+`</SecretAccessKey>
+<Expiration>2030-10-24T23:00:23Z</Expiration><AccessKeyId>ASIAIOSFODNN7EXAMPLE</AccessKeyId>
+</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>`)
+	}))
+	t.Cleanup(stsSrv.Close)
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log, err := logging.New(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) }), "json", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testDriver(t, Options{NodeID: "n", Log: log})
+	tokens := func(tok string) string {
+		return `{"sts.amazonaws.com":{"token":"` + tok + `","expirationTimestamp":"2030-01-01T00:00:00Z"}}`
+	}
+	req := &csi.NodePublishVolumeRequest{VolumeId: "pv", TargetPath: filepath.Join(t.TempDir(), "mnt"),
+		VolumeCapability: &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER}},
+		VolumeContext: map[string]string{"bucket": "bkt", "url": "http://127.0.0.1:1", "authType": "irsa",
+			"roleArn": "arn:aws:iam::1:role/r", "stsEndpoint": stsSrv.URL, contract.PodInfoServiceAccountTokens: tokens(good)}}
+	ctx := context.Background()
+	var errs []string
+	if _, err := c.NodePublishVolume(ctx, req); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	req.VolumeContext[contract.PodInfoServiceAccountTokens] = tokens(bad)
+	if _, err := c.NodePublishVolume(ctx, req); err != nil { // republish: never an error
+		t.Fatalf("republish: %v", err)
+	}
+	req.TargetPath += "2"
+	_, err = c.NodePublishVolume(ctx, req)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "InvalidIdentityToken") {
+		t.Fatalf("publish with a refused token = %v, want FailedPrecondition naming STS's code", err)
+	}
+	errs = append(errs, err.Error())
+	req.VolumeContext[contract.PodInfoServiceAccountTokens] = `{"sts.amazonaws.com":{"token":"` + bad + `"`
+	_, err = c.NodePublishVolume(ctx, req)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("publish with malformed tokens = %v, want InvalidArgument", err)
+	}
+	errs = append(errs, err.Error())
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, "NodePublishVolume") || !strings.Contains(out, contract.PodInfoServiceAccountTokens) {
+		t.Fatalf("log does not show the calls:\n%s", out)
+	}
+	for _, secret := range []string{good, bad, good[len(good)-24:], bad[len(bad)-24:], sk} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log contains a token or key %q:\n%s", secret, out)
+		}
+		for _, e := range errs {
+			if strings.Contains(e, secret) {
+				t.Errorf("error contains a token or key %q: %s", secret, e)
+			}
+		}
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
@@ -187,6 +270,15 @@ func TestStripSecrets(t *testing.T) {
 		t.Errorf("StripSecrets = %v", got)
 	}
 	if req.Secrets["akSecret"] != "s3cr3t" {
+		t.Error("StripSecrets changed the original request")
+	}
+	tokReq := &csi.NodePublishVolumeRequest{VolumeContext: map[string]string{"bucket": "b",
+		contract.PodInfoServiceAccountTokens: `{"sts.amazonaws.com":{"token":"a.b.c"}}`}}
+	gotTok := StripSecrets(tokReq).(*csi.NodePublishVolumeRequest)
+	if gotTok.VolumeContext[contract.PodInfoServiceAccountTokens] != strippedValue || gotTok.VolumeContext["bucket"] != "b" {
+		t.Errorf("StripSecrets = %v", gotTok)
+	}
+	if tokReq.VolumeContext[contract.PodInfoServiceAccountTokens] == strippedValue {
 		t.Error("StripSecrets changed the original request")
 	}
 }

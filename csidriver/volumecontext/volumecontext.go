@@ -55,6 +55,10 @@ type Volume struct {
 	Ephemeral bool
 	// Keys are the Secret's keys; zero when the Secret holds none (rrsa/irsa).
 	Keys keys.Keys
+	// Token is the service-account token of TokenAudience() that kubelet
+	// passed (CSIDriver tokenRequests), for rrsa/irsa volumes; zero when
+	// kubelet passed none. Secret.
+	Token Token
 }
 
 var knownAttrs = map[string]bool{
@@ -63,7 +67,7 @@ var knownAttrs = map[string]bool{
 	contract.VolumeAttrRoleARN: true, contract.VolumeAttrOIDCProviderARN: true,
 	contract.VolumeAttrSTSEndpoint: true, contract.VolumeAttrAudience: true,
 	contract.PodInfoName: true, contract.PodInfoNamespace: true, contract.PodInfoUID: true,
-	contract.PodInfoServiceAccount: true, contract.PodInfoEphemeral: true,
+	contract.PodInfoServiceAccount: true, contract.PodInfoEphemeral: true, contract.PodInfoServiceAccountTokens: true,
 }
 
 // IgnoredAttributes lists the attributes of attrs that Parse does not use,
@@ -173,6 +177,18 @@ func Parse(volumeID string, attrs, secrets map[string]string) (Volume, error) {
 				errs = append(errs, field.Invalid(attr.Key(contract.VolumeAttrSTSEndpoint), v.STSEndpoint,
 					strings.TrimPrefix(err.Error(), "s3client: ")))
 			}
+		}
+		if v.Audience != "" && !audienceName.MatchString(v.Audience) {
+			errs = append(errs, field.Invalid(attr.Key(contract.VolumeAttrAudience), v.Audience,
+				"1-253 characters of [A-Za-z0-9._:/@+=~%-]"))
+		}
+		raw, present := attrs[contract.PodInfoServiceAccountTokens]
+		if tok, err := pickToken(v, raw, present); err != nil {
+			// The message names audiences only; the value is never quoted.
+			errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: attr.Key(contract.PodInfoServiceAccountTokens).String(),
+				BadValue: field.OmitValueType{}, Detail: strings.TrimPrefix(err.Error(), ErrTokens.Error()+": ")})
+		} else {
+			v.Token = tok
 		}
 	default:
 		errs = append(errs, field.NotSupported(attr.Key(contract.VolumeAttrAuthType), v.AuthType,

@@ -24,6 +24,11 @@ const (
 	PodInfoNamespace      = "csi.storage.k8s.io/pod.namespace"
 	PodInfoUID            = "csi.storage.k8s.io/pod.uid"
 	PodInfoServiceAccount = "csi.storage.k8s.io/serviceAccount.name"
+	// PodInfoServiceAccountTokens is the volume-context entry kubelet adds
+	// when the CSIDriver has tokenRequests: JSON mapping each audience to
+	// {"token": "...", "expirationTimestamp": "RFC 3339"}. It holds
+	// secrets: never log it.
+	PodInfoServiceAccountTokens = "csi.storage.k8s.io/serviceAccount.tokens"
 	// PodInfoEphemeral is "true" for an inline CSI volume.
 	PodInfoEphemeral = "csi.storage.k8s.io/ephemeral"
 

@@ -112,8 +112,8 @@ func secretsOf(k keys.Keys) map[string]string {
 
 // inProcessDriver runs the driver and a supervisor (on its socket, so the
 // SCM_RIGHTS hand-off is exercised) in this process, and returns the CSI
-// endpoint.
-func inProcessDriver(tb testing.TB, log logr.Logger) (endpoint string, d *csidriver.Driver) {
+// endpoint. opts adjust the driver's Options before it is created.
+func inProcessDriver(tb testing.TB, log logr.Logger, opts ...func(*csidriver.Options)) (endpoint string, d *csidriver.Driver) {
 	tb.Helper()
 	dir := shortTempDir(tb)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -131,8 +131,12 @@ func inProcessDriver(tb testing.TB, log logr.Logger) (endpoint string, d *csidri
 	}
 	supDone := make(chan struct{})
 	go func() { defer close(supDone); _ = sup.Serve(ctx, lis) }()
-	d, err = csidriver.New(csidriver.Options{NodeID: "sanity-node", Version: "test", KubeletRootDir: filepath.Join(dir, "kubelet"),
-		Mounter: m, Runner: &supervisor.Client{Path: supSock}, Log: log.WithName("driver")})
+	o := csidriver.Options{NodeID: "sanity-node", Version: "test", KubeletRootDir: filepath.Join(dir, "kubelet"),
+		Mounter: m, Runner: &supervisor.Client{Path: supSock}, Log: log.WithName("driver")}
+	for _, f := range opts {
+		f(&o)
+	}
+	d, err = csidriver.New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
