@@ -32,6 +32,12 @@ test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs roo
 	  REKEY_HELM_BIN="$$(hack/install-tools.sh helm)" REKEY_KUSTOMIZE_BIN="$$(hack/install-tools.sh kustomize)" \
 	  $(GO) test $(TEST_FLAGS) ./...
 
+.PHONY: test-integration
+test-integration: test-prereqs ## FUSE functional and key-rotation tests against real MinIO and versitygw (builds them; fails rather than skips under CI=true).
+	REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh | tail -1)" REKEY_MC_BIN="$$(tests/s3servers/build-mc.sh | tail -1)" \
+	  REKEY_VERSITYGW_BIN="$$(tests/s3servers/build-versitygw.sh | tail -1)" \
+	  $(GO) test $(TEST_FLAGS) -tags integration ./tests/integration/...
+
 .PHONY: k8s
 k8s: ## Build kube-apiserver and etcd v1.34.4 for the envtest suites (cached in tools/cache/).
 	tests/cluster/build.sh

@@ -1,29 +1,23 @@
 package s3fs
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"github.com/go-logr/logr/testr"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/fusetest"
 	"rekey.dev/rekey/internal/keys"
 )
 
-const testBucket = "bucket"
+const testBucket = fusetest.Bucket
 
 // countingAPI counts the S3 calls the filesystem makes.
 type countingAPI struct {
@@ -76,6 +70,7 @@ func (c *countingAPI) AbortMultipartUpload(ctx context.Context, in *s3.AbortMult
 // revoking fsKeys does not blind the test.
 type env struct {
 	t      *testing.T
+	bucket *fusetest.Server
 	srv    *fakes3.Server
 	fsKeys keys.Keys
 	admin  *s3.Client
@@ -89,14 +84,10 @@ type env struct {
 // StagingDir are filled in) unless mount is false.
 func newEnv(t *testing.T, opts Options, mount bool) *env {
 	t.Helper()
-	fsKeys, adminKeys := fakes3.NewKeys("FS"), fakes3.NewKeys("ADMIN")
-	srv, err := fakes3.Start(fsKeys, testBucket)
-	if err != nil {
-		t.Fatalf("start fakes3: %v", err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	srv.AddKeys(adminKeys)
-	e := &env{t: t, srv: srv, fsKeys: fsKeys, admin: srv.Client(adminKeys), api: &countingAPI{API: srv.Client(fsKeys)}}
+	bucket := fusetest.StartFake(t)
+	fsKeys := fakes3.NewKeys("FS")
+	bucket.Fake().AddKeys(fsKeys)
+	e := &env{t: t, bucket: bucket, srv: bucket.Fake(), fsKeys: fsKeys, admin: bucket.Client(bucket.Admin), api: &countingAPI{API: bucket.Client(fsKeys)}}
 	opts.Bucket = testBucket
 	if opts.StagingDir == "" {
 		opts.StagingDir = filepath.Join(t.TempDir(), "staging")
@@ -104,6 +95,7 @@ func newEnv(t *testing.T, opts Options, mount bool) *env {
 	if opts.Logger.GetSink() == nil && testing.Verbose() {
 		opts.Logger = testr.NewWithOptions(t, testr.Options{Verbosity: 0})
 	}
+	var err error
 	e.fsys, err = New(e.api, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -120,111 +112,34 @@ func newEnv(t *testing.T, opts Options, mount bool) *env {
 	return e
 }
 
-func unmount(t *testing.T, srv *fuse.Server) {
-	t.Helper()
-	var err error
-	for range 50 {
-		if err = srv.Unmount(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Errorf("unmount: %v", err)
-}
+func unmount(t *testing.T, srv *fuse.Server) { t.Helper(); fusetest.Unmount(t, srv) }
 
 // path is the path of name inside the mount.
 func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
 
-func (e *env) put(key string, data []byte) {
-	e.t.Helper()
-	_, err := e.admin.PutObject(e.t.Context(), &s3.PutObjectInput{
-		Bucket: aws.String(testBucket), Key: aws.String(key), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
-	})
-	if err != nil {
-		e.t.Fatalf("put %s: %v", key, err)
-	}
-}
+func (e *env) put(key string, data []byte) { e.t.Helper(); e.bucket.Put(e.t, key, data) }
 
 // get returns the object, or an error that satisfies isNotFound.
-func (e *env) get(key string) ([]byte, error) {
-	out, err := e.admin.GetObject(e.t.Context(), &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String(key)})
-	if err != nil {
-		return nil, err
-	}
-	defer out.Body.Close()
-	return io.ReadAll(out.Body)
-}
+func (e *env) get(key string) ([]byte, error) { return e.bucket.Get(e.t, key) }
 
-func (e *env) mustGet(key string) []byte {
-	e.t.Helper()
-	data, err := e.get(key)
-	if err != nil {
-		e.t.Fatalf("get %s: %v", key, err)
-	}
-	return data
-}
+func (e *env) mustGet(key string) []byte { e.t.Helper(); return e.bucket.MustGet(e.t, key) }
 
-func (e *env) assertAbsent(key string) {
-	e.t.Helper()
-	if _, err := e.get(key); !isNotFound(err) {
-		e.t.Fatalf("object %s: got err %v, want not found", key, err)
-	}
-}
+func (e *env) assertAbsent(key string) { e.t.Helper(); e.bucket.AssertAbsent(e.t, key) }
 
 // keys lists every key in the bucket under prefix.
-func (e *env) keys(prefix string) []string {
-	e.t.Helper()
-	var out []string
-	p := s3.NewListObjectsV2Paginator(e.admin, &s3.ListObjectsV2Input{Bucket: aws.String(testBucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(e.t.Context())
-		if err != nil {
-			e.t.Fatalf("list: %v", err)
-		}
-		for _, o := range page.Contents {
-			out = append(out, aws.ToString(o.Key))
-		}
-	}
-	return out
-}
+func (e *env) keys(prefix string) []string { e.t.Helper(); return e.bucket.Keys(e.t, prefix) }
 
-func randomBytes(t *testing.T, n int) []byte {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func randomBytes(t *testing.T, n int) []byte { t.Helper(); return fusetest.RandomBytes(t, n) }
 
-func sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
+func sum(b []byte) string { return fusetest.Sum(b) }
 
 // writeChunks writes data to path in chunks of chunk bytes and closes it.
 func writeChunks(path string, data []byte, chunk int) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	for off := 0; off < len(data); off += chunk {
-		if _, err := f.Write(data[off:min(off+chunk, len(data))]); err != nil {
-			_ = f.Close()
-			return err
-		}
-	}
-	return f.Close()
+	return fusetest.WriteChunks(path, data, chunk)
 }
 
 // eventually polls cond until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	fusetest.Eventually(t, timeout, what, cond)
 }

@@ -4,67 +4,20 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-)
 
-// startMinIO runs the MinIO server built by tests/s3servers/build-minio.sh
-// (REKEY_MINIO_BIN) on a free loopback port with one bucket, and returns a
-// plain SDK client for it. It skips when the binary is not configured
-// (fails under CI=true).
-func startMinIO(t *testing.T) *s3.Client {
-	t.Helper()
-	bin := os.Getenv("REKEY_MINIO_BIN")
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("REKEY_MINIO_BIN is not set; build MinIO with tests/s3servers/build-minio.sh")
-		}
-		t.Skip("REKEY_MINIO_BIN is not set; run tests/s3servers/build-minio.sh to enable the MinIO tests")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	const user, pass = "s3fstest", "s3fstest-secret"
-	cmd := exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", "127.0.0.1:0", filepath.Join(t.TempDir(), "data"))
-	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+user, "MINIO_ROOT_PASSWORD="+pass, "MINIO_BROWSER=off")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	api := s3.New(s3.Options{
-		BaseEndpoint: aws.String("http://" + addr), Region: "us-east-1", UsePathStyle: true,
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: user, SecretAccessKey: pass}, nil
-		}),
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := api.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(testBucket)})
-		if err == nil {
-			return api
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("minio did not come up: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
+	"rekey.dev/rekey/internal/fusetest"
+)
 
 // TestMultipartCopyMinIO: renaming an object larger than one CopyObject
 // may copy goes through UploadPartCopy, on a real server.
 func TestMultipartCopyMinIO(t *testing.T) {
 	t.Parallel()
-	api := startMinIO(t)
+	srv := fusetest.StartMinIO(t)
+	api := srv.Client(srv.Admin)
 	fsys, err := New(api, Options{Bucket: testBucket, StagingDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

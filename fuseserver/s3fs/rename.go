@@ -3,6 +3,7 @@ package s3fs
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,16 +159,36 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		return err
 	}
 	err = parallel(ctx, keys, func(ctx context.Context, key string) error {
-		return f.copyObjectSized(ctx, key, dstPrefix+key[len(srcPrefix):], sizes[key])
+		dst := dstPrefix + key[len(srcPrefix):]
+		if strings.HasSuffix(key, "/") && sizes[key] == 0 {
+			// A directory marker: versitygw refuses to copy one
+			// (DirectoryObjectContainsData); a new empty marker is the same.
+			return f.putMarker(ctx, dst)
+		}
+		return f.copyObjectSized(ctx, key, dst, sizes[key])
 	})
 	if err != nil {
 		return err
 	}
-	err = parallel(ctx, keys, func(ctx context.Context, key string) error {
-		return f.deleteObject(ctx, key)
-	})
-	if err != nil {
+	// Objects first, then markers deepest first: a server that keeps
+	// directories as directories (versitygw's posix backend) cannot delete
+	// the marker of a directory that still holds something.
+	var objects, markers []string
+	for _, key := range keys {
+		if strings.HasSuffix(key, "/") {
+			markers = append(markers, key)
+		} else {
+			objects = append(objects, key)
+		}
+	}
+	if err := parallel(ctx, objects, f.deleteObject); err != nil {
 		return err
+	}
+	sort.Slice(markers, func(a, b int) bool { return len(markers[a]) > len(markers[b]) })
+	for _, key := range markers {
+		if err := f.deleteObject(ctx, key); err != nil {
+			return err
+		}
 	}
 	f.moveStates(srcPrefix, dstPrefix)
 	src, dst := strings.TrimSuffix(srcPrefix, "/"), strings.TrimSuffix(dstPrefix, "/")

@@ -181,10 +181,23 @@ func pick(m map[string][32]byte) string {
 // returns an error unless they were applied.
 type SwapFunc func(ctx context.Context, k keys.Keys, generation uint64) error
 
+// KeyIssuer creates and revokes keys on an S3 server, the way an operator
+// does with the server's admin API (`mc admin user add/remove`, `versitygw
+// admin create-user/delete-user`).
+type KeyIssuer interface {
+	// Issue creates new keys with access to the bucket and returns them once
+	// the server accepts them.
+	Issue(ctx context.Context) (keys.Keys, error)
+	// Revoke makes the server refuse k from now on.
+	Revoke(ctx context.Context, k keys.Keys) error
+}
+
 // Rotator rotates keys the way an operator does: create a new key on the
-// server, hand it to the FUSE server, revoke the old key at once.
+// server, hand it to the FUSE server, revoke the old key at once. The keys
+// are made by Keys, or, if it is nil, on the in-process Server.
 type Rotator struct {
 	Server  *fakes3.Server
+	Keys    KeyIssuer
 	Swap    SwapFunc
 	Current keys.Keys
 	gen     uint64
@@ -192,18 +205,41 @@ type Rotator struct {
 
 // Rotate performs one rotation and returns how long the swap took.
 func (r *Rotator) Rotate(ctx context.Context) (time.Duration, error) {
-	next := fakes3.NewKeys("AKROT")
-	r.Server.AddKeys(next)
+	issuer := r.Keys
+	if issuer == nil {
+		issuer = fakeIssuer{r.Server}
+	}
+	next, err := issuer.Issue(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("issue keys: %w", err)
+	}
 	r.gen++
 	start := time.Now()
 	if err := r.Swap(ctx, next, r.gen); err != nil {
-		r.Server.RevokeKeys(next)
+		_ = issuer.Revoke(context.WithoutCancel(ctx), next)
 		return 0, err
 	}
 	took := time.Since(start)
-	r.Server.RevokeKeys(r.Current)
+	old := r.Current
 	r.Current = next
+	if err := issuer.Revoke(ctx, old); err != nil {
+		return took, fmt.Errorf("revoke old keys: %w", err)
+	}
 	return took, nil
+}
+
+// fakeIssuer issues keys on the in-process S3 server.
+type fakeIssuer struct{ s *fakes3.Server }
+
+func (f fakeIssuer) Issue(context.Context) (keys.Keys, error) {
+	k := fakes3.NewKeys("AKROT")
+	f.s.AddKeys(k)
+	return k, nil
+}
+
+func (f fakeIssuer) Revoke(_ context.Context, k keys.Keys) error {
+	f.s.RevokeKeys(k)
+	return nil
 }
 
 // Percentile returns the p-th percentile (0-100) of ds by nearest rank.
