@@ -49,12 +49,19 @@ func (c *Cluster) Kubeconfig() string { return c.path("admin.kubeconfig") }
 func (c *Cluster) ContainerdSock() string { return c.path("containerd", "containerd.sock") }
 
 func (c *Cluster) start(name string, args ...string) (*proc, error) {
+	return c.startEnv(name, nil, args...)
+}
+
+// startEnv starts a process with env added to ours; its output goes to
+// Dir/logs/<name>.log.
+func (c *Cluster) startEnv(name string, env []string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(c.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

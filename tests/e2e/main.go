@@ -7,7 +7,7 @@
 // SIGINT. `make e2e` runs it; it needs root, /dev/fuse, containerd, runc and
 // the CNI plugins (Debian: containerd runc containernetworking-plugins).
 //
-//	go run ./tests/e2e [-dir /var/lib/rekey-e2e] [-up]
+//	go run ./tests/e2e [-up] [-rotations 5]
 package main
 
 import (
@@ -29,6 +29,13 @@ const (
 	loadgenImage = "localhost/rekey-e2e/loadgen:v1"
 )
 
+// workDir holds the cluster's certificates, configuration, containerd store
+// and kubelet root (kept for the next run; etcd and MinIO start empty).
+const (
+	workDir = "/var/lib/rekey-e2e"
+	apiPort = 16443
+)
+
 type options struct {
 	dir     string
 	repo    string
@@ -39,11 +46,12 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.dir, "dir", "/var/lib/rekey-e2e", "work directory (certificates, configuration and the containerd store are kept for the next run)")
 	flag.BoolVar(&o.up, "up", false, "only bring the cluster up with rekey installed, print how to reach it, and wait for SIGINT")
 	flag.IntVar(&o.rounds, "rotations", 5, "key rotations under load")
-	flag.IntVar(&o.apiPort, "api-port", 16443, "kube-apiserver port on 127.0.0.1")
 	flag.Parse()
+	// Fixed, because tests/e2e/overlay names them: kubelet's root directory
+	// (Dir/kubelet) and the API server's port.
+	o.dir, o.apiPort = workDir, apiPort
 	repo, err := os.Getwd()
 	if err != nil {
 		fatal(err)

@@ -2,45 +2,709 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
+
+	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
+
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/loadcheck"
 )
 
-func scenario(ctx context.Context, o options, c *Cluster) error {
-	return smoke(ctx, c)
+// The objects of the scenario: namespace "app" is labelled for injection and
+// runs the Deployment "writer" (sidecar injected); namespace "plain" is not,
+// and runs the pod "plain" (no sidecar: rotation through kubelet's
+// republish). Both volumes use the Secret app/s3-keys.
+const (
+	appNS    = "app"
+	plainNS  = "plain"
+	plainPod = "plain"
+)
+
+// report collects the numbers the run prints at the end.
+type report struct {
+	rotations []rotation
+	notes     []string
 }
 
-// smoke runs a pod on the pod network (the load generator on an emptyDir)
-// and waits until it reports.
-func smoke(ctx context.Context, c *Cluster) error {
+type rotation struct {
+	written       time.Duration // Secret update → kubelet rewrote the writer pod's projected Secret
+	writer, plain time.Duration // Secret update → swap applied
+	writerSource  string
+	plainSource   string
+}
+
+func scenario(ctx context.Context, o options, c *Cluster) error {
+	var r report
 	t := time.Now()
-	pod := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: smoke, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: load
-    image: %s
-    imagePullPolicy: Never
-    args: ["--dir=/data", "--workers=1"]
-    volumeMounts: [{name: data, mountPath: /data}]
-  volumes: [{name: data, emptyDir: {}}]
-`, loadgenImage)
-	if _, err := c.kubectlIn(ctx, pod, "apply", "-f", "-"); err != nil {
-		return err
+	if err := install(ctx, o, c); err != nil {
+		return fmt.Errorf("step 1, install: %w", err)
 	}
-	if _, err := c.kubectl(ctx, "wait", "--for=condition=Ready", "pod/smoke", "--timeout=120s"); err != nil {
-		out, _ := c.kubectl(ctx, "describe", "pod", "smoke")
-		return fmt.Errorf("%w\n%s", err, out)
+	logf("step 1: rekey installed from tests/e2e/overlay (manifests/default) in %.1fs", time.Since(t).Seconds())
+	m, err := startMinIO(ctx, c, o.repo)
+	if err != nil {
+		return fmt.Errorf("step 1, MinIO: %w", err)
 	}
-	logf("smoke pod Ready in %.1fs", time.Since(t).Seconds())
-	time.Sleep(2 * time.Second)
-	out, err := c.kubectl(ctx, "logs", "smoke", "--tail=1")
+	logf("step 1: MinIO on %s, bucket %s", m.Endpoint, m.Bucket)
+
+	cur, err := m.Issue(ctx)
 	if err != nil {
 		return err
 	}
-	logf("smoke pod: %s", out)
-	_, err = c.kubectl(ctx, "delete", "pod", "smoke", "--wait=true", "--timeout=60s")
+	t = time.Now()
+	if err := applyApps(ctx, c, m, cur); err != nil {
+		return fmt.Errorf("step 2, apps: %w", err)
+	}
+	writer, err := c.kubectl(ctx, "-n", appNS, "get", "pod", "-l", "app=writer", "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil {
+		return err
+	}
+	injected, _ := c.kubectl(ctx, "-n", appNS, "get", "pod", writer, "-o", `jsonpath={.metadata.annotations.rekey\.dev/status} {.spec.initContainers[*].name}`)
+	if !strings.Contains(injected, "injected") || !strings.Contains(injected, "rekey-sidecar") {
+		return fmt.Errorf("step 2: pod %s was not injected: %q", writer, injected)
+	}
+	logf("step 2: pods Running in %.1fs; %s has the sidecar (%s); %s has none", time.Since(t).Seconds(), writer, injected, plainPod)
+	pods := []podRef{{appNS, writer}, {plainNS, plainPod}}
+	writerUID, err := c.kubectl(ctx, "-n", appNS, "get", "pod", writer, "-o", "jsonpath={.metadata.uid}")
+	if err != nil {
+		return err
+	}
+	if err := waitOps(ctx, c, pods, 20); err != nil {
+		return fmt.Errorf("step 2: %w", err)
+	}
+
+	// Step 3 (and 5: plain rotates through republish in the same rounds).
+	for i := 0; i < o.rounds; i++ {
+		next, err := m.Issue(ctx)
+		if err != nil {
+			return err
+		}
+		rot, err := rotate(ctx, c, writerUID, next)
+		if err != nil {
+			return fmt.Errorf("step 3, rotation %d: %w", i+1, err)
+		}
+		if err := m.Revoke(ctx, cur); err != nil {
+			return err
+		}
+		cur = next
+		r.rotations = append(r.rotations, rot)
+		logf("step 3: rotation %d: Secret update → projected files rewritten %s → swap: writer %s (%s), plain %s (%s); old key revoked",
+			i+1, rot.written.Round(time.Millisecond), rot.writer.Round(time.Millisecond), rot.writerSource, rot.plain.Round(time.Millisecond), rot.plainSource)
+	}
+	time.Sleep(3 * time.Second) // I/O on the last key, after its predecessor's revocation
+	if err := checkNoErrors(ctx, c, pods, "step 3+5 (rotations)"); err != nil {
+		return err
+	}
+
+	// Step 4: an invalid key.
+	if err := invalidKey(ctx, c, writer); err != nil {
+		return fmt.Errorf("step 4: %w", err)
+	}
+	if err := checkNoErrors(ctx, c, pods, "step 4 (invalid key)"); err != nil {
+		return err
+	}
+	// Back to a valid key (still cur, which was never revoked) so that the
+	// sidecar and republish stop reporting.
+	if err := applySecret(ctx, c, cur); err != nil {
+		return err
+	}
+
+	// Step 6: kill -9 of the driver, then of the supervisor.
+	for _, role := range []string{"driver", "supervisor"} {
+		if err := killRole(ctx, c, role); err != nil {
+			return fmt.Errorf("step 6, %s: %w", role, err)
+		}
+		if err := waitOps(ctx, c, pods, 20); err != nil {
+			return fmt.Errorf("step 6, after killing the %s: %w", role, err)
+		}
+		if err := checkNoErrors(ctx, c, pods, "step 6 (kill -9 "+role+")"); err != nil {
+			return err
+		}
+	}
+	// The rotation path still works after both restarts.
+	next, err := m.Issue(ctx)
+	if err != nil {
+		return err
+	}
+	rot, err := rotate(ctx, c, writerUID, next)
+	if err != nil {
+		return fmt.Errorf("step 6, rotation after the restarts: %w", err)
+	}
+	if err := m.Revoke(ctx, cur); err != nil {
+		return err
+	}
+	cur = next
+	logf("step 6: rotation after the restarts: writer %s (%s), plain %s (%s)", rot.writer.Round(time.Millisecond), rot.writerSource, rot.plain.Round(time.Millisecond), rot.plainSource)
+	time.Sleep(2 * time.Second)
+	if err := checkNoErrors(ctx, c, pods, "step 6 (rotation after restarts)"); err != nil {
+		return err
+	}
+	if err := killFUSEServer(ctx, c); err != nil {
+		return fmt.Errorf("step 6, FUSE server: %w", err)
+	}
+
+	// Step 7: delete the pods.
+	if err := deletePods(ctx, c); err != nil {
+		return fmt.Errorf("step 7: %w", err)
+	}
+	// Step 8: uninstall; the cluster itself is torn down by the caller.
+	if _, err := c.kubectl(ctx, "delete", "-k", filepath.Join(o.repo, "tests/e2e/overlay"), "--wait=true", "--timeout=120s"); err != nil {
+		return fmt.Errorf("step 8, uninstall: %w", err)
+	}
+	logf("step 8: rekey uninstalled")
+	r.print()
+	return nil
+}
+
+func (r report) print() {
+	var w, p, f []time.Duration
+	sources := map[string]int{}
+	for _, x := range r.rotations {
+		w = append(w, x.writer)
+		p = append(p, x.plain)
+		f = append(f, x.written)
+		sources[x.writerSource]++
+	}
+	fmt.Printf("\nE2E RESULT: PASS\n")
+	fmt.Printf("  Secret update -> swap, %d rotations, sidecar pod:   p50 %s  max %s  (%s)\n", len(w),
+		loadcheck.Percentile(w, 50).Round(time.Millisecond), loadcheck.Percentile(w, 100).Round(time.Millisecond), durs(w))
+	fmt.Printf("  (sidecar pod: kubelet rewrote the projected Secret after p50 %s; swaps done by %v)\n",
+		loadcheck.Percentile(f, 50).Round(time.Millisecond), sources)
+	fmt.Printf("  Secret update -> swap, %d rotations, republish pod: p50 %s  max %s  (%s)\n", len(p),
+		loadcheck.Percentile(p, 50).Round(time.Millisecond), loadcheck.Percentile(p, 100).Round(time.Millisecond), durs(p))
+	for _, n := range finalNotes {
+		fmt.Println("  " + n)
+	}
+}
+
+// finalNotes are the result lines the steps add for the summary.
+var finalNotes []string
+
+func note(format string, a ...any) {
+	s := fmt.Sprintf(format, a...)
+	finalNotes = append(finalNotes, s)
+	logf("%s", s)
+}
+
+func durs(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, d.Round(time.Millisecond).String())
+	}
+	return strings.Join(s, " ")
+}
+
+func install(ctx context.Context, o options, c *Cluster) error {
+	if _, err := c.kubectl(ctx, "apply", "-k", filepath.Join(o.repo, "tests/e2e/overlay")); err != nil {
+		return err
+	}
+	// The DaemonSet is OnDelete: no rollout status; wait for its pod.
+	for _, app := range []string{"rekey-csi-node", "rekey-webhook"} {
+		if err := waitPodsReady(ctx, c, "rekey-system", "app.kubernetes.io/name="+app); err != nil {
+			return err
+		}
+	}
+	if err := waitFor(ctx, 60*time.Second, "driver registered with kubelet (CSINode)", func() error {
+		out, err := c.kubectl(ctx, "get", "csinode", "localhost", "-o", "jsonpath={.spec.drivers[*].name}")
+		if err == nil && !strings.Contains(out, "s3.rekey.dev") {
+			err = fmt.Errorf("drivers %q", out)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	return waitFor(ctx, 60*time.Second, "caBundle of the webhook configuration", func() error {
+		out, err := c.kubectl(ctx, "get", "mutatingwebhookconfiguration", "rekey-webhook", "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}")
+		if err == nil && len(strings.Fields(out)) < 2 {
+			err = errors.New("not set yet")
+		}
+		return err
+	})
+}
+
+// waitPodsReady waits until pods with the label selector exist and are Ready.
+func waitPodsReady(ctx context.Context, c *Cluster, ns, selector string) error {
+	if err := waitFor(ctx, 60*time.Second, "pods "+selector, func() error {
+		out, err := c.kubectl(ctx, "-n", ns, "get", "pods", "-l", selector, "-o", "name")
+		if err == nil && out == "" {
+			err = errors.New("none yet")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if _, err := c.kubectl(ctx, "-n", ns, "wait", "--for=condition=Ready", "pods", "-l", selector, "--timeout=120s"); err != nil {
+		return withDescribe(ctx, c, err, ns, "pods")
+	}
+	return nil
+}
+
+func withDescribe(ctx context.Context, c *Cluster, err error, ns, what string) error {
+	out, _ := c.kubectl(ctx, "-n", ns, "describe", what)
+	return fmt.Errorf("%w\n%s", err, out)
+}
+
+func secretYAML(k keys.Keys) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: s3-keys, namespace: %s}
+stringData:
+  akId: %q
+  akSecret: %q
+`, appNS, k.AccessKeyID, k.SecretAccessKey)
+}
+
+func applySecret(ctx context.Context, c *Cluster, k keys.Keys) error {
+	_, err := c.kubectlIn(ctx, secretYAML(k), "apply", "-f", "-")
 	return err
+}
+
+// applyApps creates the namespaces, the Secret, two static PVs with their
+// PVCs, the Deployment "writer" in the injection-enabled namespace and the
+// pod "plain" elsewhere, and waits until both run.
+func applyApps(ctx context.Context, c *Cluster, m *MinIO, k keys.Keys) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: v1
+kind: Namespace
+metadata:
+  name: %s
+  labels: {rekey.dev/injection: enabled}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: %s}
+---
+%s`, appNS, plainNS, secretYAML(k))
+	for _, v := range []struct{ ns, name string }{{appNS, "writer"}, {plainNS, "plain"}} {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-%[2]s}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: %[1]s, name: data}
+  csi:
+    driver: s3.rekey.dev
+    volumeHandle: e2e-%[2]s
+    volumeAttributes:
+      bucket: %[3]s
+      url: %[4]s
+      region: us-east-1
+      path: %[2]s
+    nodePublishSecretRef: {name: s3-keys, namespace: %[5]s}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: %[1]s}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: ""
+  volumeName: e2e-%[2]s
+  resources: {requests: {storage: 1Gi}}
+`, v.ns, v.name, m.Bucket, m.Endpoint, appNS)
+	}
+	fmt.Fprintf(&b, `---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: writer, namespace: %s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: writer}}
+  template:
+    metadata: {labels: {app: writer}}
+    spec:
+%s---
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+%s`, appNS, appSpec("      "), plainPod, plainNS, appSpec("  "))
+	// The path prefixes must exist (pre-mount check): create them.
+	for _, p := range []string{"writer", "plain"} {
+		if _, err := m.run(ctx, "cp", "/etc/hostname", "e2e/"+m.Bucket+"/"+p+"/.keep"); err != nil {
+			return err
+		}
+	}
+	// The PVCs must be bound before the pods are admitted: the webhook
+	// injects only for bound claims.
+	if _, err := c.kubectlIn(ctx, b.String(), "apply", "-f", "-"); err != nil {
+		return err
+	}
+	for _, ns := range []string{appNS, plainNS} {
+		if _, err := c.kubectl(ctx, "-n", ns, "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/data", "--timeout=60s"); err != nil {
+			return err
+		}
+	}
+	if _, err := c.kubectl(ctx, "-n", appNS, "rollout", "status", "deployment/writer", "--timeout=120s"); err != nil {
+		return withDescribe(ctx, c, err, appNS, "pods")
+	}
+	if _, err := c.kubectl(ctx, "-n", plainNS, "wait", "--for=condition=Ready", "pod/"+plainPod, "--timeout=120s"); err != nil {
+		return withDescribe(ctx, c, err, plainNS, "pods")
+	}
+	return nil
+}
+
+// appSpec is the pod spec of the applications: the load generator on the
+// claim "data", every line indented by indent.
+func appSpec(indent string) string {
+	lines := []string{
+		"terminationGracePeriodSeconds: 10",
+		"containers:",
+		"- name: app",
+		"  image: " + loadgenImage,
+		"  imagePullPolicy: Never",
+		`  args: ["--dir=/data", "--workers=2"]`,
+		"  volumeMounts: [{name: data, mountPath: /data}]",
+		"volumes:",
+		"- name: data",
+		"  persistentVolumeClaim: {claimName: data}",
+	}
+	return indent + strings.Join(lines, "\n"+indent) + "\n"
+}
+
+type podRef struct{ ns, name string }
+
+// stats is the load generator's last line.
+type stats struct {
+	Time       time.Time `json:"time"`
+	Ops        int64     `json:"ops"`
+	Failed     int64     `json:"failed"`
+	Mismatched int64     `json:"mismatched"`
+	Errors     []string  `json:"errors"`
+}
+
+func podStats(ctx context.Context, c *Cluster, p podRef) (stats, []string, error) {
+	out, err := c.kubectl(ctx, "-n", p.ns, "logs", p.name, "-c", "app", "--tail=200")
+	if err != nil {
+		return stats{}, nil, err
+	}
+	var last stats
+	var errs []string
+	for _, l := range strings.Split(out, "\n") {
+		var s stats
+		if json.Unmarshal([]byte(l), &s) == nil && !s.Time.IsZero() {
+			last = s
+			errs = append(errs, s.Errors...)
+		}
+	}
+	if last.Time.IsZero() {
+		return last, nil, fmt.Errorf("%s/%s: no report yet", p.ns, p.name)
+	}
+	return last, errs, nil
+}
+
+// waitOps waits until every pod completed n more operations.
+func waitOps(ctx context.Context, c *Cluster, pods []podRef, n int64) error {
+	for _, p := range pods {
+		var base int64 = -1
+		if err := waitFor(ctx, 60*time.Second, fmt.Sprintf("%d operations in %s/%s", n, p.ns, p.name), func() error {
+			s, _, err := podStats(ctx, c, p)
+			if err != nil {
+				return err
+			}
+			if base < 0 {
+				base = s.Ops
+			}
+			if s.Ops < base+n {
+				return fmt.Errorf("%d operations so far", s.Ops-base)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkNoErrors fails if a pod's load generator counted a failed or
+// mismatched operation; otherwise it notes the counts.
+func checkNoErrors(ctx context.Context, c *Cluster, pods []podRef, step string) error {
+	var parts []string
+	for _, p := range pods {
+		s, errs, err := podStats(ctx, c, p)
+		if err != nil {
+			return err
+		}
+		if s.Failed > 0 || s.Mismatched > 0 {
+			return fmt.Errorf("%s: %s/%s: %d failed operations, %d mismatched bytes after %d operations: %v", step, p.ns, p.name, s.Failed, s.Mismatched, s.Ops, errs)
+		}
+		parts = append(parts, fmt.Sprintf("%s %d ops, 0 failed, 0 mismatched", p.name, s.Ops))
+	}
+	note("%s: I/O errors: %s", step, strings.Join(parts, "; "))
+	return nil
+}
+
+// servers returns the control sockets of the node's FUSE servers by volume ID.
+func servers(c *Cluster) (map[string]string, error) {
+	dir := filepath.Join(c.KubeletRoot(), "plugins/s3.rekey.dev/mounts")
+	ents, err := filepath.Glob(filepath.Join(dir, "*.sock"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, s := range ents {
+		st, err := status(context.Background(), s)
+		if err != nil {
+			continue
+		}
+		out[st.GetVolumeId()] = s
+	}
+	return out, nil
+}
+
+func status(ctx context.Context, sock string) (*credentialsv1.StatusResponse, error) {
+	cl, closer, err := control.Dial(sock)
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return cl.Status(ctx, &credentialsv1.StatusRequest{})
+}
+
+// rotate writes k into the Secret and waits until both FUSE servers use it,
+// asking their control sockets; it returns Secret update → swap applied
+// (the server's own time of the swap).
+func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rotation, error) {
+	data := filepath.Join(c.KubeletRoot(), "pods", writerUID, "volumes/kubernetes.io~projected/rekey-source-0/..data")
+	socks, err := servers(c)
+	if err != nil {
+		return rotation{}, err
+	}
+	for _, v := range []string{"e2e-writer", "e2e-plain"} {
+		if socks[v] == "" {
+			return rotation{}, fmt.Errorf("no FUSE server for volume %s (have %v)", v, socks)
+		}
+	}
+	want := k.Fingerprint()
+	updated := time.Now()
+	if err := applySecret(ctx, c, k); err != nil {
+		return rotation{}, err
+	}
+	var rot rotation
+	for _, v := range []string{"e2e-writer", "e2e-plain"} {
+		var st *credentialsv1.StatusResponse
+		if err := waitFor(ctx, 120*time.Second, "swap on "+v, func() error {
+			var err error
+			st, err = status(ctx, socks[v])
+			if err == nil && st.GetFingerprint() != want {
+				err = fmt.Errorf("fingerprint %s, last swap %v", st.GetFingerprint(), st.GetLastSwap())
+			}
+			return err
+		}); err != nil {
+			return rot, err
+		}
+		d := st.GetLastSwap().GetTime().AsTime().Sub(updated)
+		if v == "e2e-writer" {
+			var fi syscall.Stat_t
+			if err := syscall.Lstat(data, &fi); err == nil {
+				rot.written = time.Unix(fi.Mtim.Unix()).Sub(updated)
+			}
+			rot.writer, rot.writerSource = d, st.GetLastSwap().GetSource()
+		} else {
+			rot.plain, rot.plainSource = d, st.GetLastSwap().GetSource()
+		}
+	}
+	return rot, nil
+}
+
+// invalidKey puts keys MinIO does not know into the Secret and waits for the
+// Warning Event on the writer pod.
+func invalidKey(ctx context.Context, c *Cluster, writer string) error {
+	bad := keys.Keys{AccessKeyID: "E2EINVALID" + strings.ToUpper(randHex(4)), SecretAccessKey: randHex(20)}
+	t := time.Now()
+	if err := applySecret(ctx, c, bad); err != nil {
+		return err
+	}
+	var line string
+	if err := waitFor(ctx, 120*time.Second, "CredentialRefreshFailed Event on "+writer, func() error {
+		out, err := c.kubectl(ctx, "-n", appNS, "describe", "pod", writer)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "failed to refresh ak/sk for") {
+				line = strings.Join(strings.Fields(l), " ")
+				return nil
+			}
+		}
+		return errors.New("not in kubectl describe pod yet")
+	}); err != nil {
+		return err
+	}
+	note("step 4: invalid key: after %.1fs `kubectl describe pod %s` shows: %s", time.Since(t).Seconds(), writer, line)
+	if out, err := c.kubectl(ctx, "-n", plainNS, "describe", "pod", plainPod); err == nil {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "failed to refresh ak/sk for") {
+				note("step 4: republish pod: %s", strings.Join(strings.Fields(l), " "))
+				break
+			}
+		}
+	}
+	time.Sleep(3 * time.Second)
+	return waitOps(ctx, c, []podRef{{appNS, writer}, {plainNS, plainPod}}, 10)
+}
+
+// rekeyProcs returns the PIDs of processes whose command line starts with
+// the given arguments (e.g. "/rekey-csi", "driver").
+func rekeyProcs(prefix ...string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < len(prefix) {
+			continue
+		}
+		match := true
+		for i, p := range prefix {
+			if args[i] != p {
+				match = false
+			}
+		}
+		if match {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killRole SIGKILLs the driver or the supervisor process of the node plugin
+// and waits until a new one runs.
+func killRole(ctx context.Context, c *Cluster, role string) error {
+	old := rekeyProcs("/rekey-csi", role)
+	if len(old) != 1 {
+		return fmt.Errorf("want one %s process, found %v", role, old)
+	}
+	if err := syscall.Kill(old[0], syscall.SIGKILL); err != nil {
+		return err
+	}
+	t := time.Now()
+	if err := waitFor(ctx, 90*time.Second, "a new "+role, func() error {
+		now := rekeyProcs("/rekey-csi", role)
+		if len(now) != 1 || now[0] == old[0] {
+			return fmt.Errorf("%s processes %v", role, now)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	note("step 6: kill -9 %s (pid %d): a new one runs after %.1fs", role, old[0], time.Since(t).Seconds())
+	return nil
+}
+
+// killFUSEServer SIGKILLs the FUSE server of the plain pod: the application
+// must get errors within seconds, and the pod a FUSEServerDied Event.
+func killFUSEServer(ctx context.Context, c *Cluster) error {
+	socks, err := servers(c)
+	if err != nil {
+		return err
+	}
+	st, err := status(ctx, socks["e2e-plain"])
+	if err != nil {
+		return err
+	}
+	before, _, err := podStats(ctx, c, podRef{plainNS, plainPod})
+	if err != nil {
+		return err
+	}
+	// Status answers the server's PID in the supervisor container's PID
+	// namespace; find the host PID whose innermost NSpid matches.
+	pid := 0
+	for _, p := range rekeyProcs("/rekey-fuse") {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(int(st.GetPid())) {
+				pid = p
+			}
+		}
+	}
+	if pid == 0 {
+		return fmt.Errorf("no rekey-fuse process with PID %d in its namespace", st.GetPid())
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	killed := time.Now()
+	var first time.Time
+	if err := waitFor(ctx, 30*time.Second, "I/O errors in the plain pod", func() error {
+		s, _, err := podStats(ctx, c, podRef{plainNS, plainPod})
+		if err != nil {
+			return err
+		}
+		if s.Failed <= before.Failed {
+			return errors.New("no failure yet")
+		}
+		first = s.Time
+		return nil
+	}); err != nil {
+		return err
+	}
+	var line string
+	if err := waitFor(ctx, 60*time.Second, "FUSEServerDied Event", func() error {
+		out, err := c.kubectl(ctx, "-n", plainNS, "describe", "pod", plainPod)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "FUSEServerDied") {
+				line = strings.Join(strings.Fields(l), " ")
+				return nil
+			}
+		}
+		return errors.New("no Event yet")
+	}); err != nil {
+		return err
+	}
+	_, errs, _ := podStats(ctx, c, podRef{plainNS, plainPod})
+	sample := ""
+	if len(errs) > 0 {
+		sample = errs[len(errs)-1]
+	}
+	note("step 6: kill -9 FUSE server (host pid %d): the app reported errors within %.1fs (%q); Event after %.1fs: %s",
+		pid, first.Sub(killed).Seconds(), sample, time.Since(killed).Seconds(), line)
+	return nil
+}
+
+// deletePods deletes the apps and checks that nothing of them is left on the
+// node: no FUSE mount and no rekey-fuse process.
+func deletePods(ctx context.Context, c *Cluster) error {
+	t := time.Now()
+	if _, err := c.kubectl(ctx, "delete", "namespace", appNS, plainNS, "--wait=true", "--timeout=180s"); err != nil {
+		return err
+	}
+	if _, err := c.kubectl(ctx, "delete", "pv", "e2e-writer", "e2e-plain", "--wait=true", "--timeout=60s"); err != nil {
+		return err
+	}
+	var fuse []string
+	for _, m := range mountsUnder(c.KubeletRoot()) {
+		if strings.HasPrefix(m[1], "fuse") {
+			fuse = append(fuse, m[0])
+		}
+	}
+	procs := rekeyProcs("/rekey-fuse")
+	if len(fuse) > 0 || len(procs) > 0 {
+		return fmt.Errorf("left after deleting the pods: FUSE mounts %v, rekey-fuse processes %v", fuse, procs)
+	}
+	note("step 7: pods deleted in %.1fs: no FUSE mount and no rekey-fuse process left", time.Since(t).Seconds())
+	return nil
 }
