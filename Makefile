@@ -71,6 +71,16 @@ bench-compat: build ## Run the POSIX behaviour cases on rekey, s3fs and rclone m
 versitygw: ## Build versitygw (Apache-2.0) at a pinned version into tools/cache/.
 	tests/s3servers/build-versitygw.sh
 
+VERSION      := $(shell cat VERSION)
+
+.PHONY: images
+images: build ## Build the rekey-csi, rekey-webhook and rekey-sidecar images as tarballs in bin/images/ without Docker (build/Dockerfile for Docker users).
+	$(GO) run ./hack/images -version $(VERSION) -bin $(BIN) -out $(BIN)/images
+
+.PHONY: e2e
+e2e: test-prereqs ## Bring up a real single-node cluster on loopback, install rekey from manifests/, run the end-to-end scenario, tear down (root; docs/e2e.md).
+	$(GO) run ./tests/e2e
+
 .PHONY: generate
 generate: ## Regenerate the gRPC code from proto/ (pinned generators).
 	./hack/generate.sh

@@ -60,11 +60,33 @@ func main() {
 	if os.Getuid() != 0 {
 		fatal(fmt.Errorf("e2e needs root (mounts, containerd, kubelet)"))
 	}
+	if err := prereqs(); err != nil {
+		fatal(err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
 		fatal(err)
 	}
+}
+
+// prereqs checks the host programs the cluster runs.
+func prereqs() error {
+	var missing []string
+	for _, p := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip"} {
+		if _, err := exec.LookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	for _, p := range []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/dev/fuse"} {
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %v; on Debian: apt-get install -y containerd runc containernetworking-plugins iproute2", missing)
+	}
+	return nil
 }
 
 func fatal(err error) {
