@@ -1,331 +1,183 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 
-	"rekey.dev/rekey/fuseserver"
 	"rekey.dev/rekey/internal/atomicwriter"
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/csiproc"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/keys"
-	"rekey.dev/rekey/internal/loadcheck"
 )
 
 const bucket = "demo"
 
-// demo is one running setup: S3 server, mounted FUSE server, control client.
+// demo is one running setup: the S3 server, the node plugin's processes,
+// kubelet's side of it, the pod with its mounted volume, and the sidecar.
 type demo struct {
+	cfg     Config
 	log     logr.Logger
 	dir     string
-	mnt     string
 	s3      *fakes3.Server
-	child   *exec.Cmd
-	exited  chan error
-	sidecar *exec.Cmd
-	sideErr chan error
+	node    *csiproc.Node
+	init    *csiproc.Proc // rekey-csi init, parent of the supervisor
+	driver  *csiproc.Proc
+	kubelet *kubelet
+	pod     *pod
+	sidecar *sidecarProc
 	secrets *atomicwriter.Writer
 	initial keys.Keys
-
-	mu      sync.Mutex
-	events  []fuseserver.EventRecord
-	applied map[string]chan struct{} // fingerprint → closed when a swap to it is applied
+	issued  []keys.Keys // every key pair the run used, for the leak check
+	publish time.Duration
+	// refreshes counts the projected Secret's contents so far: the
+	// sidecar's refreshes_total{result="success"} must reach it.
+	refreshes int
 }
 
 func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error) {
-	d := &demo{log: log, exited: make(chan error, 1), sideErr: make(chan error, 1), applied: map[string]chan struct{}{}}
+	d := &demo{cfg: cfg, log: log}
 	if d.dir, err = os.MkdirTemp("", "rekey-demo-"); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("temporary directory: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			d.close(cfg.KeepDir)
+			d.close()
 		}
 	}()
-	d.mnt = filepath.Join(d.dir, "mnt")
-	staging := filepath.Join(d.dir, "staging")
-	sockDir := filepath.Join(d.dir, "sockets")
-	sock := filepath.Join(sockDir, "demo-volume.sock")
-	for _, p := range []string{d.mnt, sockDir} {
-		if err := os.Mkdir(p, 0o700); err != nil {
-			return nil, err
-		}
-	}
 
 	d.initial = fakes3.NewKeys("AKDEMO")
+	d.issued = append(d.issued, d.initial)
 	if d.s3, err = fakes3.Start(d.initial, bucket); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("S3 server: %w", err)
 	}
+	fmt.Printf("demo: working in %s ($TMP)\n", d.dir)
 	fmt.Printf("demo: S3 server with SigV4 checking on %s, bucket %q\n", d.s3.URL, bucket)
 
-	keysR, keysW, err := os.Pipe()
+	// The node DaemonSet's two containers: the supervisor under rekey-csi
+	// init (its PID 1) and the driver, registering with "kubelet".
+	d.node = &csiproc.Node{Binary: cfg.CSIBinary, FuseBinary: cfg.FuseBinary, Dir: d.dir, NodeID: "demo-node",
+		UnderInit: true, Register: true, DriverFlags: []string{"-v=2"}, DriverLog: filepath.Join(d.dir, "driver.log")}
+	if d.init, err = d.node.StartSupervisor(ctx); err != nil {
+		return nil, err
+	}
+	fmt.Printf("demo: supervisor running under `rekey-csi init` (pid %d), state in %s\n", d.init.Pid(), d.node.StateDir())
+	if d.driver, err = d.node.StartDriver(ctx); err != nil {
+		return nil, err
+	}
+	info, err := register(ctx, d.node.Kubelet())
 	if err != nil {
 		return nil, err
 	}
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
+	fmt.Printf("demo: driver (pid %d) registered with kubelet as %s, endpoint %s\n", d.driver.Pid(), info.GetName(), info.GetEndpoint())
+	var lines []string
+	if d.kubelet, lines, err = newKubelet(ctx, d.node.Kubelet(), info.GetEndpoint()); err != nil {
 		return nil, err
 	}
-	eventsR, eventsW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	for _, l := range lines {
+		fmt.Println("demo: " + l)
 	}
-	logFile, err := os.Create(filepath.Join(d.dir, "rekey-fuse.log"))
-	if err != nil {
-		return nil, err
-	}
-	// The keys go through fd 3; argv carries only where things are.
-	d.child = exec.CommandContext(ctx, cfg.FuseBinary,
-		"--endpoint", d.s3.URL, "--bucket", bucket, "--o", "use_path_request_style",
-		"--mountpoint", d.mnt, "--staging-dir", staging, "--control-socket", sock,
-		"--keys-fd", "3", "--ready-fd", "4", "--events-fd", "5", "--volume-id", "demo-volume")
-	d.child.ExtraFiles = []*os.File{keysR, readyW, eventsW}
-	d.child.Stdout, d.child.Stderr = logFile, logFile
-	d.child.Env = []string{"PATH=/usr/bin:/bin"}
-	d.child.Cancel = func() error { return d.child.Process.Signal(syscall.SIGTERM) }
-	d.child.WaitDelay = 30 * time.Second
-	if err := d.child.Start(); err != nil {
-		return nil, fmt.Errorf("start rekey-fuse: %w", err)
-	}
-	keysR.Close()
-	readyW.Close()
-	eventsW.Close()
-	go func() { d.exited <- d.child.Wait(); logFile.Close() }()
-	go d.readEvents(eventsR)
 
-	if err := keys.Encode(keysW, d.initial); err != nil {
+	// The pod: kubelet creates its volume directories, the projected
+	// Secret, then calls NodePublishVolume with the Secret's keys.
+	if d.pod, err = newPod(d.node.Kubelet()); err != nil {
 		return nil, err
 	}
-	keysW.Close()
-
-	ready := make(chan error, 1)
-	go func() {
-		b := make([]byte, 1)
-		_, err := readyR.Read(b)
-		readyR.Close()
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			return nil, fmt.Errorf("rekey-fuse did not become ready (log: %s)", logFile.Name())
-		}
-	case err := <-d.exited:
-		d.exited <- err
-		return nil, fmt.Errorf("rekey-fuse exited: %w (log: %s)", err, logFile.Name())
-	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("rekey-fuse not ready after 30s (log: %s)", logFile.Name())
-	}
-	fmt.Printf("demo: mounted s3://%s at %s (pid %d)\n", bucket, d.mnt, d.child.Process.Pid)
-
-	// The Secret as kubelet projects it: a directory updated with
-	// AtomicWriter's timestamped-directory and ..data symlink swap.
-	secretDir := filepath.Join(d.dir, "secret")
-	if err := os.Mkdir(secretDir, 0o700); err != nil {
-		return nil, err
-	}
-	if d.secrets, err = atomicwriter.New(secretDir); err != nil {
+	if d.secrets, err = atomicwriter.New(d.pod.secret); err != nil {
 		return nil, err
 	}
 	if err := d.writeSecret(d.initial); err != nil {
 		return nil, err
 	}
-	if err := d.startSidecar(ctx, cfg, sockDir); err != nil {
+	if d.publish, err = d.kubelet.publish(ctx, publishRequest(d.pod, d.s3.URL, d.initial)); err != nil {
 		return nil, err
 	}
-	fmt.Printf("demo: sidecar (pid %d) watches %s and pushes keys to %s\n", d.sidecar.Process.Pid, d.secrets.Dir(), sock)
+	fmt.Printf("demo: NodePublishVolume mounted s3://%s at %s in %s\n", bucket, shorten(d.pod.target, d.dir), d.publish.Round(100*time.Microsecond))
+	if !isMountPoint(d.pod.target) {
+		return nil, fmt.Errorf("NodePublishVolume returned but %s is not a mount point", d.pod.target)
+	}
+
+	if d.sidecar, err = startSidecar(ctx, cfg, d.dir, d.pod); err != nil {
+		return nil, err
+	}
+	fmt.Printf("demo: sidecar (pid %d) watches the projected Secret and the pod's %s emptyDir\n", d.sidecar.proc.Pid(), contract.SocketVolumeName)
+	st, err := d.sidecar.waitSocket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.GetFingerprint() != d.initial.Fingerprint() {
+		return nil, fmt.Errorf("FUSE server runs keys %s, want the published %s", st.GetFingerprint(), d.initial.Fingerprint())
+	}
+	fmt.Printf("demo: FUSE server (pid %d) answers on the pod's socket %s, keys %s\n", st.GetPid(), shorten(d.sidecar.socket, d.dir), st.GetFingerprint())
+	d.refreshes = 1
+	if err := d.sidecar.waitReady(ctx, d.refreshes); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
 func (d *demo) writeSecret(k keys.Keys) error {
-	return d.secrets.WriteStrings(map[string]string{contract.SecretKeyAkID: k.AccessKeyID, contract.SecretKeyAkSecret: k.SecretAccessKey})
-}
-
-func (d *demo) startSidecar(ctx context.Context, cfg Config, sockDir string) error {
-	sources, err := json.Marshal([]contract.Source{{VolumeID: "demo-volume", AuthType: contract.AuthTypeSecret, SecretDir: d.secrets.Dir()}})
-	if err != nil {
-		return err
+	if err := d.secrets.WriteStrings(secretData(k)); err != nil {
+		return fmt.Errorf("update the projected Secret: %w", err)
 	}
-	logFile, err := os.Create(filepath.Join(d.dir, "rekey-sidecar.log"))
-	if err != nil {
-		return err
-	}
-	d.sidecar = exec.CommandContext(ctx, cfg.SidecarBinary,
-		"--"+contract.SidecarSourcesFlag, string(sources), "--"+contract.SidecarSocketDirFlag, sockDir)
-	d.sidecar.Stdout, d.sidecar.Stderr = logFile, logFile
-	d.sidecar.Env = []string{"PATH=/usr/bin:/bin"}
-	d.sidecar.Cancel = func() error { return d.sidecar.Process.Signal(syscall.SIGTERM) }
-	d.sidecar.WaitDelay = 10 * time.Second
-	if err := d.sidecar.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start rekey-sidecar: %w", err)
-	}
-	go func() { d.sideErr <- d.sidecar.Wait(); logFile.Close() }()
 	return nil
 }
 
-// waitApplied returns a channel closed once rekey-fuse reports a swap to k.
-func (d *demo) waitApplied(k keys.Keys) <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	fp := k.Fingerprint()
-	ch, ok := d.applied[fp]
-	if !ok {
-		ch = make(chan struct{})
-		d.applied[fp] = ch
-	}
-	return ch
-}
-
-func (d *demo) readEvents(r io.ReadCloser) {
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var ev fuseserver.EventRecord
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
-		d.mu.Lock()
-		d.events = append(d.events, ev)
-		if ev.Kind == "applied" {
-			ch, ok := d.applied[ev.Fingerprint]
-			if !ok {
-				ch = make(chan struct{})
-				d.applied[ev.Fingerprint] = ch
-			}
-			select {
-			case <-ch:
-			default:
-				close(ch)
-			}
-		}
-		d.mu.Unlock()
-	}
-}
-
-// swap is the loadcheck.SwapFunc: it updates the projected Secret the way
-// kubelet does and waits until the sidecar got the keys applied.
-func (d *demo) swap(ctx context.Context, k keys.Keys, _ uint64) error {
-	applied := d.waitApplied(k)
-	if err := d.writeSecret(k); err != nil {
-		return err
-	}
-	select {
-	case <-applied:
-		return nil
-	case err := <-d.sideErr:
-		d.sideErr <- err
-		return fmt.Errorf("rekey-sidecar exited: %w", err)
-	case <-time.After(20 * time.Second):
-		return fmt.Errorf("keys %s not applied 20s after the Secret changed", k.Fingerprint())
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (d *demo) exercise(ctx context.Context, cfg Config) (Summary, error) {
-	var st loadcheck.Stats
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	loadDone := make(chan struct{})
-	go func() {
-		loadcheck.Load{Dir: d.mnt, Workers: cfg.Workers}.Run(loadCtx, &st)
-		close(loadDone)
-	}()
-
-	rot := &loadcheck.Rotator{Server: d.s3, Swap: d.swap, Current: d.initial}
-	var lat []time.Duration
-	var swapErrs []string
-	began := time.Now()
-	for i := 0; i < cfg.Rotations && ctx.Err() == nil; i++ {
-		time.Sleep(cfg.Interval)
-		took, err := rot.Rotate(ctx)
-		if err != nil {
-			swapErrs = append(swapErrs, err.Error())
-			continue
-		}
-		lat = append(lat, took)
-		fmt.Printf("demo: rotation %2d: Secret updated, sidecar swapped to %s in %s, old key revoked\n", i+1, rot.Current.Fingerprint(), took.Round(10*time.Microsecond))
-	}
-	time.Sleep(cfg.Interval) // keep the load running on the last key too
-	stopLoad()
-	<-loadDone
-
-	// Everything written must be in the bucket, read with the newest key.
-	unclean := d.stopChild()
-	sum := Summary{
-		Rotations: len(lat), SwapFailures: len(swapErrs), Ops: st.Ops.Load(), Failed: st.Failed.Load(),
-		Mismatched: st.Mismatched.Load(), Bytes: st.Bytes.Load(), Duration: time.Since(began),
-		P50: loadcheck.Percentile(lat, 50), P99: loadcheck.Percentile(lat, 99),
-		Errors: append(swapErrs, st.Errors()...),
-	}
-	if unclean != nil {
-		sum.Failed++
-		sum.Errors = append(sum.Errors, "rekey-fuse shutdown: "+unclean.Error())
-	}
-	d.mu.Lock()
-	for _, ev := range d.events {
-		if ev.Kind == "applied" {
-			sum.EventsApplied++
+// close stops whatever still runs, gently first, and removes the
+// temporary directory unless --keep.
+func (d *demo) close() {
+	stop := func(name string, p *csiproc.Proc) {
+		if err := p.Stop(10 * time.Second); err != nil {
+			d.log.V(1).Info("stopped", "process", name, "err", err.Error())
 		}
 	}
-	d.mu.Unlock()
-	return sum, nil
-}
-
-// stopChild sends SIGTERM and waits: rekey-fuse uploads what is staged and unmounts.
-func (d *demo) stopChild() error {
-	if d.child == nil || d.child.Process == nil {
-		return nil
+	if d.sidecar != nil {
+		stop("rekey-sidecar", d.sidecar.proc)
+		d.sidecar.close()
 	}
-	_ = d.child.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.exited:
-		d.child = nil
-		return err
-	case <-time.After(40 * time.Second):
-		_ = d.child.Process.Kill()
-		d.child = nil
-		return errors.New("did not exit within 40s")
+	if d.kubelet != nil {
+		d.kubelet.close()
 	}
-}
-
-func (d *demo) close(keep bool) {
-	if d.sidecar != nil && d.sidecar.Process != nil {
-		_ = d.sidecar.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-d.sideErr:
-			if err != nil {
-				d.log.V(1).Info("rekey-sidecar exited", "err", err.Error())
-			}
-		case <-time.After(10 * time.Second):
-			_ = d.sidecar.Process.Kill()
-		}
+	if d.driver != nil {
+		stop("rekey-csi driver", d.driver)
 	}
-	if d.child != nil {
-		_ = d.stopChild()
+	if d.init != nil {
+		stop("rekey-csi init", d.init)
 	}
-	if d.mnt != "" {
-		// A crashed server leaves a dead mount; detach it so cleanup works.
-		_ = syscall.Unmount(d.mnt, syscall.MNT_DETACH)
+	if d.dir != "" {
+		// After a failure: FUSE servers outlive their supervisor by design,
+		// and a dead server leaves its mount behind.
+		csiproc.Reap(d.dir)
 	}
 	if d.s3 != nil {
 		_ = d.s3.Close()
 	}
-	if d.dir != "" && !keep {
+	if d.dir != "" && !d.cfg.KeepDir {
 		_ = os.RemoveAll(d.dir)
 	} else if d.dir != "" {
 		fmt.Println("demo: kept " + d.dir)
 	}
+}
+
+// sources is the sidecar's --sources value, as the webhook writes it.
+func sources(p *pod) (string, error) {
+	b, err := json.Marshal([]contract.Source{{VolumeID: volumeID, VolumeName: "data", AuthType: contract.AuthTypeSecret, SecretDir: p.secret}})
+	if err != nil {
+		return "", fmt.Errorf("sidecar sources: %w", err)
+	}
+	return string(b), nil
+}
+
+// shorten abbreviates paths below the temporary directory for printing.
+func shorten(path, dir string) string {
+	if rel, err := filepath.Rel(dir, path); err == nil {
+		return filepath.Join("$TMP", rel)
+	}
+	return path
 }

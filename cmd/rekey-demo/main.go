@@ -1,10 +1,16 @@
-// Command rekey-demo shows live key rotation without any cluster: it starts
-// an in-process S3 server with real SigV4 checking, mounts a bucket with the
-// rekey-fuse binary, runs a read/write load through the mount, and rotates
-// the keys repeatedly the way a cluster does — it updates a projected-Secret
-// directory exactly as kubelet's AtomicWriter does, the rekey-sidecar binary
-// notices and pushes the keys to rekey-fuse, and the old key is revoked right
-// after the swap. It prints a summary and exits 0 only when nothing failed.
+// Command rekey-demo shows live key rotation through the CSI node plugin
+// without any cluster. It starts an in-process S3 server with real SigV4
+// checking, then rekey-csi as the node DaemonSet runs it — the supervisor
+// under `rekey-csi init` and the driver on a unix CSI endpoint — and plays
+// kubelet: plugin registration, Probe, NodePublishVolume with a Secret's
+// keys and the pod's identity, and at the end NodeUnpublishVolume. While a
+// verified read/write load runs through the mount it rotates the keys,
+// revoking each old key right after the swap, alternately through a
+// republish (NodePublishVolume again with the new Secret) and through the
+// rekey-sidecar binary, which watches a projected-Secret directory updated
+// exactly as kubelet's AtomicWriter does and pushes to the control socket
+// the driver placed in the pod's emptyDir. It prints a summary and exits 0
+// only when nothing failed.
 package main
 
 import (
@@ -25,6 +31,7 @@ import (
 type Config struct {
 	FuseBinary    string
 	SidecarBinary string
+	CSIBinary     string
 	Rotations     int
 	Interval      time.Duration
 	Workers       int
@@ -36,20 +43,13 @@ func main() {
 	cfg := Config{}
 	flag.StringVar(&cfg.FuseBinary, "fuse-binary", "", "path of rekey-fuse (default: next to this binary)")
 	flag.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "path of rekey-sidecar (default: next to this binary)")
+	flag.StringVar(&cfg.CSIBinary, "csi-binary", "", "path of rekey-csi (default: next to this binary)")
 	flag.IntVar(&cfg.Rotations, "rotations", 10, "number of key rotations")
 	flag.DurationVar(&cfg.Interval, "interval", 300*time.Millisecond, "time between rotations")
 	flag.IntVar(&cfg.Workers, "workers", 4, "concurrent read/write workers")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the temporary directory (logs) after the run")
 	flag.IntVar(&cfg.Verbose, "v", 0, "log verbosity of the demo itself")
 	flag.Parse()
-	if self, err := os.Executable(); err == nil {
-		if cfg.FuseBinary == "" {
-			cfg.FuseBinary = filepath.Join(filepath.Dir(self), "rekey-fuse")
-		}
-		if cfg.SidecarBinary == "" {
-			cfg.SidecarBinary = filepath.Join(filepath.Dir(self), "rekey-sidecar")
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	sum, err := run(ctx, cfg)
@@ -62,6 +62,30 @@ func main() {
 	}
 }
 
+// binaries makes the binary paths absolute, defaulting to this
+// executable's directory, and checks they exist.
+func (c *Config) binaries() error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("own path: %w", err)
+	}
+	for _, b := range []struct {
+		path *string
+		name string
+	}{{&c.FuseBinary, "rekey-fuse"}, {&c.SidecarBinary, "rekey-sidecar"}, {&c.CSIBinary, "rekey-csi"}} {
+		if *b.path == "" {
+			*b.path = filepath.Join(filepath.Dir(self), b.name)
+		}
+		if *b.path, err = filepath.Abs(*b.path); err != nil {
+			return fmt.Errorf("binary %s: %w", b.name, err)
+		}
+		if _, err := os.Stat(*b.path); err != nil {
+			return fmt.Errorf("binary: %w (build it with `make build`)", err)
+		}
+	}
+	return nil
+}
+
 func run(ctx context.Context, cfg Config) (Summary, error) {
 	if os.Geteuid() != 0 {
 		return Summary{}, errors.New("mounting FUSE needs root (run `sudo make demo`)")
@@ -69,23 +93,24 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return Summary{}, fmt.Errorf("/dev/fuse is missing: %w", err)
 	}
-	for _, b := range []string{cfg.FuseBinary, cfg.SidecarBinary} {
-		if _, err := os.Stat(b); err != nil {
-			return Summary{}, fmt.Errorf("binary: %w (build it with `make build`)", err)
-		}
+	if err := cfg.binaries(); err != nil {
+		return Summary{}, err
 	}
 	log, err := logging.New(os.Stderr, "text", cfg.Verbose)
 	if err != nil {
-		return Summary{}, err
+		return Summary{}, fmt.Errorf("logging: %w", err)
 	}
 	d, err := start(ctx, cfg, log)
 	if err != nil {
 		return Summary{}, err
 	}
-	defer d.close(cfg.KeepDir)
-	sum, err := d.exercise(ctx, cfg)
+	sum, err := d.exercise(ctx)
+	d.close()
 	if err != nil {
 		return sum, err
+	}
+	if pids := fuseServers(d.dir); len(pids) > 0 {
+		sum.fail("rekey-fuse processes left after the node plugin stopped: %v", pids)
 	}
 	sum.print(os.Stdout)
 	return sum, nil

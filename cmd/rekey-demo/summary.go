@@ -9,16 +9,23 @@ import (
 
 // Summary is what the demo measured.
 type Summary struct {
-	Rotations     int
-	SwapFailures  int
-	EventsApplied int
-	Ops           int64
-	Failed        int64
-	Mismatched    int64
-	Bytes         int64
-	Duration      time.Duration
-	P50, P99      time.Duration
-	Errors        []string
+	Rotations          int
+	SwapFailures       int
+	ViaPath            map[string]int // rotations by path: republish, sidecar
+	Ops                int64
+	Failed             int64
+	Mismatched         int64
+	Bytes              int64
+	Duration           time.Duration
+	P50, P99           time.Duration
+	Publish, Unpublish time.Duration
+	Errors             []string
+}
+
+// fail records a failure outside the load and the swaps (a broken check).
+func (s *Summary) fail(format string, a ...any) {
+	s.Failed++
+	s.Errors = append(s.Errors, fmt.Sprintf(format, a...))
 }
 
 func (s Summary) print(w io.Writer) {
@@ -30,11 +37,13 @@ func (s Summary) print(w io.Writer) {
 	for _, e := range s.Errors {
 		fmt.Fprintln(w, "  error:", e)
 	}
+	fmt.Fprintf(w, "demo: NodePublishVolume %s, NodeUnpublishVolume %s; %d rotations via republish, %d via sidecar\n",
+		ms(s.Publish), ms(s.Unpublish), s.ViaPath[pathRepublish], s.ViaPath[pathSidecar])
 	fmt.Fprintf(w, "demo: %d rotations, %d operations, %d failed, swap p99 %s ms\n",
 		s.Rotations, s.Ops, s.failures(), msNum(s.P99))
 }
 
-// failures counts failed operations and refused or failed swaps.
+// failures counts failed operations and checks, and refused or failed swaps.
 func (s Summary) failures() int64 { return s.Failed + int64(s.SwapFailures) }
 
 func ms(d time.Duration) string { return msNum(d) + " ms" }
