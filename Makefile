@@ -53,7 +53,7 @@ test-prereqs: ## Check what the tests need on this machine.
 
 .PHONY: demo
 demo: build ## Mount a bucket of an embedded S3 server, rotate keys 10 times under load, print a summary.
-	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse --sidecar-binary $(BIN)/rekey-sidecar
+	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse --sidecar-binary $(BIN)/rekey-sidecar --csi-binary $(BIN)/rekey-csi
 
 .PHONY: bench
 bench: build ## Time rekey-fuse against s3fs, rclone and the raw SDK on MinIO and versitygw; medians and ratios (root; QUICK=1 for small sizes).
