@@ -83,7 +83,7 @@ func (p *eventPoster) Handle(ev supervisor.Event) {
 		p.metrics.keySet(ev.Spec.VolumeID)
 		p.refreshed(ev.Spec, ev.Fingerprint, ev.Source)
 	case "refused", "reported":
-		if ev.Source == republishSource {
+		if ev.Source == republishSource || ev.Source == stsSource(contract.AuthTypeRRSA) || ev.Source == stsSource(contract.AuthTypeIRSA) {
 			return // the republish itself posted it
 		}
 		p.refreshFailed(ev.Spec, ev.Reason)

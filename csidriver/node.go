@@ -274,9 +274,8 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	case credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED:
 		s.rememberToken(info.Spec.Target, vol.Token)
 	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
-		// Posted here, not from the server's event stream (which skips
-		// republish refusals): a server adopted after a supervisor restart
-		// has no event stream any more.
+		// Posted here, with the republish's own wording; the event stream
+		// skips refusals of the driver's own swaps (sources csi-*).
 		log.Info("republish keys not applied", "result", result, "reason", resp.GetReason().String())
 		reason := resp.GetMessage()
 		if reason == "" {

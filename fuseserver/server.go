@@ -55,7 +55,9 @@ type Config struct {
 	// Empty means only this process's own UID.
 	AllowedUIDs []uint32
 
-	// EventsFD receives every swap outcome and report as JSON lines.
+	// EventsFD, optional, receives every swap outcome and report as JSON
+	// lines. The control API's WatchEvents serves the same events with
+	// sequence numbers; the CSI supervisor uses that.
 	EventsFD int
 	// ReadyFD is closed (after one byte "1" is written) once the
 	// filesystem answers and the control API listens.

@@ -58,6 +58,9 @@ type Info struct {
 	Dead bool `json:"dead,omitempty"`
 	// Adopted is set when this supervisor found the server running.
 	Adopted bool `json:"adopted,omitempty"`
+	// EventSequence is the sequence of the server's last event that
+	// reached a subscriber (WatchEvents after_sequence on adoption).
+	EventSequence uint64 `json:"eventSequence,omitempty"`
 }
 
 // Event kinds besides the FUSE server's own (applied, refused, reported).

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 	mountutils "k8s.io/mount-utils"
 
-	"rekey.dev/rekey/fuseserver"
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
@@ -64,11 +62,24 @@ type Config struct {
 // Supervisor runs FUSE servers. Its methods are safe for concurrent use.
 type Supervisor struct {
 	cfg Config
+	ctx context.Context // New's: ends the event followers
 
-	mu     sync.Mutex
-	mounts map[string]*mount
-	subs   map[chan Event]struct{}
+	stateMu sync.Mutex // one writer of the state directory at a time
+
+	mu      sync.Mutex
+	mounts  map[string]*mount
+	subs    map[chan Event]struct{}
+	pending []pendingEvent // published while nobody subscribed
 }
+
+// pendingEvent waits for the first subscriber; ack records it as handled.
+type pendingEvent struct {
+	ev  Event
+	ack func()
+}
+
+// maxPending bounds the events kept for a subscriber that is not there yet.
+const maxPending = 1024
 
 type mount struct {
 	info     Info
@@ -91,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("supervisor: state dir: %w", err)
 	}
-	s := &Supervisor{cfg: cfg, mounts: map[string]*mount{}, subs: map[chan Event]struct{}{}}
+	s := &Supervisor{cfg: cfg, ctx: ctx, mounts: map[string]*mount{}, subs: map[chan Event]struct{}{}}
 	if err := s.adoptAll(ctx); err != nil {
 		return nil, err
 	}
@@ -99,11 +110,24 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 }
 
 // Subscribe returns a channel receiving every Event until cancel is called.
+// Events published while nobody subscribed (up to maxPending, e.g. what
+// adopted servers recorded while no supervisor ran) go to the first
+// subscriber.
 func (s *Supervisor) Subscribe() (<-chan Event, func()) {
-	ch := make(chan Event, 64)
 	s.mu.Lock()
+	pending := s.pending
+	s.pending = nil
+	ch := make(chan Event, 64+len(pending))
+	for _, p := range pending {
+		ch <- p.ev
+	}
 	s.subs[ch] = struct{}{}
 	s.mu.Unlock()
+	for _, p := range pending {
+		if p.ack != nil {
+			p.ack()
+		}
+	}
 	return ch, func() {
 		s.mu.Lock()
 		if _, ok := s.subs[ch]; ok {
@@ -114,15 +138,29 @@ func (s *Supervisor) Subscribe() (<-chan Event, func()) {
 	}
 }
 
-func (s *Supervisor) publish(ev Event) {
+// publish hands ev to every subscriber, or keeps it for the first one;
+// ack (if set) runs once ev reached a subscriber.
+func (s *Supervisor) publish(ev Event, ack func()) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	if len(s.subs) == 0 {
+		if len(s.pending) == maxPending {
+			s.cfg.Log.Info("no event subscriber; oldest pending event dropped", "kind", s.pending[0].ev.Kind, "mountId", s.pending[0].ev.MountID)
+			s.pending = s.pending[1:]
+		}
+		s.pending = append(s.pending, pendingEvent{ev: ev, ack: ack})
+		s.mu.Unlock()
+		return
+	}
 	for ch := range s.subs {
 		select {
 		case ch <- ev:
 		default:
 			s.cfg.Log.Info("event subscriber is slow; event dropped", "kind", ev.Kind, "mountId", ev.MountID)
 		}
+	}
+	s.mu.Unlock()
+	if ack != nil {
+		ack()
 	}
 }
 
@@ -161,7 +199,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	}
 	fuse := os.NewFile(uintptr(dupFD), "/dev/fuse")
 	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock")}
-	cmd, readyR, eventsR, err := s.command(spec, info, fuse, k)
+	cmd, readyR, err := s.command(spec, info, fuse, k)
 	if err != nil {
 		_ = fuse.Close()
 		return Info{}, err
@@ -177,7 +215,6 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	m := &mount{info: info, fuse: fuse, exited: make(chan struct{})}
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(m.exited) }()
-	go s.readEvents(id, eventsR)
 
 	if err := waitReady(ctx, readyR, m.exited, s.cfg.ReadyTimeout); err != nil {
 		_ = cmd.Process.Kill()
@@ -201,40 +238,33 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	return started, nil
 }
 
-func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (*exec.Cmd, *os.File, *os.File, error) {
+func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (*exec.Cmd, *os.File, error) {
 	staging := s.statePath(info.ID, ".staging")
 	if err := os.MkdirAll(staging, 0o700); err != nil {
-		return nil, nil, nil, fmt.Errorf("supervisor: staging dir: %w", err)
+		return nil, nil, fmt.Errorf("supervisor: staging dir: %w", err)
 	}
 	keysR, keysW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("supervisor: keys pipe: %w", err)
+		return nil, nil, fmt.Errorf("supervisor: keys pipe: %w", err)
 	}
 	// The pipe buffer (64 KiB) holds the largest keys; write before start.
 	if err := keys.Encode(keysW, k); err != nil {
 		_ = keysR.Close()
 		_ = keysW.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	_ = keysW.Close()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		_ = keysR.Close()
-		return nil, nil, nil, fmt.Errorf("supervisor: ready pipe: %w", err)
-	}
-	eventsR, eventsW, err := os.Pipe()
-	if err != nil {
-		_ = keysR.Close()
-		_ = readyR.Close()
-		_ = readyW.Close()
-		return nil, nil, nil, fmt.Errorf("supervisor: events pipe: %w", err)
+		return nil, nil, fmt.Errorf("supervisor: ready pipe: %w", err)
 	}
 	allowed := []string{"0"}
 	for _, u := range s.cfg.AllowedUIDs {
 		allowed = append(allowed, strconv.FormatUint(uint64(u), 10))
 	}
 	args := []string{
-		"--fuse-fd=3", "--keys-fd=4", "--ready-fd=5", "--events-fd=6",
+		"--fuse-fd=3", "--keys-fd=4", "--ready-fd=5",
 		"--endpoint=" + spec.Endpoint, "--bucket=" + spec.Bucket,
 		"--staging-dir=" + staging, "--control-socket=" + info.ControlSocket,
 		"--allowed-uids=" + strings.Join(allowed, ","),
@@ -251,7 +281,7 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 	}
 	args = append(args, s.cfg.ExtraArgs...)
 	cmd := exec.Command(s.cfg.FuseBinary, args...)
-	cmd.ExtraFiles = []*os.File{fuse, keysR, readyW, eventsW}
+	cmd.ExtraFiles = []*os.File{fuse, keysR, readyW}
 	out := s.cfg.ServerOutput
 	if out == nil {
 		out = os.Stderr
@@ -260,7 +290,7 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 	// Own session: the server outlives the supervisor and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = []string{}
-	return cmd, readyR, eventsR, nil
+	return cmd, readyR, nil
 }
 
 func orDefault(v, d string) string {
@@ -295,40 +325,16 @@ func waitReady(ctx context.Context, ready *os.File, exited <-chan struct{}, time
 	}
 }
 
-// readEvents turns the server's events stream into Events.
-func (s *Supervisor) readEvents(id string, r *os.File) {
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		var rec fuseserver.EventRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			s.cfg.Log.Error(err, "malformed event from FUSE server", "mountId", id)
-			continue
-		}
-		s.mu.Lock()
-		m, ok := s.mounts[id]
-		var spec Spec
-		if ok {
-			spec = m.info.Spec
-		}
-		s.mu.Unlock()
-		s.publish(Event{Kind: rec.Kind, MountID: id, Spec: spec, Reason: rec.Reason,
-			Fingerprint: rec.Fingerprint, Source: rec.Source, Time: rec.Time})
-	}
-}
-
 // watch handles the server's exit and creates the pod socket link.
 func (s *Supervisor) watch(m *mount, log logr.Logger) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(s.ctx)
 	s.mu.Lock()
 	m.cancel = cancel
 	s.mu.Unlock()
 	if m.info.Spec.PodSocket != "" {
 		go linkPodSocket(ctx, m.info.ControlSocket, m.info.Spec.PodSocket, log)
 	}
-	if m.info.Adopted {
-		go s.pollOutcomes(ctx, m.info, log)
-	}
+	go s.followEvents(ctx, m, log)
 	go func() {
 		<-m.exited
 		cancel()
@@ -364,7 +370,7 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 		if m.fuse != nil {
 			_ = m.fuse.Close()
 		}
-		s.publish(Event{Kind: EventDied, MountID: m.info.ID, Spec: m.info.Spec, Reason: status, Time: time.Now()})
+		s.publish(Event{Kind: EventDied, MountID: m.info.ID, Spec: m.info.Spec, Reason: status, Time: time.Now()}, nil)
 	}()
 }
 
@@ -460,6 +466,8 @@ func same(a, b string) bool {
 }
 
 func (s *Supervisor) removeState(id string) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
 	for _, ext := range []string{".json", ".sock"} {
 		_ = os.Remove(s.statePath(id, ext))
 	}
@@ -471,6 +479,12 @@ type state struct {
 }
 
 func (s *Supervisor) saveState(info Info) error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return s.writeState(info)
+}
+
+func (s *Supervisor) writeState(info Info) error {
 	b, err := json.Marshal(state{Info: info})
 	if err != nil {
 		return fmt.Errorf("supervisor: state: %w", err)
@@ -566,58 +580,102 @@ func checkControl(ctx context.Context, sock string) error {
 	return nil
 }
 
-// outcomePollInterval is how often an adopted server's last swap is read.
-const outcomePollInterval = 2 * time.Second
-
-// pollOutcomes stands in for the events pipe of an adopted server (the
-// pipe's reader was the previous supervisor): it reads the server's last
-// swap from Status and publishes it when it changes. Swaps closer together
-// than outcomePollInterval are seen as the last one only; sidecar reports
-// (no swap) are not seen.
-func (s *Supervisor) pollOutcomes(ctx context.Context, info Info, log logr.Logger) {
-	c, closer, err := control.Dial(info.ControlSocket)
-	if err != nil {
-		log.Error(err, "cannot watch the adopted server's swaps")
-		return
-	}
-	defer func() { _ = closer.Close() }()
-	// Outcomes from before the adoption were the previous supervisor's.
-	seen := time.Now()
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := c.Status(sctx, &credentialsv1.StatusRequest{})
-		cancel()
-		if err == nil {
-			last := st.GetLastSwap()
-			t := last.GetTime().AsTime()
-			if last != nil && t.After(seen) {
-				if kind := outcomeKind(last.GetResult()); kind != "" {
-					reason := last.GetMessage()
-					if reason == "" && kind == "refused" {
-						reason = last.GetReason().String()
-					}
-					s.publish(Event{Kind: kind, MountID: info.ID, Spec: info.Spec, Reason: reason,
-						Fingerprint: st.GetFingerprint(), Source: last.GetSource(), Time: t})
-				}
-				seen = t
-			}
+// followEvents follows the server's WatchEvents stream, from the sequence
+// after the last one handled (kept in the state file, so a restarted
+// supervisor resumes where the previous one stopped), and publishes each
+// event. It reconnects until ctx ends (the server exited or the
+// supervisor stops).
+func (s *Supervisor) followEvents(ctx context.Context, m *mount, log logr.Logger) {
+	s.mu.Lock()
+	info := m.info
+	s.mu.Unlock()
+	after := info.EventSequence
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		n, last, err := s.streamEvents(ctx, info, after)
+		after = last
+		if n > 0 {
+			backoff = 100 * time.Millisecond
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.V(1).Info("event stream ended; reconnecting", "error", err, "afterSequence", after, "retryIn", backoff)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(outcomePollInterval):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
-func outcomeKind(r credentialsv1.SwapResult) string {
-	switch r {
-	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED:
+// streamEvents publishes the events of one WatchEvents stream; it returns
+// how many it got and the last sequence handled.
+func (s *Supervisor) streamEvents(ctx context.Context, info Info, after uint64) (int, uint64, error) {
+	c, closer, err := control.Dial(info.ControlSocket)
+	if err != nil {
+		return 0, after, err
+	}
+	defer func() { _ = closer.Close() }()
+	stream, err := c.WatchEvents(ctx, &credentialsv1.WatchEventsRequest{AfterSequence: after})
+	if err != nil {
+		return 0, after, fmt.Errorf("supervisor: watch events: %w", err)
+	}
+	n := 0
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return n, after, fmt.Errorf("supervisor: watch events: %w", err)
+		}
+		ev := resp.GetEvent()
+		seq := ev.GetSequence()
+		if after > 0 && seq > after+1 {
+			s.cfg.Log.Info("events of the FUSE server were lost (more than it retains happened unwatched)",
+				"mountId", info.ID, "from", after+1, "to", seq-1)
+		}
+		after = seq
+		n++
+		kind := eventKind(ev.GetKind())
+		if kind == "" {
+			continue
+		}
+		s.publish(Event{Kind: kind, MountID: info.ID, Spec: info.Spec, Reason: ev.GetReason(), Fingerprint: ev.GetFingerprint(),
+			Source: ev.GetSource(), Time: ev.GetTime().AsTime()}, func() { s.ackEvent(info.ID, seq) })
+	}
+}
+
+func eventKind(k credentialsv1.EventKind) string {
+	switch k {
+	case credentialsv1.EventKind_EVENT_KIND_APPLIED:
 		return "applied"
-	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
+	case credentialsv1.EventKind_EVENT_KIND_REFUSED:
 		return "refused"
+	case credentialsv1.EventKind_EVENT_KIND_REPORTED:
+		return "reported"
 	}
 	return ""
+}
+
+// ackEvent records that the events of mount id up to seq reached a
+// subscriber, in the state file, so a restarted supervisor does not
+// publish them again. A crash between the two publishes an event twice,
+// never loses one.
+func (s *Supervisor) ackEvent(id string, seq uint64) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.mu.Lock()
+	m, ok := s.mounts[id]
+	if !ok || m.stopping || m.info.EventSequence >= seq {
+		s.mu.Unlock()
+		return
+	}
+	m.info.EventSequence = seq
+	info := m.info
+	s.mu.Unlock()
+	if err := s.writeState(info); err != nil {
+		s.cfg.Log.Error(err, "event sequence not saved: a restarted supervisor may post the event again", "mountId", id)
+	}
 }
 
 // mountedAt reports whether target is in this process's mount table.

@@ -16,6 +16,7 @@ import (
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
@@ -29,27 +30,35 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// setup builds rekey-fuse into a short temporary directory and starts an
+// S3 server with bucket "bkt" and keys k.
+func setup(t *testing.T) (dir, bin string, k keys.Keys, s3 *fakes3.Server) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rksup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin = filepath.Join(dir, "rekey-fuse")
+	if out, err := exec.Command("go", "build", "-o", bin, "rekey.dev/rekey/cmd/rekey-fuse").CombinedOutput(); err != nil {
+		t.Fatalf("build rekey-fuse: %v\n%s", err, out)
+	}
+	k = fakes3.NewKeys("AKSUP")
+	s3, err = fakes3.Start(k, "bkt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s3.Close() })
+	return dir, bin, k, s3
+}
+
 // TestStartAdoptDie runs a real rekey-fuse through the Supervisor's socket
 // API (SCM_RIGHTS hand-off), re-adopts it from a second Supervisor on the
 // same state directory, and checks the death of an adopted server is
 // reported and aborted.
 func TestStartAdoptDie(t *testing.T) {
 	needRoot(t)
-	dir, err := os.MkdirTemp("", "rksup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "rekey-fuse")
-	if out, err := exec.Command("go", "build", "-o", bin, "rekey.dev/rekey/cmd/rekey-fuse").CombinedOutput(); err != nil {
-		t.Fatalf("build rekey-fuse: %v\n%s", err, out)
-	}
-	k := fakes3.NewKeys("AKSUP")
-	s3, err := fakes3.Start(k, "bkt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s3.Close() })
+	dir, bin, k, s3 := setup(t)
 
 	m := mounter.New()
 	target := filepath.Join(dir, "mnt")
@@ -114,7 +123,7 @@ func TestStartAdoptDie(t *testing.T) {
 		t.Fatalf("read after adoption: %q, %v", b, err)
 	}
 	// A swap refused by the adopted server (as a sidecar push would be)
-	// still becomes an Event, read from its Status.
+	// still becomes an Event, through its WatchEvents stream.
 	cc, closer, err := control.Dial(info.ControlSocket)
 	if err != nil {
 		t.Fatal(err)
@@ -166,21 +175,7 @@ func TestStartAdoptDie(t *testing.T) {
 // not a death: no Event, no state left.
 func TestUnmountedServerExitsQuietly(t *testing.T) {
 	needRoot(t)
-	dir, err := os.MkdirTemp("", "rksup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "rekey-fuse")
-	if out, err := exec.Command("go", "build", "-o", bin, "rekey.dev/rekey/cmd/rekey-fuse").CombinedOutput(); err != nil {
-		t.Fatalf("build rekey-fuse: %v\n%s", err, out)
-	}
-	k := fakes3.NewKeys("AKSUP")
-	s3, err := fakes3.Start(k, "bkt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s3.Close() })
+	dir, bin, k, s3 := setup(t)
 	m := mounter.New()
 	target := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(target, 0o750); err != nil {
@@ -231,5 +226,108 @@ func TestUnmountedServerExitsQuietly(t *testing.T) {
 		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/stat"); !strings.Contains(string(b), ") Z ") {
 			t.Errorf("server %d still running", info.PID)
 		}
+	}
+}
+
+// TestReportWhileNoSupervisor: a sidecar Report sent while no supervisor
+// runs becomes an Event once a new supervisor adopts the server — exactly
+// once: events the previous supervisor delivered are not repeated, and a
+// third supervisor finds nothing new.
+func TestReportWhileNoSupervisor(t *testing.T) {
+	needRoot(t)
+	dir, bin, k, s3 := setup(t)
+	m := mounter.New()
+	target := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Unmount(target) })
+	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
+	ctx := context.Background()
+
+	ctx1, stop1 := context.WithCancel(ctx)
+	sup1, err := supervisor.New(ctx1, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events1, cancel1 := sup1.Subscribe()
+	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _ := m.ConnectionID(target)
+	info, err := sup1.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
+	_ = fuse.Close()
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		p, _ := os.FindProcess(info.PID)
+		_ = p.Kill()
+		_, _ = p.Wait()
+	})
+	report := func(reason string) {
+		t.Helper()
+		c, closer, err := control.Dial(info.ControlSocket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = closer.Close() }()
+		if _, err := c.Report(ctx, &credentialsv1.ReportRequest{VolumeId: "pv", Source: "rrsa", Reason: reason}); err != nil {
+			t.Fatalf("report: %v", err)
+		}
+	}
+	expect := func(events <-chan supervisor.Event, reasons ...string) {
+		t.Helper()
+		for _, want := range reasons {
+			select {
+			case ev := <-events:
+				if ev.Kind != "reported" || ev.Reason != want || ev.Spec.VolumeID != "pv" || ev.Source != "rrsa" {
+					t.Fatalf("event = %+v, want reported %q", ev, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no event %q", want)
+			}
+		}
+		select { // and nothing more
+		case ev := <-events:
+			t.Fatalf("unexpected event %+v", ev)
+		case <-time.After(time.Second):
+		}
+	}
+	report("STS refused the token (1)")
+	expect(events1, "STS refused the token (1)")
+
+	// The supervisor goes away; the sidecar reports in the meantime.
+	cancel1()
+	stop1()
+	time.Sleep(200 * time.Millisecond) // let sup1's followers see the end
+	report("STS refused the token (2)")
+	report("STS refused the token (3)")
+
+	ctx2, stop2 := context.WithCancel(ctx)
+	sup2, err := supervisor.New(ctx2, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the reports arrive before anyone subscribes
+	events2, cancel2 := sup2.Subscribe()
+	expect(events2, "STS refused the token (2)", "STS refused the token (3)")
+	report("STS refused the token (4)") // live, on the adopted server
+	expect(events2, "STS refused the token (4)")
+	cancel2()
+	stop2()
+	time.Sleep(200 * time.Millisecond)
+
+	sup3, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events3, cancel3 := sup3.Subscribe()
+	defer cancel3()
+	expect(events3) // everything was delivered before
+	if err := sup3.Stop(ctx, info.ID); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -158,3 +158,17 @@ func reasonToProto(r rotation.Reason) credentialsv1.SwapReason {
 	}
 	return credentialsv1.SwapReason_SWAP_REASON_OTHER
 }
+
+func eventToProto(ev rotation.Event) *credentialsv1.Event {
+	kind := credentialsv1.EventKind_EVENT_KIND_UNSPECIFIED
+	switch ev.Kind {
+	case rotation.EventApplied:
+		kind = credentialsv1.EventKind_EVENT_KIND_APPLIED
+	case rotation.EventRefused:
+		kind = credentialsv1.EventKind_EVENT_KIND_REFUSED
+	case rotation.EventReported:
+		kind = credentialsv1.EventKind_EVENT_KIND_REPORTED
+	}
+	return &credentialsv1.Event{Sequence: ev.Sequence, Kind: kind, VolumeId: ev.VolumeID, Reason: ev.Reason,
+		Generation: ev.Generation, Fingerprint: ev.Fingerprint, Source: ev.Source, Time: timestamp(ev.Time)}
+}

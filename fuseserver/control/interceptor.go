@@ -49,6 +49,28 @@ func loggingInterceptor(log logr.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
+// streamLoggingInterceptor logs every streaming RPC (WatchEvents) when it
+// ends: method, peer, duration, code. Its messages hold no secrets, and
+// are not logged.
+func streamLoggingInterceptor(log logr.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		start := time.Now()
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error(nil, "RPC handler panicked", "method", info.FullMethod, "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+			kv := []any{"method", info.FullMethod}
+			if p, ok := PeerFromContext(ss.Context()); ok {
+				kv = append(kv, "peerUid", p.UID, "peerPid", p.PID)
+			}
+			st := status.Convert(err)
+			log.V(1).Info("stream ended", append(kv, "duration", time.Since(start), "code", st.Code().String())...)
+		}()
+		return handler(srv, ss)
+	}
+}
+
 // redactedMessage formats a message for logs with its secrets stripped. It
 // does the work only when a log line is actually written.
 type redactedMessage struct{ v any }

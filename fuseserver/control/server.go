@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -27,6 +28,9 @@ type Manager interface {
 	Status() rotation.Status
 	// Report records a failure that happened before any swap.
 	Report(source, reason string) error
+	// EventsAfter returns the retained events after seq and a channel
+	// closed on the next event.
+	EventsAfter(seq uint64) ([]rotation.Event, <-chan struct{})
 }
 
 var _ Manager = (*rotation.Manager)(nil)
@@ -56,8 +60,10 @@ type Options struct {
 
 // Server serves CredentialService for one Manager.
 type Server struct {
-	grpc  *grpc.Server
-	grace time.Duration
+	grpc     *grpc.Server
+	grace    time.Duration
+	stopping chan struct{} // closed when Serve's context ends: event streams return
+	stopOnce sync.Once
 }
 
 // NewServer returns a Server for m. Call Serve to start it.
@@ -70,11 +76,15 @@ func NewServer(m Manager, opts Options) *Server {
 	}
 	gs := grpc.NewServer(
 		grpc.UnaryInterceptor(loggingInterceptor(opts.Log)),
+		grpc.StreamInterceptor(streamLoggingInterceptor(opts.Log)),
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 	)
-	credentialsv1.RegisterCredentialServiceServer(gs, &service{m: m, pid: int32(opts.PID)})
-	return &Server{grpc: gs, grace: opts.GracePeriod}
+	srv := &Server{grpc: gs, grace: opts.GracePeriod, stopping: make(chan struct{})}
+	credentialsv1.RegisterCredentialServiceServer(gs, &service{m: m, pid: int32(opts.PID), stopping: srv.stopping})
+	return srv
 }
+
+func (s *Server) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // Serve serves connections accepted on lis until ctx is cancelled, then
 // stops gracefully: it stops accepting, lets RPCs in flight finish for at
@@ -92,6 +102,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return nil
 	case <-ctx.Done():
 	}
+	s.stop() // event streams never end by themselves
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -111,14 +122,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 // Stop closes the listener and every connection at once, failing RPCs in
 // flight. Serve returns nil afterwards.
-func (s *Server) Stop() { s.grpc.Stop() }
+func (s *Server) Stop() { s.stop(); s.grpc.Stop() }
 
 // service implements the generated interface; it is unexported so the
 // Server's API stays Serve and Stop.
 type service struct {
 	credentialsv1.UnimplementedCredentialServiceServer
-	m   Manager
-	pid int32
+	m        Manager
+	pid      int32
+	stopping <-chan struct{}
 }
 
 var _ credentialsv1.CredentialServiceServer = (*service)(nil)
@@ -177,6 +189,27 @@ func (s *service) Report(_ context.Context, req *credentialsv1.ReportRequest) (*
 		return nil, grpcError(fmt.Errorf("control: report: %w", err))
 	}
 	return &credentialsv1.ReportResponse{}, nil
+}
+
+// WatchEvents implements CredentialService.WatchEvents.
+func (s *service) WatchEvents(req *credentialsv1.WatchEventsRequest, stream credentialsv1.CredentialService_WatchEventsServer) error {
+	after := req.GetAfterSequence()
+	for {
+		evs, next := s.m.EventsAfter(after)
+		for _, ev := range evs {
+			if err := stream.Send(&credentialsv1.WatchEventsResponse{Event: eventToProto(ev)}); err != nil {
+				return fmt.Errorf("control: send event: %w", err)
+			}
+			after = ev.Sequence
+		}
+		select {
+		case <-next:
+		case <-stream.Context().Done():
+			return grpcError(stream.Context().Err())
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "server stopping")
+		}
+	}
 }
 
 // grpcError chooses the gRPC code of an error; it is the only place codes

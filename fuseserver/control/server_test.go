@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
@@ -145,6 +146,112 @@ func TestReportReachesEvents(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no event after Report")
 	}
+}
+
+// TestWatchEvents follows the event stream across a reconnect: events
+// recorded before the first watch arrive, a watcher resuming after the
+// last sequence it handled gets exactly the later ones, live events
+// arrive as they happen, and stopping the server ends open streams.
+func TestWatchEvents(t *testing.T) {
+	e := start(t, selfUID())
+	report := func(reason string) {
+		t.Helper()
+		if _, err := e.client.Report(rpcContext(t), &credentialsv1.ReportRequest{VolumeId: testIdentity.VolumeID,
+			Source: "rrsa", Reason: reason}); err != nil {
+			t.Fatalf("Report: %v", err)
+		}
+	}
+	recv := func(stream credentialsv1.CredentialService_WatchEventsClient) *credentialsv1.Event {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		return resp.GetEvent()
+	}
+	report("one")
+	report("two")
+
+	ctx, cancel := context.WithCancel(rpcContext(t))
+	stream, err := e.client.WatchEvents(ctx, &credentialsv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"one", "two"} {
+		ev := recv(stream)
+		if ev.GetSequence() != uint64(i+1) || ev.GetReason() != want || ev.GetKind() != credentialsv1.EventKind_EVENT_KIND_REPORTED ||
+			ev.GetVolumeId() != testIdentity.VolumeID || ev.GetSource() != "rrsa" || ev.GetTime() == nil {
+			t.Errorf("event %d = %v", i, ev)
+		}
+	}
+	cancel() // the watcher goes away after handling sequence 2
+
+	report("three") // while nobody watches
+	stream, err = e.client.WatchEvents(rpcContext(t), &credentialsv1.WatchEventsRequest{AfterSequence: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(stream); ev.GetSequence() != 3 || ev.GetReason() != "three" {
+		t.Errorf("after reconnect: %v, want sequence 3", ev)
+	}
+	newKeys := keys.Keys{AccessKeyID: "AKIDNEW", SecretAccessKey: "newSecretValue0"}
+	if _, err := e.client.Swap(rpcContext(t), &credentialsv1.SwapRequest{AccessKeyId: newKeys.AccessKeyID,
+		SecretAccessKey: newKeys.SecretAccessKey, Source: "secret"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(stream); ev.GetSequence() != 4 || ev.GetKind() != credentialsv1.EventKind_EVENT_KIND_APPLIED ||
+		ev.GetFingerprint() != newKeys.Fingerprint() || ev.GetGeneration() != 1 {
+		t.Errorf("live event = %v, want the applied swap as sequence 4", ev)
+	}
+	if strings.Contains(e.logs.String(), newKeys.SecretAccessKey) {
+		t.Error("the log holds a secret key")
+	}
+
+	// A sequence from an earlier server process: everything retained.
+	stream, err = e.client.WatchEvents(rpcContext(t), &credentialsv1.WatchEventsRequest{AfterSequence: 99})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := recv(stream); ev.GetSequence() != 1 {
+		t.Errorf("after an unknown sequence: %v, want sequence 1", ev)
+	}
+}
+
+// TestStopEndsWatch stops a server with an event stream open: Serve
+// returns at once, not after the grace period, and the stream ends.
+func TestStopEndsWatch(t *testing.T) {
+	path := shortSocketPath(t)
+	logs := &logBuffer{}
+	lis := listen(t, path, selfUID(), logs)
+	m := rotation.New(testIdentity, initialKeys, &fakeValidator{}, &fakeApplier{}, rotation.Options{})
+	srv := control.NewServer(m, control.Options{Log: logs.logger(), GracePeriod: 30 * time.Second})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	stream, err := dial(t, path).WatchEvents(rpcContext(t), &credentialsv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Report("rrsa", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve waited for the open event stream")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Error("the stream is still open")
+	}
+	t.Logf("stopped in %v with a stream open", time.Since(start))
 }
 
 func TestInvalidArgument(t *testing.T) {
@@ -284,6 +391,9 @@ type panickingManager struct{}
 func (panickingManager) Swap(context.Context, rotation.Request) rotation.Outcome { panic("boom") }
 func (panickingManager) Status() rotation.Status                                 { panic("boom") }
 func (panickingManager) Report(string, string) error                             { panic("boom") }
+func (panickingManager) EventsAfter(uint64) ([]rotation.Event, <-chan struct{}) {
+	panic("boom")
+}
 
 func TestPanicBecomesInternal(t *testing.T) {
 	path := shortSocketPath(t)

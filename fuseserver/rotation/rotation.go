@@ -165,6 +165,8 @@ func (k EventKind) String() string {
 // Event is emitted for every applied or refused swap and every Report.
 // The node plugin turns it into a Pod Event.
 type Event struct {
+	// Sequence numbers the events of one Manager: 1, 2, 3, ...
+	Sequence    uint64
 	Kind        EventKind
 	VolumeID    string
 	Reason      string // refusal or report reason; empty for applied swaps
@@ -198,6 +200,13 @@ type Manager struct {
 	current keys.Keys
 	gen     uint64
 	last    Outcome
+
+	// The event log: the most recent events in a ring, the newest
+	// sequence, and a channel closed (and replaced) on every new event.
+	logMu   sync.Mutex
+	ring    []Event
+	seq     uint64
+	changed chan struct{}
 }
 
 // Options configure a Manager.
@@ -205,6 +214,9 @@ type Options struct {
 	// EventBuffer is the capacity of the Events channel (default 64). When
 	// the reader falls behind, the oldest event is dropped, never a swap.
 	EventBuffer int
+	// EventLog is how many recent events EventsAfter can return (default
+	// DefaultEventLog).
+	EventLog int
 	// Now replaces time.Now in tests.
 	Now func() time.Time
 }
@@ -217,7 +229,12 @@ func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.EventLog <= 0 {
+		opts.EventLog = DefaultEventLog
+	}
 	return &Manager{
+		ring:      make([]Event, 0, opts.EventLog),
+		changed:   make(chan struct{}),
 		id:        id,
 		validator: v,
 		applier:   a,
@@ -336,7 +353,42 @@ func (m *Manager) Report(source, reason string) error {
 	return nil
 }
 
+// DefaultEventLog is the default of Options.EventLog.
+const DefaultEventLog = 256
+
+// EventsAfter returns the retained events with a sequence above seq, oldest
+// first, and a channel that is closed when the next event is recorded. A
+// seq above the newest sequence is taken as 0 (the caller knew another
+// Manager, e.g. an earlier server process). Use it to follow the events
+// without loss or repetition: handle the events, remember the last
+// sequence, wait for the channel, call again.
+func (m *Manager) EventsAfter(seq uint64) ([]Event, <-chan struct{}) {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	if seq > m.seq {
+		seq = 0
+	}
+	var out []Event
+	for _, ev := range m.ring { // ring is kept in order, oldest first
+		if ev.Sequence > seq {
+			out = append(out, ev)
+		}
+	}
+	return out, m.changed
+}
+
 func (m *Manager) emit(ev Event) {
+	m.logMu.Lock()
+	m.seq++
+	ev.Sequence = m.seq
+	if len(m.ring) == cap(m.ring) {
+		copy(m.ring, m.ring[1:])
+		m.ring = m.ring[:len(m.ring)-1]
+	}
+	m.ring = append(m.ring, ev)
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.logMu.Unlock()
 	for {
 		select {
 		case m.events <- ev:

@@ -3,6 +3,7 @@ package rotation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,52 @@ func TestEventsDropOldestWhenFull(t *testing.T) {
 	}
 	if a, b := <-m.Events(), <-m.Events(); a.Reason != "two" || b.Reason != "three" {
 		t.Errorf("kept %q, %q; want two, three", a.Reason, b.Reason)
+	}
+}
+
+func TestEventsAfter(t *testing.T) {
+	m := rotation.New(rotation.Identity{VolumeID: "v"}, k("A"), fakeValidator{}, &recordingApplier{}, rotation.Options{EventLog: 3})
+	evs, next := m.EventsAfter(0)
+	if len(evs) != 0 {
+		t.Fatalf("events before any: %v", evs)
+	}
+	if err := m.Report("s", "one"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-next:
+	default:
+		t.Fatal("the channel was not closed by a new event")
+	}
+	for _, r := range []string{"two", "three", "four"} {
+		if err := m.Report("s", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reasons := func(evs []rotation.Event) (out []string) {
+		for _, ev := range evs {
+			out = append(out, fmt.Sprintf("%d:%s", ev.Sequence, ev.Reason))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after uint64
+		want  string
+	}{
+		{0, "2:two 3:three 4:four"}, // one fell out of the log
+		{2, "3:three 4:four"},
+		{4, ""},
+		{9, "2:two 3:three 4:four"}, // unknown sequence: an earlier process
+	} {
+		evs, next := m.EventsAfter(tc.after)
+		if got := strings.Join(reasons(evs), " "); got != tc.want {
+			t.Errorf("EventsAfter(%d) = %q, want %q", tc.after, got, tc.want)
+		}
+		select {
+		case <-next:
+			t.Errorf("EventsAfter(%d): channel closed without a new event", tc.after)
+		default:
+		}
 	}
 }
 

@@ -12,7 +12,8 @@
 // pod's sidecar (and the node plugin) can reach it. The sidecar pushes every
 // key change with Swap, reads Status to pair sockets with volumes and to
 // notice a restarted server, and calls Report for failures that happen
-// before any Swap.
+// before any Swap. The node plugin's supervisor follows WatchEvents to turn
+// outcomes and reports into Pod Events.
 //
 // Nothing in this protocol ever carries a secret back to the caller: keys
 // are identified by their fingerprint, and error strings name hosts and S3
@@ -36,6 +37,63 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// EventKind tells what an Event records.
+type EventKind int32
+
+const (
+	// EVENT_KIND_UNSPECIFIED is never sent.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// EVENT_KIND_APPLIED: a Swap put new keys into use.
+	EventKind_EVENT_KIND_APPLIED EventKind = 1
+	// EVENT_KIND_REFUSED: a Swap's keys failed validation; reason says why.
+	EventKind_EVENT_KIND_REFUSED EventKind = 2
+	// EVENT_KIND_REPORTED: a client called Report; reason is its text.
+	EventKind_EVENT_KIND_REPORTED EventKind = 3
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_APPLIED",
+		2: "EVENT_KIND_REFUSED",
+		3: "EVENT_KIND_REPORTED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED": 0,
+		"EVENT_KIND_APPLIED":     1,
+		"EVENT_KIND_REFUSED":     2,
+		"EVENT_KIND_REPORTED":    3,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_rekey_credentials_v1_credentials_proto_enumTypes[0].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_rekey_credentials_v1_credentials_proto_enumTypes[0]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{0}
+}
 
 // SwapResult is what a Swap did.
 type SwapResult int32
@@ -86,11 +144,11 @@ func (x SwapResult) String() string {
 }
 
 func (SwapResult) Descriptor() protoreflect.EnumDescriptor {
-	return file_rekey_credentials_v1_credentials_proto_enumTypes[0].Descriptor()
+	return file_rekey_credentials_v1_credentials_proto_enumTypes[1].Descriptor()
 }
 
 func (SwapResult) Type() protoreflect.EnumType {
-	return &file_rekey_credentials_v1_credentials_proto_enumTypes[0]
+	return &file_rekey_credentials_v1_credentials_proto_enumTypes[1]
 }
 
 func (x SwapResult) Number() protoreflect.EnumNumber {
@@ -99,7 +157,7 @@ func (x SwapResult) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SwapResult.Descriptor instead.
 func (SwapResult) EnumDescriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{0}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{1}
 }
 
 // SwapReason classifies a refusal. It is SWAP_REASON_UNSPECIFIED for every
@@ -175,11 +233,11 @@ func (x SwapReason) String() string {
 }
 
 func (SwapReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_rekey_credentials_v1_credentials_proto_enumTypes[1].Descriptor()
+	return file_rekey_credentials_v1_credentials_proto_enumTypes[2].Descriptor()
 }
 
 func (SwapReason) Type() protoreflect.EnumType {
-	return &file_rekey_credentials_v1_credentials_proto_enumTypes[1]
+	return &file_rekey_credentials_v1_credentials_proto_enumTypes[2]
 }
 
 func (x SwapReason) Number() protoreflect.EnumNumber {
@@ -188,7 +246,210 @@ func (x SwapReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SwapReason.Descriptor instead.
 func (SwapReason) EnumDescriptor() ([]byte, []int) {
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{2}
+}
+
+// WatchEventsRequest starts an event stream.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// after_sequence is the sequence of the last event the watcher handled;
+	// 0 for all retained events.
+	AfterSequence uint64 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchEventsRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+// WatchEventsResponse carries one event of the stream.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// event is the next event.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
 	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// Event is one swap outcome or report.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sequence numbers the events of one server process: 1, 2, 3, ...
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// kind tells what happened.
+	Kind EventKind `protobuf:"varint,2,opt,name=kind,proto3,enum=rekey.credentials.v1.EventKind" json:"kind,omitempty"`
+	// volume_id is the volume the server serves.
+	VolumeId string `protobuf:"bytes,3,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// reason is the refusal message or the reported reason; empty for
+	// applied swaps. It never contains a secret.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// generation is the generation in use after the event.
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// fingerprint identifies the keys in use after the event.
+	Fingerprint string `protobuf:"bytes,6,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// source is the Swap's or Report's source.
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// time is when the event happened.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Event) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Event) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *Event) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *Event) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Event) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Event) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *Event) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Event) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 // SwapRequest carries new keys.
@@ -225,7 +486,7 @@ type SwapRequest struct {
 
 func (x *SwapRequest) Reset() {
 	*x = SwapRequest{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[0]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +498,7 @@ func (x *SwapRequest) String() string {
 func (*SwapRequest) ProtoMessage() {}
 
 func (x *SwapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[0]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +511,7 @@ func (x *SwapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapRequest.ProtoReflect.Descriptor instead.
 func (*SwapRequest) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{0}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SwapRequest) GetAccessKeyId() string {
@@ -319,7 +580,7 @@ type SwapResponse struct {
 
 func (x *SwapResponse) Reset() {
 	*x = SwapResponse{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[1]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +592,7 @@ func (x *SwapResponse) String() string {
 func (*SwapResponse) ProtoMessage() {}
 
 func (x *SwapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[1]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +605,7 @@ func (x *SwapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapResponse.ProtoReflect.Descriptor instead.
 func (*SwapResponse) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{1}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SwapResponse) GetResult() SwapResult {
@@ -391,7 +652,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[2]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +664,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[2]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +677,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{2}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{5}
 }
 
 // StatusResponse is a snapshot of a FUSE server.
@@ -458,7 +719,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[3]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +731,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[3]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +744,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{3}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatusResponse) GetVolumeId() string {
@@ -589,7 +850,7 @@ type LastSwap struct {
 
 func (x *LastSwap) Reset() {
 	*x = LastSwap{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[4]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +862,7 @@ func (x *LastSwap) String() string {
 func (*LastSwap) ProtoMessage() {}
 
 func (x *LastSwap) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[4]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +875,7 @@ func (x *LastSwap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LastSwap.ProtoReflect.Descriptor instead.
 func (*LastSwap) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{4}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LastSwap) GetResult() SwapResult {
@@ -672,7 +933,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[5]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +945,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[5]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +958,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{5}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportRequest) GetVolumeId() string {
@@ -730,7 +991,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[6]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +1003,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[6]
+	mi := &file_rekey_credentials_v1_credentials_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1016,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{6}
+	return file_rekey_credentials_v1_credentials_proto_rawDescGZIP(), []int{9}
 }
 
 var file_rekey_credentials_v1_credentials_proto_extTypes = []protoimpl.ExtensionInfo{
@@ -783,7 +1044,22 @@ var File_rekey_credentials_v1_credentials_proto protoreflect.FileDescriptor
 
 const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"\n" +
-	"&rekey/credentials/v1/credentials.proto\x12\x14rekey.credentials.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n" +
+	"&rekey/credentials/v1/credentials.proto\x12\x14rekey.credentials.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
+	"\x12WatchEventsRequest\x12%\n" +
+	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"H\n" +
+	"\x13WatchEventsResponse\x121\n" +
+	"\x05event\x18\x01 \x01(\v2\x1b.rekey.credentials.v1.EventR\x05event\"\x97\x02\n" +
+	"\x05Event\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x123\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1f.rekey.credentials.v1.EventKindR\x04kind\x12\x1b\n" +
+	"\tvolume_id\x18\x03 \x01(\tR\bvolumeId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12 \n" +
+	"\vfingerprint\x18\x06 \x01(\tR\vfingerprint\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x82\x02\n" +
 	"\vSwapRequest\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x120\n" +
 	"\x11secret_access_key\x18\x02 \x01(\tB\x04\x88\xaa\x19\x01R\x0fsecretAccessKey\x12)\n" +
@@ -834,7 +1110,12 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x10\n" +
-	"\x0eReportResponse*\x8d\x01\n" +
+	"\x0eReportResponse*p\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12EVENT_KIND_APPLIED\x10\x01\x12\x16\n" +
+	"\x12EVENT_KIND_REFUSED\x10\x02\x12\x17\n" +
+	"\x13EVENT_KIND_REPORTED\x10\x03*\x8d\x01\n" +
 	"\n" +
 	"SwapResult\x12\x1b\n" +
 	"\x17SWAP_RESULT_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -853,11 +1134,12 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"\x13SWAP_REASON_TIMEOUT\x10\x06\x12\x1d\n" +
 	"\x19SWAP_REASON_EXPIRED_TOKEN\x10\a\x12\x1d\n" +
 	"\x19SWAP_REASON_INVALID_INPUT\x10\b\x12\x15\n" +
-	"\x11SWAP_REASON_OTHER\x10\t2\x8c\x02\n" +
+	"\x11SWAP_REASON_OTHER\x10\t2\xf2\x02\n" +
 	"\x11CredentialService\x12M\n" +
 	"\x04Swap\x12!.rekey.credentials.v1.SwapRequest\x1a\".rekey.credentials.v1.SwapResponse\x12S\n" +
 	"\x06Status\x12#.rekey.credentials.v1.StatusRequest\x1a$.rekey.credentials.v1.StatusResponse\x12S\n" +
-	"\x06Report\x12#.rekey.credentials.v1.ReportRequest\x1a$.rekey.credentials.v1.ReportResponse:7\n" +
+	"\x06Report\x12#.rekey.credentials.v1.ReportRequest\x1a$.rekey.credentials.v1.ReportResponse\x12d\n" +
+	"\vWatchEvents\x12(.rekey.credentials.v1.WatchEventsRequest\x1a).rekey.credentials.v1.WatchEventsResponse0\x01:7\n" +
 	"\x06secret\x12\x1d.google.protobuf.FieldOptions\x18\xa1\x95\x03 \x01(\bR\x06secretB:Z8rekey.dev/rekey/proto/rekey/credentials/v1;credentialsv1b\x06proto3"
 
 var (
@@ -872,43 +1154,52 @@ func file_rekey_credentials_v1_credentials_proto_rawDescGZIP() []byte {
 	return file_rekey_credentials_v1_credentials_proto_rawDescData
 }
 
-var file_rekey_credentials_v1_credentials_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rekey_credentials_v1_credentials_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_rekey_credentials_v1_credentials_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_rekey_credentials_v1_credentials_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_rekey_credentials_v1_credentials_proto_goTypes = []any{
-	(SwapResult)(0),                   // 0: rekey.credentials.v1.SwapResult
-	(SwapReason)(0),                   // 1: rekey.credentials.v1.SwapReason
-	(*SwapRequest)(nil),               // 2: rekey.credentials.v1.SwapRequest
-	(*SwapResponse)(nil),              // 3: rekey.credentials.v1.SwapResponse
-	(*StatusRequest)(nil),             // 4: rekey.credentials.v1.StatusRequest
-	(*StatusResponse)(nil),            // 5: rekey.credentials.v1.StatusResponse
-	(*LastSwap)(nil),                  // 6: rekey.credentials.v1.LastSwap
-	(*ReportRequest)(nil),             // 7: rekey.credentials.v1.ReportRequest
-	(*ReportResponse)(nil),            // 8: rekey.credentials.v1.ReportResponse
-	(*timestamppb.Timestamp)(nil),     // 9: google.protobuf.Timestamp
-	(*descriptorpb.FieldOptions)(nil), // 10: google.protobuf.FieldOptions
+	(EventKind)(0),                    // 0: rekey.credentials.v1.EventKind
+	(SwapResult)(0),                   // 1: rekey.credentials.v1.SwapResult
+	(SwapReason)(0),                   // 2: rekey.credentials.v1.SwapReason
+	(*WatchEventsRequest)(nil),        // 3: rekey.credentials.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),       // 4: rekey.credentials.v1.WatchEventsResponse
+	(*Event)(nil),                     // 5: rekey.credentials.v1.Event
+	(*SwapRequest)(nil),               // 6: rekey.credentials.v1.SwapRequest
+	(*SwapResponse)(nil),              // 7: rekey.credentials.v1.SwapResponse
+	(*StatusRequest)(nil),             // 8: rekey.credentials.v1.StatusRequest
+	(*StatusResponse)(nil),            // 9: rekey.credentials.v1.StatusResponse
+	(*LastSwap)(nil),                  // 10: rekey.credentials.v1.LastSwap
+	(*ReportRequest)(nil),             // 11: rekey.credentials.v1.ReportRequest
+	(*ReportResponse)(nil),            // 12: rekey.credentials.v1.ReportResponse
+	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
+	(*descriptorpb.FieldOptions)(nil), // 14: google.protobuf.FieldOptions
 }
 var file_rekey_credentials_v1_credentials_proto_depIdxs = []int32{
-	9,  // 0: rekey.credentials.v1.SwapRequest.expiration:type_name -> google.protobuf.Timestamp
-	0,  // 1: rekey.credentials.v1.SwapResponse.result:type_name -> rekey.credentials.v1.SwapResult
-	1,  // 2: rekey.credentials.v1.SwapResponse.reason:type_name -> rekey.credentials.v1.SwapReason
-	9,  // 3: rekey.credentials.v1.StatusResponse.expiration:type_name -> google.protobuf.Timestamp
-	6,  // 4: rekey.credentials.v1.StatusResponse.last_swap:type_name -> rekey.credentials.v1.LastSwap
-	9,  // 5: rekey.credentials.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: rekey.credentials.v1.LastSwap.result:type_name -> rekey.credentials.v1.SwapResult
-	1,  // 7: rekey.credentials.v1.LastSwap.reason:type_name -> rekey.credentials.v1.SwapReason
-	9,  // 8: rekey.credentials.v1.LastSwap.time:type_name -> google.protobuf.Timestamp
-	10, // 9: rekey.credentials.v1.secret:extendee -> google.protobuf.FieldOptions
-	2,  // 10: rekey.credentials.v1.CredentialService.Swap:input_type -> rekey.credentials.v1.SwapRequest
-	4,  // 11: rekey.credentials.v1.CredentialService.Status:input_type -> rekey.credentials.v1.StatusRequest
-	7,  // 12: rekey.credentials.v1.CredentialService.Report:input_type -> rekey.credentials.v1.ReportRequest
-	3,  // 13: rekey.credentials.v1.CredentialService.Swap:output_type -> rekey.credentials.v1.SwapResponse
-	5,  // 14: rekey.credentials.v1.CredentialService.Status:output_type -> rekey.credentials.v1.StatusResponse
-	8,  // 15: rekey.credentials.v1.CredentialService.Report:output_type -> rekey.credentials.v1.ReportResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	9,  // [9:10] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 0: rekey.credentials.v1.WatchEventsResponse.event:type_name -> rekey.credentials.v1.Event
+	0,  // 1: rekey.credentials.v1.Event.kind:type_name -> rekey.credentials.v1.EventKind
+	13, // 2: rekey.credentials.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13, // 3: rekey.credentials.v1.SwapRequest.expiration:type_name -> google.protobuf.Timestamp
+	1,  // 4: rekey.credentials.v1.SwapResponse.result:type_name -> rekey.credentials.v1.SwapResult
+	2,  // 5: rekey.credentials.v1.SwapResponse.reason:type_name -> rekey.credentials.v1.SwapReason
+	13, // 6: rekey.credentials.v1.StatusResponse.expiration:type_name -> google.protobuf.Timestamp
+	10, // 7: rekey.credentials.v1.StatusResponse.last_swap:type_name -> rekey.credentials.v1.LastSwap
+	13, // 8: rekey.credentials.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: rekey.credentials.v1.LastSwap.result:type_name -> rekey.credentials.v1.SwapResult
+	2,  // 10: rekey.credentials.v1.LastSwap.reason:type_name -> rekey.credentials.v1.SwapReason
+	13, // 11: rekey.credentials.v1.LastSwap.time:type_name -> google.protobuf.Timestamp
+	14, // 12: rekey.credentials.v1.secret:extendee -> google.protobuf.FieldOptions
+	6,  // 13: rekey.credentials.v1.CredentialService.Swap:input_type -> rekey.credentials.v1.SwapRequest
+	8,  // 14: rekey.credentials.v1.CredentialService.Status:input_type -> rekey.credentials.v1.StatusRequest
+	11, // 15: rekey.credentials.v1.CredentialService.Report:input_type -> rekey.credentials.v1.ReportRequest
+	3,  // 16: rekey.credentials.v1.CredentialService.WatchEvents:input_type -> rekey.credentials.v1.WatchEventsRequest
+	7,  // 17: rekey.credentials.v1.CredentialService.Swap:output_type -> rekey.credentials.v1.SwapResponse
+	9,  // 18: rekey.credentials.v1.CredentialService.Status:output_type -> rekey.credentials.v1.StatusResponse
+	12, // 19: rekey.credentials.v1.CredentialService.Report:output_type -> rekey.credentials.v1.ReportResponse
+	4,  // 20: rekey.credentials.v1.CredentialService.WatchEvents:output_type -> rekey.credentials.v1.WatchEventsResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	12, // [12:13] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_rekey_credentials_v1_credentials_proto_init() }
@@ -921,8 +1212,8 @@ func file_rekey_credentials_v1_credentials_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rekey_credentials_v1_credentials_proto_rawDesc), len(file_rekey_credentials_v1_credentials_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   7,
+			NumEnums:      3,
+			NumMessages:   10,
 			NumExtensions: 1,
 			NumServices:   1,
 		},

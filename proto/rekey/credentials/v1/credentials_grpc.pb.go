@@ -12,7 +12,8 @@
 // pod's sidecar (and the node plugin) can reach it. The sidecar pushes every
 // key change with Swap, reads Status to pair sockets with volumes and to
 // notice a restarted server, and calls Report for failures that happen
-// before any Swap.
+// before any Swap. The node plugin's supervisor follows WatchEvents to turn
+// outcomes and reports into Pod Events.
 //
 // Nothing in this protocol ever carries a secret back to the caller: keys
 // are identified by their fingerprint, and error strings name hosts and S3
@@ -33,9 +34,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CredentialService_Swap_FullMethodName   = "/rekey.credentials.v1.CredentialService/Swap"
-	CredentialService_Status_FullMethodName = "/rekey.credentials.v1.CredentialService/Status"
-	CredentialService_Report_FullMethodName = "/rekey.credentials.v1.CredentialService/Report"
+	CredentialService_Swap_FullMethodName        = "/rekey.credentials.v1.CredentialService/Swap"
+	CredentialService_Status_FullMethodName      = "/rekey.credentials.v1.CredentialService/Status"
+	CredentialService_Report_FullMethodName      = "/rekey.credentials.v1.CredentialService/Report"
+	CredentialService_WatchEvents_FullMethodName = "/rekey.credentials.v1.CredentialService/WatchEvents"
 )
 
 // CredentialServiceClient is the client API for CredentialService service.
@@ -67,6 +69,19 @@ type CredentialServiceClient interface {
 	// RPC errors: INVALID_ARGUMENT if volume_id does not name the volume this
 	// server serves, or if source or reason are outside the allowlist.
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
+	// WatchEvents streams the server's events: every applied or refused Swap
+	// and every Report, oldest first, each with a sequence number that
+	// increases by one per event for the life of the server process. The
+	// server keeps the most recent events (at least 256) in memory; a watcher
+	// that reconnects passes the last sequence it handled as after_sequence
+	// and receives exactly the events after it, so nothing is lost or
+	// repeated while the gap stays within the retained events. A gap between
+	// after_sequence and the first sequence received means events were
+	// dropped. An after_sequence greater than the newest sequence means the
+	// watcher knew an earlier server process: the stream starts with the
+	// oldest retained event. The stream stays open, sending events as they
+	// happen, until the client cancels or the server stops.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 }
 
 type credentialServiceClient struct {
@@ -107,6 +122,25 @@ func (c *credentialServiceClient) Report(ctx context.Context, in *ReportRequest,
 	return out, nil
 }
 
+func (c *credentialServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CredentialService_ServiceDesc.Streams[0], CredentialService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CredentialService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
+
 // CredentialServiceServer is the server API for CredentialService service.
 // All implementations must embed UnimplementedCredentialServiceServer
 // for forward compatibility.
@@ -136,6 +170,19 @@ type CredentialServiceServer interface {
 	// RPC errors: INVALID_ARGUMENT if volume_id does not name the volume this
 	// server serves, or if source or reason are outside the allowlist.
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
+	// WatchEvents streams the server's events: every applied or refused Swap
+	// and every Report, oldest first, each with a sequence number that
+	// increases by one per event for the life of the server process. The
+	// server keeps the most recent events (at least 256) in memory; a watcher
+	// that reconnects passes the last sequence it handled as after_sequence
+	// and receives exactly the events after it, so nothing is lost or
+	// repeated while the gap stays within the retained events. A gap between
+	// after_sequence and the first sequence received means events were
+	// dropped. An after_sequence greater than the newest sequence means the
+	// watcher knew an earlier server process: the stream starts with the
+	// oldest retained event. The stream stays open, sending events as they
+	// happen, until the client cancels or the server stops.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	mustEmbedUnimplementedCredentialServiceServer()
 }
 
@@ -154,6 +201,9 @@ func (UnimplementedCredentialServiceServer) Status(context.Context, *StatusReque
 }
 func (UnimplementedCredentialServiceServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedCredentialServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedCredentialServiceServer) mustEmbedUnimplementedCredentialServiceServer() {}
 func (UnimplementedCredentialServiceServer) testEmbeddedByValue()                           {}
@@ -230,6 +280,17 @@ func _CredentialService_Report_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CredentialService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CredentialServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CredentialService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
+
 // CredentialService_ServiceDesc is the grpc.ServiceDesc for CredentialService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -250,6 +311,12 @@ var CredentialService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CredentialService_Report_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _CredentialService_WatchEvents_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "rekey/credentials/v1/credentials.proto",
 }
