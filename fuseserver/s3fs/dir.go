@@ -139,31 +139,7 @@ func (f *FS) listDir(ctx context.Context, dk string) (map[string]statEntry, erro
 	ents := make(map[string]statEntry)
 	gen := f.listings.generation()
 	err := f.list(ctx, dk, "/", func(out *s3.ListObjectsV2Output) error {
-		var dirs []string
-		for _, o := range out.Contents {
-			name := strings.TrimPrefix(aws.ToString(o.Key), dk)
-			if sub, ok := strings.CutSuffix(name, "/"); ok {
-				// A child's marker listed as an object (some servers do
-				// not fold it into a common prefix).
-				dirs = append(dirs, sub)
-				continue
-			}
-			if !validName(name) { // also skips the directory's own marker
-				continue
-			}
-			ents[name] = statEntry{kind: kindFile, size: aws.ToInt64(o.Size), mtime: aws.ToTime(o.LastModified)}
-		}
-		for _, p := range out.CommonPrefixes {
-			dirs = append(dirs, strings.TrimSuffix(strings.TrimPrefix(aws.ToString(p.Prefix), dk), "/"))
-		}
-		for _, name := range dirs {
-			if !validName(name) {
-				continue
-			}
-			if _, isFile := ents[name]; !isFile { // a file wins, as in Lookup
-				ents[name] = statEntry{kind: kindDir}
-			}
-		}
+		_, _ = parsePage(dk, out, ents)
 		return nil
 	})
 	if err != nil {

@@ -83,7 +83,11 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 }
 
 // Setattr truncates (size) and accepts and ignores chmod, chown and
-// utimens. A truncate without an open handle is uploaded at once.
+// utimens. A truncate without a handle is uploaded at once, unless the file
+// is open for writing: then the writer's flush uploads it. That is also
+// how open(O_TRUNC) arrives (go-fuse does not negotiate atomic O_TRUNC, so
+// the kernel sends OPEN, then a SETATTR without the new handle), and an
+// immediate upload would PUT an empty object before every overwrite.
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	f := n.fsys
 	if f.opts.ReadOnly {
@@ -102,7 +106,10 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 			defer f.releaseState(st)
 		}
 		err := f.truncate(ctx, st, int64(size))
-		if err == nil && fh == nil {
+		st.mu.Lock()
+		writers := st.writers
+		st.mu.Unlock()
+		if err == nil && fh == nil && writers == 0 {
 			err = f.sync(ctx, st)
 		}
 		if err != nil {

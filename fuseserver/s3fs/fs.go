@@ -27,6 +27,7 @@ type FS struct {
 	root     *dirNode
 	cache    *statCache
 	listings *listCache
+	misses   missTracker // stat-cache misses by directory, for lookahead
 	started  time.Time
 
 	readBufs *bufPool        // read-ahead chunk buffers, bounded
@@ -217,6 +218,20 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 			return ent, syscall.ENOENT
 		}
 		return ent, 0
+	}
+	if dk, name := splitKey(key); f.opts.StatCacheTTL > 0 && f.misses.miss(dk) {
+		ent, ok, err := f.lookahead(ctx, key, dk, name)
+		if err != nil {
+			f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+			return statEntry{}, Errno(err)
+		}
+		if ok {
+			f.cache.put(key, ent)
+			if ent.kind == kindMissing {
+				return ent, syscall.ENOENT
+			}
+			return ent, 0
+		}
 	}
 	// HEAD first: most lookups that reach the bucket are of existing
 	// files (negative lookups in listed or new directories are answered by

@@ -17,6 +17,7 @@ type handle struct {
 	fsys       *FS
 	st         *fileState
 	appendMode bool
+	writable   bool
 
 	mu       sync.Mutex
 	ra       *readahead // nil while reads are random
@@ -34,7 +35,14 @@ var (
 )
 
 func newHandle(f *FS, st *fileState, flags uint32, sizeHint int64) *handle {
-	return &handle{fsys: f, st: st, appendMode: flags&syscall.O_APPEND != 0, sizeHint: sizeHint}
+	h := &handle{fsys: f, st: st, appendMode: flags&syscall.O_APPEND != 0, sizeHint: sizeHint,
+		writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	if h.writable {
+		st.mu.Lock()
+		st.writers++
+		st.mu.Unlock()
+	}
+	return h
 }
 
 // Read serves staged data if the file is staged, else ranged GETs with a
@@ -128,6 +136,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	h.dropReadaheadLocked()
 	h.mu.Unlock()
+	if h.writable {
+		h.st.mu.Lock()
+		h.st.writers--
+		h.st.mu.Unlock()
+	}
 	h.fsys.releaseState(h.st)
 	return 0
 }

@@ -29,6 +29,7 @@ type fileState struct {
 	gen      uint64 // bumped by every change of the staged content
 	uploaded uint64 // gen that last reached the bucket
 	opens    int
+	writers  int  // open handles that may write
 	deleted  bool // unlinked or overwritten: never upload again
 	retrying bool // a background retry goroutine runs
 

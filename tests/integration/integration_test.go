@@ -57,6 +57,7 @@ func suite(t *testing.T, srv *fusetest.Server, rotateEvery time.Duration) {
 		{"TruncateAppend", testTruncateAppend},
 		{"UnlinkWhileOpen", testUnlinkWhileOpen},
 		{"KeyRevoked", testKeyRevoked},
+		{"SmallFileRequests", testSmallFileRequests},
 		{"RotationUnderLoad", func(t *testing.T, srv *fusetest.Server) { testRotation(t, srv, rotateEvery) }},
 	}
 	for _, c := range cases {
@@ -532,5 +533,55 @@ func (p *prefetched) Issue(ctx context.Context) (keys.Keys, error) {
 		return k, nil
 	case <-ctx.Done():
 		return keys.Keys{}, ctx.Err()
+	}
+}
+
+// testSmallFileRequests counts the requests of the benchmark's small-file
+// phase: new files in a new directory cost one PutObject each; rewriting
+// them through a second mount (cold caches) one PutObject each plus a
+// HEAD for the first two names and one listing ahead for the rest.
+func testSmallFileRequests(t *testing.T, srv *fusetest.Server) {
+	const n = 40
+	write := func(m *mounted) map[string]uint64 {
+		before := m.fsys.RequestCounts()
+		data := make([]byte, 4096)
+		for i := range n {
+			f, err := os.Create(m.path(fmt.Sprintf("sf/f%04d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := map[string]uint64{}
+		for op, c := range m.fsys.RequestCounts() {
+			if c > before[op] {
+				out[op] = c - before[op]
+			}
+		}
+		return out
+	}
+	m := mount(t, srv, s3fs.Options{})
+	if err := os.Mkdir(m.path("sf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := write(m); len(got) != 1 || got["PutObject"] != n {
+		t.Fatalf("new files: %v, want %d PutObject only", got, n)
+	}
+	m2 := mount(t, srv, s3fs.Options{})
+	if _, err := os.Stat(m2.path("sf")); err != nil {
+		t.Fatal(err)
+	}
+	got := write(m2)
+	t.Logf("%s: rewriting %d files with cold caches: %v", srv.Name, n, got)
+	if got["PutObject"] != n || got["HeadObject"] > 2 || got["ListObjectsV2"] > 1 || len(got) > 3 {
+		t.Fatalf("rewrites: %v, want %d PutObject, at most 2 HeadObject and 1 ListObjectsV2", got, n)
 	}
 }

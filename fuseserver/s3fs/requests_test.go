@@ -1,0 +1,84 @@
+package s3fs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// smallFiles creates, writes, fsyncs and closes n files of 4 KiB in dir,
+// like the benchmark's small-file phase.
+func smallFiles(t *testing.T, dir string, n int) {
+	t.Helper()
+	data := make([]byte, 4096)
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// requestsSince returns the requests of each operation sent since before.
+func requestsSince(f *FS, before map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64)
+	for op, n := range f.RequestCounts() {
+		if d := n - before[op]; d > 0 {
+			out[op] = d
+		}
+	}
+	return out
+}
+
+// TestSmallFileRequests: a new file written with fsync costs one PutObject
+// and nothing else in a directory made through the mount (close after a
+// clean fsync sends nothing);
+// overwriting existing files with cold caches costs one PutObject each
+// (open(O_TRUNC) does not upload an empty object first) plus a listing per
+// 1000 names, not a HeadObject per file.
+func TestSmallFileRequests(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	e := newEnv(t, Options{}, true)
+	if err := os.Mkdir(e.path("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before := e.fsys.RequestCounts()
+	smallFiles(t, e.path("new"), n)
+	if got := requestsSince(e.fsys, before); len(got) != 1 || got["PutObject"] != n {
+		t.Fatalf("new files in a new directory: requests %v, want %d PutObject only", got, n)
+	}
+
+	// A second mount (cold caches) overwrites them.
+	e2 := &env{t: t, bucket: e.bucket, srv: e.srv, admin: e.admin, api: e.api}
+	var err error
+	if e2.fsys, err = New(e.api, Options{Bucket: testBucket, StagingDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e2.fsys.Close() })
+	e2.dir = t.TempDir()
+	srv, err := Mount(e2.dir, e2.fsys, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unmount(t, srv) })
+	before = e2.fsys.RequestCounts()
+	smallFiles(t, e2.path("new"), n)
+	got := requestsSince(e2.fsys, before)
+	t.Logf("overwrite %d files with cold caches: %v", n, got)
+	// The lookup of "new" costs a HEAD and a probe; the first two files a
+	// HEAD each; the third lists ahead and answers the rest.
+	if got["PutObject"] != n || got["HeadObject"] > 3 || got["ListObjectsV2"] > 2 {
+		t.Fatalf("overwrites: requests %v, want %d PutObject, at most 3 HeadObject and 2 ListObjectsV2", got, n)
+	}
+}
