@@ -23,10 +23,17 @@ import (
 // runs the Deployment "writer" (sidecar injected); namespace "plain" is not,
 // and runs the pod "plain" (no sidecar: rotation through kubelet's
 // republish). Both volumes use the Secret app/s3-keys.
+//
+// Namespace "annotated" is not labelled either: its pod "annotated" opts in
+// with the annotation rekey.dev/inject: "true" and mounts an inline CSI
+// volume with its namespace's own Secret s3-keys (inline volumes read the
+// Secret from the pod's namespace). Every rotation writes both Secrets.
 const (
-	appNS    = "app"
-	plainNS  = "plain"
-	plainPod = "plain"
+	appNS        = "app"
+	plainNS      = "plain"
+	plainPod     = "plain"
+	annotatedNS  = "annotated"
+	annotatedPod = "annotated"
 )
 
 // report collects the numbers the run prints at the end.
@@ -38,8 +45,10 @@ type report struct {
 type rotation struct {
 	written       time.Duration // Secret update → kubelet rewrote the writer pod's projected Secret
 	writer, plain time.Duration // Secret update → swap applied
+	inline        time.Duration // the annotated pod's inline volume
 	writerSource  string
 	plainSource   string
+	inlineSource  string
 }
 
 func scenario(ctx context.Context, o options, c *Cluster) error {
@@ -71,8 +80,17 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if !strings.Contains(injected, "injected") || !strings.Contains(injected, "rekey-sidecar") {
 		return fmt.Errorf("step 2: pod %s was not injected: %q", writer, injected)
 	}
-	logf("step 2: pods Running in %.1fs; %s has the sidecar (%s); %s has none", time.Since(t).Seconds(), writer, injected, plainPod)
-	pods := []podRef{{appNS, writer}, {plainNS, plainPod}}
+	ann, _ := c.kubectl(ctx, "-n", annotatedNS, "get", "pod", annotatedPod, "-o", `jsonpath={.metadata.annotations.rekey\.dev/status} {.spec.initContainers[*].name}`)
+	if !strings.Contains(ann, "injected") || !strings.Contains(ann, "rekey-sidecar") {
+		return fmt.Errorf("step 2: pod %s (annotation, inline volume) was not injected: %q", annotatedPod, ann)
+	}
+	plainInit, _ := c.kubectl(ctx, "-n", plainNS, "get", "pod", plainPod, "-o", `jsonpath={.spec.initContainers[*].name}`)
+	if plainInit != "" {
+		return fmt.Errorf("step 2: pod %s got init containers %q", plainPod, plainInit)
+	}
+	logf("step 2: pods Running in %.1fs; %s (namespace label, PVC) and %s (annotation, inline volume) have the sidecar; %s has none",
+		time.Since(t).Seconds(), writer, annotatedPod, plainPod)
+	pods := []podRef{{appNS, writer}, {plainNS, plainPod}, {annotatedNS, annotatedPod}}
 	writerUID, err := c.kubectl(ctx, "-n", appNS, "get", "pod", writer, "-o", "jsonpath={.metadata.uid}")
 	if err != nil {
 		return err
@@ -96,12 +114,18 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		}
 		cur = next
 		r.rotations = append(r.rotations, rot)
-		logf("step 3: rotation %d: Secret update → projected files rewritten %s → swap: writer %s (%s), plain %s (%s); old key revoked",
-			i+1, rot.written.Round(time.Millisecond), rot.writer.Round(time.Millisecond), rot.writerSource, rot.plain.Round(time.Millisecond), rot.plainSource)
+		logf("step 3: rotation %d: Secret update → projected files rewritten %s → swap: writer %s (%s), plain %s (%s), annotated %s (%s); old key revoked",
+			i+1, rot.written.Round(time.Millisecond), rot.writer.Round(time.Millisecond), rot.writerSource,
+			rot.plain.Round(time.Millisecond), rot.plainSource, rot.inline.Round(time.Millisecond), rot.inlineSource)
 	}
 	time.Sleep(3 * time.Second) // I/O on the last key, after its predecessor's revocation
 	if err := checkNoErrors(ctx, c, pods, "step 3+5 (rotations)"); err != nil {
 		return err
+	}
+	for _, p := range []podRef{{appNS, writer}, {annotatedNS, annotatedPod}} {
+		if err := sidecarSummary(ctx, c, p); err != nil {
+			return fmt.Errorf("step 3: %w", err)
+		}
 	}
 
 	// Step 4: an invalid key.
@@ -165,12 +189,13 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 }
 
 func (r report) print() {
-	var w, p, f []time.Duration
+	var w, p, f, a []time.Duration
 	sources := map[string]int{}
 	for _, x := range r.rotations {
 		w = append(w, x.writer)
 		p = append(p, x.plain)
 		f = append(f, x.written)
+		a = append(a, x.inline)
 		sources[x.writerSource]++
 	}
 	fmt.Printf("\nE2E RESULT: PASS\n")
@@ -180,6 +205,8 @@ func (r report) print() {
 		loadcheck.Percentile(f, 50).Round(time.Millisecond), sources)
 	fmt.Printf("  Secret update -> swap, %d rotations, republish pod: p50 %s  max %s  (%s)\n", len(p),
 		loadcheck.Percentile(p, 50).Round(time.Millisecond), loadcheck.Percentile(p, 100).Round(time.Millisecond), durs(p))
+	fmt.Printf("  Secret update -> swap, %d rotations, annotated pod (inline volume): p50 %s  max %s  (%s)\n", len(a),
+		loadcheck.Percentile(a, 50).Round(time.Millisecond), loadcheck.Percentile(a, 100).Round(time.Millisecond), durs(a))
 	for _, n := range finalNotes {
 		fmt.Println("  " + n)
 	}
@@ -252,14 +279,19 @@ func withDescribe(ctx context.Context, c *Cluster, err error, ns, what string) e
 	return fmt.Errorf("%w\n%s", err, out)
 }
 
+// secretYAML is the Secret s3-keys with keys k in both namespaces that hold one.
 func secretYAML(k keys.Keys) string {
-	return fmt.Sprintf(`apiVersion: v1
+	var docs []string
+	for _, ns := range []string{appNS, annotatedNS} {
+		docs = append(docs, fmt.Sprintf(`apiVersion: v1
 kind: Secret
 metadata: {name: s3-keys, namespace: %s}
 stringData:
   akId: %q
   akSecret: %q
-`, appNS, k.AccessKeyID, k.SecretAccessKey)
+`, ns, k.AccessKeyID, k.SecretAccessKey))
+	}
+	return strings.Join(docs, "---\n")
 }
 
 func applySecret(ctx context.Context, c *Cluster, k keys.Keys) error {
@@ -282,7 +314,11 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: %s}
 ---
-%s`, appNS, plainNS, secretYAML(k))
+apiVersion: v1
+kind: Namespace
+metadata: {name: %s}
+---
+%s`, appNS, plainNS, annotatedNS, secretYAML(k))
 	for _, v := range []struct{ ns, name string }{{appNS, "writer"}, {plainNS, "plain"}} {
 		fmt.Fprintf(&b, `---
 apiVersion: v1
@@ -329,9 +365,20 @@ apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
 spec:
-%s`, appNS, appSpec("      "), plainPod, plainNS, appSpec("  "))
+%s---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+  annotations: {rekey.dev/inject: "true"}
+spec:
+%s`, appNS, appSpec("      "), plainPod, plainNS, appSpec("  "), annotatedPod, annotatedNS,
+		strings.Replace(appSpec("  "), "  persistentVolumeClaim: {claimName: data}", fmt.Sprintf(
+			"  csi: {driver: s3.rekey.dev, nodePublishSecretRef: {name: s3-keys}, volumeAttributes: {bucket: %s, url: %q, path: annotated}}",
+			m.Bucket, m.Endpoint), 1))
 	// The path prefixes must exist (pre-mount check): create them.
-	for _, p := range []string{"writer", "plain"} {
+	for _, p := range []string{"writer", "plain", "annotated"} {
 		if _, err := m.run(ctx, "cp", "/etc/hostname", "e2e/"+m.Bucket+"/"+p+"/.keep"); err != nil {
 			return err
 		}
@@ -349,8 +396,10 @@ spec:
 	if _, err := c.kubectl(ctx, "-n", appNS, "rollout", "status", "deployment/writer", "--timeout=120s"); err != nil {
 		return withDescribe(ctx, c, err, appNS, "pods")
 	}
-	if _, err := c.kubectl(ctx, "-n", plainNS, "wait", "--for=condition=Ready", "pod/"+plainPod, "--timeout=120s"); err != nil {
-		return withDescribe(ctx, c, err, plainNS, "pods")
+	for _, p := range []podRef{{plainNS, plainPod}, {annotatedNS, annotatedPod}} {
+		if _, err := c.kubectl(ctx, "-n", p.ns, "wait", "--for=condition=Ready", "pod/"+p.name, "--timeout=120s"); err != nil {
+			return withDescribe(ctx, c, err, p.ns, "pods")
+		}
 	}
 	return nil
 }
@@ -483,7 +532,12 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 	if err != nil {
 		return rotation{}, err
 	}
-	for _, v := range []string{"e2e-writer", "e2e-plain"} {
+	for v, sock := range socks {
+		if strings.HasPrefix(v, "csi-") { // the inline volume: kubelet's handle
+			socks["inline"] = sock
+		}
+	}
+	for _, v := range []string{"e2e-writer", "e2e-plain", "inline"} {
 		if socks[v] == "" {
 			return rotation{}, fmt.Errorf("no FUSE server for volume %s (have %v)", v, socks)
 		}
@@ -494,7 +548,7 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 		return rotation{}, err
 	}
 	var rot rotation
-	for _, v := range []string{"e2e-writer", "e2e-plain"} {
+	for _, v := range []string{"e2e-writer", "e2e-plain", "inline"} {
 		var st *credentialsv1.StatusResponse
 		if err := waitFor(ctx, 120*time.Second, "swap on "+v, func() error {
 			var err error
@@ -507,17 +561,46 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 			return rot, err
 		}
 		d := st.GetLastSwap().GetTime().AsTime().Sub(updated)
-		if v == "e2e-writer" {
+		switch v {
+		case "inline":
+			rot.inline, rot.inlineSource = d, st.GetLastSwap().GetSource()
+		case "e2e-writer":
 			var fi syscall.Stat_t
 			if err := syscall.Lstat(data, &fi); err == nil {
 				rot.written = time.Unix(fi.Mtim.Unix()).Sub(updated)
 			}
 			rot.writer, rot.writerSource = d, st.GetLastSwap().GetSource()
-		} else {
+		default:
 			rot.plain, rot.plainSource = d, st.GetLastSwap().GetSource()
 		}
 	}
 	return rot, nil
+}
+
+// sidecarSummary checks in the sidecar's log that it found its FUSE server
+// and notes the results of its pushes (a key that republish applied first
+// is UNCHANGED for the sidecar).
+func sidecarSummary(ctx context.Context, c *Cluster, p podRef) error {
+	out, err := c.kubectl(ctx, "-n", p.ns, "logs", p.name, "-c", "rekey-sidecar")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, "FUSE server socket found") {
+		return fmt.Errorf("the sidecar of %s/%s never found its FUSE server's socket:\n%s", p.ns, p.name, out)
+	}
+	results := map[string]int{}
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.Contains(l, "keys in use") {
+			continue
+		}
+		for _, f := range strings.Fields(l) {
+			if r, ok := strings.CutPrefix(f, "result="); ok {
+				results[strings.Trim(r, `"`)]++
+			}
+		}
+	}
+	note("step 3: sidecar of %s/%s: socket found; its Swap results %v", p.ns, p.name, results)
+	return nil
 }
 
 // invalidKey puts keys MinIO does not know into the Secret and waits for the
@@ -554,7 +637,7 @@ func invalidKey(ctx context.Context, c *Cluster, writer string) error {
 		}
 	}
 	time.Sleep(3 * time.Second)
-	return waitOps(ctx, c, []podRef{{appNS, writer}, {plainNS, plainPod}}, 10)
+	return waitOps(ctx, c, []podRef{{appNS, writer}, {plainNS, plainPod}, {annotatedNS, annotatedPod}}, 10)
 }
 
 // rekeyProcs returns the PIDs of processes whose command line starts with
@@ -689,7 +772,7 @@ func killFUSEServer(ctx context.Context, c *Cluster) error {
 // node: no FUSE mount and no rekey-fuse process.
 func deletePods(ctx context.Context, c *Cluster) error {
 	t := time.Now()
-	if _, err := c.kubectl(ctx, "delete", "namespace", appNS, plainNS, "--wait=true", "--timeout=180s"); err != nil {
+	if _, err := c.kubectl(ctx, "delete", "namespace", appNS, plainNS, annotatedNS, "--wait=true", "--timeout=180s"); err != nil {
 		return err
 	}
 	if _, err := c.kubectl(ctx, "delete", "pv", "e2e-writer", "e2e-plain", "--wait=true", "--timeout=60s"); err != nil {
