@@ -1,7 +1,6 @@
 package manifests_test
 
 import (
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 // warnings collects the API server's warning headers.
@@ -33,14 +34,7 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
 // namespace is created for real first. cert-manager's kinds are skipped
 // (no CRDs). Skipped without KUBEBUILDER_ASSETS, failed when CI=true.
 func TestServerSideDryRun(t *testing.T) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		msg := "KUBEBUILDER_ASSETS is not set; run: export KUBEBUILDER_ASSETS=\"$(tests/cluster/build.sh)\""
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	dir := fusetest.Binary(t, "KUBEBUILDER_ASSETS", "tests/cluster/build.sh")
 	streams := map[string][]byte{}
 	for _, v := range variants {
 		streams[v.name] = kustomizeBuild(t, v.kustomize) // before starting the API server: skips early

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 // Paths relative to this package's directory.
@@ -54,20 +55,11 @@ var variants = []variant{
 	{name: "kubelet-dir", kustomize: "overlays/kubelet-dir-example", helmSet: []string{"kubeletDir=" + k0sKubelet}},
 }
 
-// tool returns the binary named by env, skipping the test without it
-// (failing it when CI=true).
-func tool(t *testing.T, env string) string {
+// tool returns the binary named by env (skips without it, fails when
+// CI=true).
+func tool(t *testing.T, env, name string) string {
 	t.Helper()
-	bin := os.Getenv(env)
-	if bin == "" {
-		msg := env + " is not set; run: export " + env + "=\"$(hack/install-tools.sh " +
-			strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(env, "REKEY_"), "_BIN")) + ")\" (make test does)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return bin
+	return fusetest.Binary(t, env, "hack/install-tools.sh "+name)
 }
 
 func run(t *testing.T, bin string, args ...string) []byte {
@@ -90,7 +82,7 @@ func kustomizeBuild(t *testing.T, dir string) []byte {
 	if out, ok := built[dir]; ok {
 		return out
 	}
-	out := run(t, tool(t, "REKEY_KUSTOMIZE_BIN"), "build", dir)
+	out := run(t, tool(t, "REKEY_KUSTOMIZE_BIN", "kustomize"), "build", dir)
 	built[dir] = out
 	return out
 }
@@ -101,7 +93,7 @@ func helmTemplate(t *testing.T, set ...string) []byte {
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
-	return run(t, tool(t, "REKEY_HELM_BIN"), args...)
+	return run(t, tool(t, "REKEY_HELM_BIN", "helm"), args...)
 }
 
 // object is one rendered object as generic JSON.
