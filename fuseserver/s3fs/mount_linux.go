@@ -2,6 +2,8 @@ package s3fs
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -51,7 +53,33 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3fs: mount %s: %w", dir, err)
 	}
+	if err := SetKernelReadahead(dir, KernelReadaheadKB); err != nil {
+		f.log.V(1).Info("kernel read-ahead left at its default", "error", err.Error())
+	}
 	return srv, nil
+}
+
+// KernelReadaheadKB is the kernel read-ahead Mount asks for: the size of
+// one FUSE read request (maxWrite). The kernel caps the read-ahead a FUSE
+// server can negotiate at 128 KiB, so a sequential reader would otherwise
+// wait for one 128 KiB round trip after another; with 1 MiB the kernel
+// asks for the next MiB while the reader copies the last one.
+const KernelReadaheadKB = maxWrite >> 10
+
+// SetKernelReadahead sets the kernel read-ahead of the FUSE mount at
+// mountpoint (its BDI's read_ahead_kb in sysfs). It needs root and a
+// writable /sys; the CSI driver, which mounts for the server in descriptor
+// mode, calls it after mount(2).
+func SetKernelReadahead(mountpoint string, kb int) error {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return fmt.Errorf("s3fs: read-ahead: %w", err)
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o644); err != nil {
+		return fmt.Errorf("s3fs: read-ahead: %w", err)
+	}
+	return nil
 }
 
 // Serve serves f on fd, a /dev/fuse descriptor that a parent opened and

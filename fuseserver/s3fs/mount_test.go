@@ -3,6 +3,7 @@ package s3fs
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -82,5 +83,22 @@ func TestServeFD(t *testing.T) {
 	}
 	if _, err := Serve(0, e.fsys, false); err == nil {
 		t.Fatalf("Serve(0) succeeded")
+	}
+}
+
+// TestKernelReadahead: Mount raises the mount's kernel read-ahead.
+func TestKernelReadahead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	var st unix.Stat_t
+	if err := unix.Stat(e.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Skipf("no sysfs: %v", err)
+	}
+	if want := fmt.Sprint(KernelReadaheadKB); strings.TrimSpace(string(got)) != want {
+		t.Fatalf("read_ahead_kb = %s, want %s", got, want)
 	}
 }

@@ -6,16 +6,18 @@ import (
 )
 
 // Read-ahead of sequential reads from the bucket: once a handle reads
-// sequentially, it keeps up to readAheadChunks ranged GETs of readChunkSize
-// in flight ahead of the reader (starting with 2 and doubling while the
-// reader keeps up). Random reads fetch exactly what was asked.
+// sequentially, it keeps ranged GETs of readChunkSize in flight ahead of
+// the reader: 2 at first, doubling up to readAheadChunks whenever the
+// reader had to wait for a chunk still in flight (the server is slower
+// than the reader, so more parallel GETs help), and staying put while the
+// reader finds its data ready. Random reads fetch exactly what was asked.
 //
 // Memory is bounded twice: per handle by readAheadChunks, and per FS by
 // Options.ReadAheadBuffers chunks shared by all handles; a handle that
 // cannot get a buffer reads without read-ahead.
 const (
 	readChunkSize   = 8 << 20
-	readAheadChunks = 4
+	readAheadChunks = 8
 	// seqSlack is how far a read may start from where the previous one
 	// ended and still count as sequential (the kernel reorders its
 	// asynchronous read-ahead requests).
@@ -159,6 +161,7 @@ func (r *readahead) chunkAt(off int64) *chunk {
 func (h *handle) readFromPipelineLocked(ctx context.Context, dest []byte, off int64) (int, error) {
 	r := h.ra
 	total := 0
+	waited := false
 	for total < len(dest) {
 		c := r.chunkAt(off)
 		if c == nil {
@@ -166,8 +169,13 @@ func (h *handle) readFromPipelineLocked(ctx context.Context, dest []byte, off in
 		}
 		select {
 		case <-c.done:
-		case <-ctx.Done():
-			return total, ctx.Err()
+		default:
+			waited = true
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return total, ctx.Err()
+			}
 		}
 		if c.err != nil {
 			err := c.err
@@ -190,8 +198,8 @@ func (h *handle) readFromPipelineLocked(ctx context.Context, dest []byte, off in
 		h.fsys.dropChunk(r.chunks[0])
 		r.chunks = r.chunks[1:]
 	}
-	if r.ahead < readAheadChunks {
-		r.ahead *= 2
+	if waited && r.ahead < readAheadChunks {
+		r.ahead = min(2*r.ahead, readAheadChunks)
 	}
 	h.topUpLocked()
 	return total, nil
