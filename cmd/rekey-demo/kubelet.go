@@ -49,7 +49,7 @@ func register(ctx context.Context, root string) (*registerv1.PluginInfo, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	c := registerv1.NewRegistrationClient(conn)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -76,32 +76,36 @@ func register(ctx context.Context, root string) (*registerv1.PluginInfo, error) 
 // newKubelet connects to the CSI endpoint and checks it the way kubelet
 // and the CSI sidecars do: plugin info, Probe, node info and capabilities.
 // It returns the lines to print.
-func newKubelet(ctx context.Context, root, endpoint string) (*kubelet, []string, error) {
+func newKubelet(ctx context.Context, root, endpoint string) (_ *kubelet, _ []string, err error) {
 	conn, err := csiproc.Dial(endpoint)
 	if err != nil {
 		return nil, nil, err
 	}
+	defer func() {
+		if err != nil {
+			_ = conn.Close()
+		}
+	}()
 	k := &kubelet{root: root, conn: conn, node: csi.NewNodeClient(conn), identity: csi.NewIdentityClient(conn)}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pi, err := k.identity.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{})
 	if err != nil {
-		conn.Close()
 		return nil, nil, fmt.Errorf("GetPluginInfo: %w", err)
 	}
 	probe, err := k.identity.Probe(ctx, &csi.ProbeRequest{})
-	if err != nil || (probe.GetReady() != nil && !probe.GetReady().GetValue()) {
-		conn.Close()
-		return nil, nil, fmt.Errorf("Probe: not ready: %w", err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("probe: %w", err)
+	}
+	if probe.GetReady() != nil && !probe.GetReady().GetValue() {
+		return nil, nil, errors.New("probe: the plugin is not ready")
 	}
 	ni, err := k.node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	if err != nil {
-		conn.Close()
 		return nil, nil, fmt.Errorf("NodeGetInfo: %w", err)
 	}
 	caps, err := k.node.NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{})
 	if err != nil {
-		conn.Close()
 		return nil, nil, fmt.Errorf("NodeGetCapabilities: %w", err)
 	}
 	rpcs := "none (no staging, no stats)"
@@ -134,10 +138,6 @@ func newPod(root string) (*pod, error) {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("pod directories: %w", err)
 		}
-	}
-	// The emptyDir is the sidecar's: kubelet makes it world-writable.
-	if err := os.Chmod(p.sockets, 0o777); err != nil {
-		return nil, fmt.Errorf("pod directories: %w", err)
 	}
 	return p, nil
 }

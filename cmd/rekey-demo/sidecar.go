@@ -37,7 +37,7 @@ type sidecarProc struct {
 func startSidecar(ctx context.Context, cfg Config, dir string, p *pod) (*sidecarProc, error) {
 	runDir := filepath.Join(dir, "run")
 	view := filepath.Join(runDir, "rekey")
-	if err := os.Mkdir(runDir, 0o755); err != nil {
+	if err := os.Mkdir(runDir, 0o750); err != nil {
 		return nil, fmt.Errorf("sidecar socket dir: %w", err)
 	}
 	if err := os.Symlink(p.sockets, view); err != nil {

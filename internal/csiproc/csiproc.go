@@ -162,7 +162,7 @@ func (n *Node) StartDriver(ctx context.Context) (*Proc, error) {
 		p.Kill()
 		return nil, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	node := csi.NewNodeClient(conn)
 	err = waitFor(ctx, p, func(ctx context.Context) error {
 		_, err := node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})

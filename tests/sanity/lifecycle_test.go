@@ -30,13 +30,6 @@ import (
 // proc is a rekey-csi process of the harness.
 type proc = csiproc.Proc
 
-// startProc starts rekey-csi with args, killed at the end of the test.
-func startProc(t *testing.T, logPath string, args ...string) *proc {
-	t.Helper()
-	p, err := csiproc.Start(filepath.Join(binDir, "rekey-csi"), logPath, args...)
-	return mustStart(t, p, err)
-}
-
 // mustStart fails the test on err, else kills p at the end of the test.
 func mustStart(t *testing.T, p *proc, err error) *proc {
 	t.Helper()
