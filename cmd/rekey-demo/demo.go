@@ -36,6 +36,7 @@ type demo struct {
 	initial keys.Keys
 	issued  []keys.Keys // every key pair the run used, for the leak check
 	publish time.Duration
+	failed  bool // keeps the temporary directory for its logs
 	// refreshes counts the projected Secret's contents so far: the
 	// sidecar's refreshes_total{result="success"} must reach it.
 	refreshes int
@@ -48,6 +49,7 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 	}
 	defer func() {
 		if err != nil {
+			d.failed = true
 			d.close()
 		}
 	}()
@@ -130,7 +132,7 @@ func (d *demo) writeSecret(k keys.Keys) error {
 }
 
 // close stops whatever still runs, gently first, and removes the
-// temporary directory unless --keep.
+// temporary directory unless the run failed or --keep.
 func (d *demo) close() {
 	stop := func(name string, p *csiproc.Proc) {
 		if err := p.Stop(10 * time.Second); err != nil {
@@ -142,6 +144,12 @@ func (d *demo) close() {
 		d.sidecar.close()
 	}
 	if d.kubelet != nil {
+		if d.pod != nil && isMountPoint(d.pod.target) {
+			// A run that failed on the way: unpublish as kubelet would.
+			if _, err := d.kubelet.unpublish(context.Background(), d.pod); err != nil {
+				fmt.Println("demo: cleanup:", err)
+			}
+		}
 		d.kubelet.close()
 	}
 	if d.driver != nil {
@@ -158,10 +166,12 @@ func (d *demo) close() {
 	if d.s3 != nil {
 		_ = d.s3.Close()
 	}
-	if d.dir != "" && !d.cfg.KeepDir {
+	switch {
+	case d.dir == "":
+	case d.failed || d.cfg.KeepDir:
+		fmt.Printf("demo: kept %s (logs: supervisor.log, driver.log, sidecar.log)\n", d.dir)
+	default:
 		_ = os.RemoveAll(d.dir)
-	} else if d.dir != "" {
-		fmt.Println("demo: kept " + d.dir)
 	}
 }
 

@@ -105,6 +105,7 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 		return Summary{}, err
 	}
 	sum, err := d.exercise(ctx)
+	d.failed = err != nil || sum.failures() > 0
 	d.close()
 	if err != nil {
 		return sum, err

@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/internal/contract"
@@ -157,6 +162,12 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 			}
 		}
 	}
+	// A last file, written just before the unpublish, must be in the
+	// bucket afterwards.
+	final, err := d.writeLast()
+	if err != nil {
+		sum.fail("%v", err)
+	}
 	// Unpublish: the server uploads what is staged and exits, the target
 	// is unmounted and removed, nothing is left running.
 	took, err := d.kubelet.unpublish(ctx, d.pod)
@@ -170,7 +181,54 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 	} else {
 		fmt.Printf("demo: NodeUnpublishVolume in %s: target unmounted and removed, pod socket gone, no rekey-fuse left\n", took.Round(100*time.Microsecond))
 	}
+	if final != nil {
+		if err := d.checkBucket(ctx, rot.Current, final); err != nil {
+			sum.fail("%v", err)
+		}
+	}
 	return sum, nil
+}
+
+// lastFile is written through the mount right before the unpublish.
+const lastFile = "written-before-unpublish"
+
+// writeLast writes lastFile through the mount (no fsync) and returns its
+// contents.
+func (d *demo) writeLast() ([]byte, error) {
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data)
+	if err := os.WriteFile(filepath.Join(d.pod.target, lastFile), data, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s through the mount: %w", lastFile, err)
+	}
+	return data, nil
+}
+
+// checkBucket reads lastFile straight from S3 with the newest key and
+// counts the objects the load left.
+func (d *demo) checkBucket(ctx context.Context, k keys.Keys, want []byte) error {
+	cl := d.s3.Client(k)
+	out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(lastFile)})
+	if err != nil {
+		return fmt.Errorf("%s not in the bucket after NodeUnpublishVolume: %w", lastFile, err)
+	}
+	got, err := io.ReadAll(out.Body)
+	_ = out.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read %s from S3: %w", lastFile, err)
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("%s in the bucket: %d bytes that differ from the %d written", lastFile, len(got), len(want))
+	}
+	n := 0
+	for pages := s3.NewListObjectsV2Paginator(cl, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)}); pages.HasMorePages(); {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list the bucket: %w", err)
+		}
+		n += len(page.Contents)
+	}
+	fmt.Printf("demo: bucket read with the newest key: %d objects; %s (%d MiB, written just before the unpublish) intact\n", n, lastFile, len(want)>>20)
+	return nil
 }
 
 // checkUnpublished checks what NodeUnpublishVolume promises.
