@@ -1,44 +1,11 @@
 package s3fs
 
 import (
-	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"rekey.dev/rekey/internal/fusetest"
 )
-
-// smallFiles creates, writes, fsyncs and closes n files of 4 KiB in dir,
-// like the benchmark's small-file phase.
-func smallFiles(t *testing.T, dir string, n int) {
-	t.Helper()
-	data := make([]byte, 4096)
-	for i := range n {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%04d", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// requestsSince returns the requests of each operation sent since before.
-func requestsSince(f *FS, before map[string]uint64) map[string]uint64 {
-	out := make(map[string]uint64)
-	for op, n := range f.RequestCounts() {
-		if d := n - before[op]; d > 0 {
-			out[op] = d
-		}
-	}
-	return out
-}
 
 // TestSmallFileRequests: a new file written with fsync costs one PutObject
 // and nothing else in a directory made through the mount (close after a
@@ -54,8 +21,8 @@ func TestSmallFileRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := e.fsys.RequestCounts()
-	smallFiles(t, e.path("new"), n)
-	if got := requestsSince(e.fsys, before); len(got) != 1 || got["PutObject"] != n {
+	fusetest.WriteSmallFiles(t, e.path("new"), n, 4096)
+	if got := fusetest.CountsSince(e.fsys.RequestCounts(), before); len(got) != 1 || got["PutObject"] != n {
 		t.Fatalf("new files in a new directory: requests %v, want %d PutObject only", got, n)
 	}
 
@@ -73,8 +40,8 @@ func TestSmallFileRequests(t *testing.T) {
 	}
 	t.Cleanup(func() { unmount(t, srv) })
 	before = e2.fsys.RequestCounts()
-	smallFiles(t, e2.path("new"), n)
-	got := requestsSince(e2.fsys, before)
+	fusetest.WriteSmallFiles(t, e2.path("new"), n, 4096)
+	got := fusetest.CountsSince(e2.fsys.RequestCounts(), before)
 	t.Logf("overwrite %d files with cold caches: %v", n, got)
 	// The lookup of "new" costs a HEAD and a probe; the first two files a
 	// HEAD each; the third lists ahead and answers the rest.

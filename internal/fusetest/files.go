@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -66,4 +68,39 @@ func Unmount(t testing.TB, srv *fuse.Server) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("unmount: %v", err)
+}
+
+// WriteSmallFiles creates, writes, fsyncs and closes n files of size bytes
+// named f0000, f0001, ... in dir: the small-file workload of the
+// benchmarks.
+func WriteSmallFiles(t testing.TB, dir string, n, size int) {
+	t.Helper()
+	data := make([]byte, size)
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%04d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// CountsSince returns, by operation, the requests counted since before
+// (both as FS.RequestCounts returns them), leaving out zeros.
+func CountsSince(now, before map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64)
+	for op, n := range now {
+		if d := n - before[op]; d > 0 {
+			out[op] = d
+		}
+	}
+	return out
 }

@@ -544,29 +544,8 @@ func testSmallFileRequests(t *testing.T, srv *fusetest.Server) {
 	const n = 40
 	write := func(m *mounted) map[string]uint64 {
 		before := m.fsys.RequestCounts()
-		data := make([]byte, 4096)
-		for i := range n {
-			f, err := os.Create(m.path(fmt.Sprintf("sf/f%04d", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		out := map[string]uint64{}
-		for op, c := range m.fsys.RequestCounts() {
-			if c > before[op] {
-				out[op] = c - before[op]
-			}
-		}
-		return out
+		fusetest.WriteSmallFiles(t, m.path("sf"), n, 4096)
+		return fusetest.CountsSince(m.fsys.RequestCounts(), before)
 	}
 	m := mount(t, srv, s3fs.Options{})
 	if err := os.Mkdir(m.path("sf"), 0o755); err != nil {
