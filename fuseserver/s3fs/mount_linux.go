@@ -76,7 +76,7 @@ func SetKernelReadahead(mountpoint string, kb int) error {
 		return fmt.Errorf("s3fs: read-ahead: %w", err)
 	}
 	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o600); err != nil { // sysfs keeps its own mode
 		return fmt.Errorf("s3fs: read-ahead: %w", err)
 	}
 	return nil

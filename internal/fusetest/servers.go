@@ -97,7 +97,7 @@ func (s *Server) waitAccepted(ctx context.Context, k keys.Keys, want bool) error
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: keys %s still accepted=%v after 10s: %v", s.Name, k.AccessKeyID, !want, err)
+			return fmt.Errorf("%s: keys %s still accepted=%v after 10s: %w", s.Name, k.AccessKeyID, !want, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -133,7 +133,7 @@ func Binary(t testing.TB, env, script string) string {
 		}
 		t.Skipf("%s is not set; run %s to enable these tests", env, script)
 	}
-	if _, err := os.Stat(bin); err != nil {
+	if _, err := os.Stat(bin); err != nil { //nolint:gosec // the path comes from the test environment by design
 		t.Fatalf("%s: %v", env, err)
 	}
 	return bin

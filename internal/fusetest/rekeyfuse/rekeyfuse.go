@@ -49,7 +49,7 @@ func Run(t testing.TB, s *fusetest.Server, initial keys.Keys, mountOptions strin
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	m.Dir = filepath.Join(dir, "mnt")
-	if err := os.Mkdir(m.Dir, 0o755); err != nil {
+	if err := os.Mkdir(m.Dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, "keys.json")
