@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,7 +50,15 @@ type Config struct {
 	// an inherited listening socket instead. Neither: no control API.
 	ControlSocket string
 	ControlFD     int
-	// SocketUID/SocketGID own the socket (-1: unchanged).
+	// PodSocket is a second control socket, in the pod's rekey-sockets
+	// emptyDir, for the pod's sidecar. Its directory may appear after the
+	// server starts (kubelet sets up a pod's volumes concurrently): the
+	// server creates the socket once it exists, waiting up to
+	// PodSocketWait. A socket of its own, not a link to ControlSocket, so
+	// the emptyDir may be on another filesystem (medium: Memory).
+	PodSocket     string
+	PodSocketWait time.Duration
+	// SocketUID/SocketGID own the sockets (-1: unchanged).
 	SocketUID, SocketGID int
 	// AllowedUIDs may call the control API (checked with SO_PEERCRED).
 	// Empty means only this process's own UID.
@@ -67,10 +76,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
+// DefaultPodSocketWait is how long a server waits for its pod socket's
+// directory by default.
+const DefaultPodSocketWait = 10 * time.Minute
+
 // DefaultConfig returns a Config with every descriptor unset.
 func DefaultConfig() Config {
 	return Config{FuseFD: -1, KeysFD: -1, ControlFD: -1, EventsFD: -1, ReadyFD: -1,
-		SocketUID: -1, SocketGID: -1, ShutdownTimeout: 30 * time.Second}
+		SocketUID: -1, SocketGID: -1, ShutdownTimeout: 30 * time.Second, PodSocketWait: DefaultPodSocketWait}
 }
 
 func (c Config) validate() error {
@@ -160,6 +173,10 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		return err
 	}
 	defer stopControl()
+	if cfg.PodSocket != "" {
+		stopPod := startPodSocket(ctx, cfg, mgr, log.WithName("control"))
+		defer stopPod()
+	}
 
 	signalReady(cfg.ReadyFD, log)
 
@@ -180,25 +197,36 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	return flushErr
 }
 
-func startControl(ctx context.Context, cfg Config, mgr *rotation.Manager, log logr.Logger) (func(), error) {
-	allowed := cfg.AllowedUIDs
-	if len(allowed) == 0 {
-		allowed = []uint32{uint32(os.Geteuid())}
+func allowedUIDs(cfg Config) []uint32 {
+	if len(cfg.AllowedUIDs) == 0 {
+		return []uint32{uint32(os.Geteuid())}
 	}
+	return cfg.AllowedUIDs
+}
+
+func listenControl(cfg Config, path string, log logr.Logger) (net.Listener, error) {
+	opts := control.ListenOptions{Path: path, AllowedUIDs: allowedUIDs(cfg), Log: log}
+	if cfg.SocketUID >= 0 || cfg.SocketGID >= 0 {
+		opts.Chown = true
+		opts.OwnerUID, opts.OwnerGID = ownerOrSelf(cfg.SocketUID, os.Geteuid()), ownerOrSelf(cfg.SocketGID, os.Getegid())
+	}
+	lis, err := control.Listen(opts)
+	if err != nil {
+		return nil, fmt.Errorf("fuseserver: control socket: %w", err)
+	}
+	return lis, nil
+}
+
+func startControl(ctx context.Context, cfg Config, mgr *rotation.Manager, log logr.Logger) (func(), error) {
 	var lis net.Listener
 	var err error
 	switch {
 	case cfg.ControlSocket != "":
-		opts := control.ListenOptions{Path: cfg.ControlSocket, AllowedUIDs: allowed, Log: log}
-		if cfg.SocketUID >= 0 || cfg.SocketGID >= 0 {
-			opts.Chown = true
-			opts.OwnerUID, opts.OwnerGID = ownerOrSelf(cfg.SocketUID, os.Geteuid()), ownerOrSelf(cfg.SocketGID, os.Getegid())
-		}
-		lis, err = control.Listen(opts)
+		lis, err = listenControl(cfg, cfg.ControlSocket, log)
 	case cfg.ControlFD >= 0:
 		var raw net.Listener
 		if raw, err = net.FileListener(os.NewFile(uintptr(cfg.ControlFD), "control")); err == nil {
-			lis, err = control.NewListener(raw, allowed, log)
+			lis, err = control.NewListener(raw, allowedUIDs(cfg), log)
 		}
 	default:
 		log.Info("no control socket configured; keys cannot be swapped")
@@ -207,6 +235,12 @@ func startControl(ctx context.Context, cfg Config, mgr *rotation.Manager, log lo
 	if err != nil {
 		return nil, fmt.Errorf("fuseserver: control socket: %w", err)
 	}
+	return serveControl(ctx, lis, mgr, log), nil
+}
+
+// serveControl serves the control API on lis until the returned stop is
+// called (after ctx ends, RPCs in flight finish first).
+func serveControl(ctx context.Context, lis net.Listener, mgr *rotation.Manager, log logr.Logger) func() {
 	srv := control.NewServer(mgr, control.Options{Log: log})
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stopped := make(chan struct{})
@@ -216,7 +250,54 @@ func startControl(ctx context.Context, cfg Config, mgr *rotation.Manager, log lo
 			log.Error(err, "control API stopped")
 		}
 	}()
-	return func() { cancel(); <-stopped }, nil
+	return func() { cancel(); <-stopped }
+}
+
+// podSocketPoll is how often the pod socket's directory is looked for.
+const podSocketPoll = 250 * time.Millisecond
+
+// startPodSocket serves the control API on cfg.PodSocket too, once its
+// directory exists. A missing directory is not an error: the pod then has
+// no sidecar, and rotation happens through republish. Closing the
+// listener on stop removes the socket.
+func startPodSocket(ctx context.Context, cfg Config, mgr *rotation.Manager, log logr.Logger) func() {
+	log = log.WithValues("podSocket", cfg.PodSocket)
+	waitCtx, cancelWait := context.WithCancel(ctx)
+	var stopServe func()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deadline := time.Now().Add(cfg.PodSocketWait)
+		dir := filepath.Dir(cfg.PodSocket)
+		for {
+			if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+				break
+			}
+			if time.Now().After(deadline) {
+				log.Info("the pod has no socket directory; its keys rotate through republish only", "waited", cfg.PodSocketWait)
+				return
+			}
+			select {
+			case <-waitCtx.Done():
+				return
+			case <-time.After(podSocketPoll):
+			}
+		}
+		lis, err := listenControl(cfg, cfg.PodSocket, log)
+		if err != nil {
+			log.Error(err, "the control socket could not be created in the pod; its sidecar cannot reach this volume")
+			return
+		}
+		log.V(1).Info("control socket created in the pod")
+		stopServe = serveControl(ctx, lis, mgr, log)
+	}()
+	return func() {
+		cancelWait()
+		<-done
+		if stopServe != nil {
+			stopServe()
+		}
+	}
 }
 
 func ownerOrSelf(id, self int) uint32 {

@@ -49,6 +49,8 @@ type config struct {
 	kubeconfig       string
 	register         bool
 	socketUID        int
+	stsDuration      time.Duration
+	stsWindow        time.Duration
 	logFormat        string
 	verbosity        int
 	initArgv         []string
@@ -77,6 +79,9 @@ func parse(args []string) (config, error) {
 	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig for posting Events (default: in-cluster; none: Events are logged only)")
 	fs.BoolVar(&cfg.register, "register", true, "register with kubelet through <kubelet root>/plugins_registry (driver)")
 	fs.IntVar(&cfg.socketUID, "socket-uid", contract.SidecarUID, "owner of the control sockets placed in pods")
+	fs.DurationVar(&cfg.stsDuration, "sts-duration", 0, "lifetime asked for the temporary keys of rrsa/irsa volumes (driver; 0: the STS default, 1h)")
+	fs.DurationVar(&cfg.stsWindow, "sts-refresh-window", csidriver.DefaultSTSRefreshWindow,
+		"a republish exchanges the service-account token again when the keys in use expire within this window (driver)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
@@ -136,7 +141,7 @@ func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Lo
 	reg := prometheus.NewRegistry()
 	opts := csidriver.Options{NodeID: cfg.nodeID, Version: version, KubeletRootDir: cfg.kubeletRoot,
 		SocketUID: cfg.socketUID, Mounter: m, Runner: &supervisor.Client{Path: cfg.supervisorSocket},
-		Registerer: reg, Log: log}
+		Registerer: reg, Log: log, STSDuration: cfg.stsDuration, STSRefreshWindow: cfg.stsWindow}
 	if rc, err := restConfig(cfg.kubeconfig); err != nil {
 		log.Info("no Kubernetes API access; Events are logged only", "why", err.Error())
 	} else {

@@ -44,6 +44,8 @@ func run() error {
 	fs.StringVar(&cfg.StagingDir, "staging-dir", "", "local directory for data not yet uploaded (required)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "path of the control API unix socket")
 	fs.IntVar(&cfg.ControlFD, "control-fd", -1, "inherited listening unix socket for the control API")
+	fs.StringVar(&cfg.PodSocket, "pod-socket", "", "second control socket, created once its directory (the pod's emptyDir) exists")
+	fs.DurationVar(&cfg.PodSocketWait, "pod-socket-wait", cfg.PodSocketWait, "how long to wait for the pod socket's directory")
 	fs.IntVar(&cfg.SocketUID, "socket-uid", -1, "owner UID of the control socket")
 	fs.IntVar(&cfg.SocketGID, "socket-gid", -1, "owner GID of the control socket")
 	fs.StringVar(&allowed, "allowed-uids", "", "comma-separated UIDs allowed on the control socket (default: own UID)")

@@ -27,9 +27,9 @@ type Spec struct {
 	PodName      string `json:"podName,omitempty"`
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodUID       string `json:"podUid,omitempty"`
-	// PodSocket is where the control socket should also appear for the
-	// pod's sidecar (inside its rekey-sockets emptyDir), once that
-	// directory exists. Empty: no pod socket.
+	// PodSocket is where the server creates a second control socket for
+	// the pod's sidecar (inside its rekey-sockets emptyDir), once that
+	// directory exists (rekey-fuse --pod-socket). Empty: no pod socket.
 	PodSocket string `json:"podSocket,omitempty"`
 	// SocketUID owns the control socket (the sidecar's UID).
 	SocketUID int `json:"socketUid"`

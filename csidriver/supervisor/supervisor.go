@@ -86,7 +86,7 @@ type mount struct {
 	fuse     *os.File // our dup of the /dev/fuse descriptor; nil after adoption
 	stopping bool
 	exited   chan struct{}
-	cancel   context.CancelFunc // stops the pod-socket linker
+	cancel   context.CancelFunc // stops the event follower
 }
 
 // New returns a Supervisor and adopts the servers recorded in the state
@@ -274,7 +274,7 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 		args = append(args, "--socket-uid="+strconv.Itoa(spec.SocketUID), "--socket-gid="+strconv.Itoa(spec.SocketUID))
 	}
 	for flag, v := range map[string]string{"region": spec.Region, "prefix": spec.Prefix, "o": spec.Options,
-		"secret-ref": spec.SecretRef, "role-arn": spec.RoleARN} {
+		"secret-ref": spec.SecretRef, "role-arn": spec.RoleARN, "pod-socket": spec.PodSocket} {
 		if v != "" {
 			args = append(args, "--"+flag+"="+v)
 		}
@@ -325,15 +325,12 @@ func waitReady(ctx context.Context, ready *os.File, exited <-chan struct{}, time
 	}
 }
 
-// watch handles the server's exit and creates the pod socket link.
+// watch handles the server's exit and follows its events.
 func (s *Supervisor) watch(m *mount, log logr.Logger) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.mu.Lock()
 	m.cancel = cancel
 	s.mu.Unlock()
-	if m.info.Spec.PodSocket != "" {
-		go linkPodSocket(ctx, m.info.ControlSocket, m.info.Spec.PodSocket, log)
-	}
 	go s.followEvents(ctx, m, log)
 	go func() {
 		<-m.exited
@@ -376,35 +373,6 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 
 func exitStatus(pid int) string { return "process " + strconv.Itoa(pid) + " exited" }
 
-// linkPodSocket hard-links the control socket into the pod's emptyDir once
-// the directory exists: a hard link reaches the same listening socket, so
-// the server needs no second listener, and the emptyDir may appear after
-// NodePublishVolume returned. It tries for ten minutes.
-func linkPodSocket(ctx context.Context, sock, podSock string, log logr.Logger) {
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		if _, err := os.Stat(filepath.Dir(podSock)); err == nil {
-			_ = os.Remove(podSock)
-			if err := os.Link(sock, podSock); err != nil {
-				log.Error(err, "control socket could not be placed in the pod's socket directory; the sidecar cannot reach this volume",
-					"podSocket", podSock)
-			} else {
-				log.V(1).Info("control socket linked into the pod", "podSocket", podSock)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			log.V(1).Info("pod has no socket directory; rotation only through republish", "podSocket", podSock)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
 // Stop asks the server of mount id to flush and exit (SIGTERM), kills it
 // after StopTimeout, and forgets the mount. It does not unmount: the
 // caller does, after Stop returns. An unknown id is not an error.
@@ -444,9 +412,7 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 		_ = m.fuse.Close()
 	}
 	if p := info.Spec.PodSocket; p != "" {
-		if same(p, info.ControlSocket) {
-			_ = os.Remove(p)
-		}
+		removeSocket(p) // left behind by a server that was killed
 	}
 	s.mu.Lock()
 	delete(s.mounts, id)
@@ -455,14 +421,11 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	return nil
 }
 
-// same reports whether a and b are the same file, or a is gone with b.
-func same(a, b string) bool {
-	sa, errA := os.Stat(a)
-	sb, errB := os.Stat(b)
-	if errA != nil {
-		return false
+// removeSocket removes path if it is a socket.
+func removeSocket(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+		_ = os.Remove(path)
 	}
-	return errB != nil || os.SameFile(sa, sb)
 }
 
 func (s *Supervisor) removeState(id string) {

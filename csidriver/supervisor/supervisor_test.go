@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"golang.org/x/sys/unix"
 
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
@@ -52,6 +54,27 @@ func setup(t *testing.T) (dir, bin string, k keys.Keys, s3 *fakes3.Server) {
 	return dir, bin, k, s3
 }
 
+// startOn mounts /dev/fuse at spec.Target and starts a FUSE server for it
+// with start (a Supervisor's or a Client's Start); it fills in the
+// connection ID.
+func startOn(t *testing.T, m mounter.Interface, spec supervisor.Spec, k keys.Keys,
+	start func(context.Context, supervisor.Spec, *os.File, keys.Keys) (supervisor.Info, error)) supervisor.Info {
+	t.Helper()
+	fuse, err := m.MountFUSE(spec.Target, mounter.FUSEOptions{Source: "rekey:" + spec.Bucket, Subtype: "rekey", AllowOther: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = fuse.Close() }()
+	if spec.ConnectionID, err = m.ConnectionID(spec.Target); err != nil {
+		t.Fatal(err)
+	}
+	info, err := start(context.Background(), spec, fuse, k)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	return info
+}
+
 // TestStartAdoptDie runs a real rekey-fuse through the Supervisor's socket
 // API (SCM_RIGHTS hand-off), re-adopts it from a second Supervisor on the
 // same state directory, and checks the death of an adopted server is
@@ -83,20 +106,8 @@ func TestStartAdoptDie(t *testing.T) {
 	go func() { defer close(served); _ = sup.Serve(sctx, lis) }()
 	client := &supervisor.Client{Path: sock}
 
-	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey", AllowOther: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := m.ConnectionID(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := client.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
-		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
-	_ = fuse.Close()
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style"}, k, client.Start)
 	if err := os.WriteFile(filepath.Join(target, "f"), []byte("hello"), 0o644); err != nil {
 		t.Fatalf("write: %v", err)
 	}
@@ -190,17 +201,8 @@ func TestUnmountedServerExitsQuietly(t *testing.T) {
 	}
 	events, cancel := sup.Subscribe()
 	defer cancel()
-	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := m.ConnectionID(target)
-	info, err := sup.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
-		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
-	_ = fuse.Close()
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style"}, k, sup.Start)
 	if err := m.Unmount(target); err != nil {
 		t.Fatal(err)
 	}
@@ -251,17 +253,8 @@ func TestReportWhileNoSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	events1, cancel1 := sup1.Subscribe()
-	fuse, err := m.MountFUSE(target, mounter.FUSEOptions{Source: "rekey:bkt", Subtype: "rekey"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := m.ConnectionID(target)
-	info, err := sup1.Start(ctx, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
-		Options: "use_path_request_style", ConnectionID: conn}, fuse, k)
-	_ = fuse.Close()
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style"}, k, sup1.Start)
 	t.Cleanup(func() {
 		p, _ := os.FindProcess(info.PID)
 		_ = p.Kill()
@@ -329,5 +322,104 @@ func TestReportWhileNoSupervisor(t *testing.T) {
 	expect(events3) // everything was delivered before
 	if err := sup3.Stop(ctx, info.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPodSocketOnTmpfs: the pod's rekey-sockets emptyDir appears only after
+// the server started, on another filesystem (medium: Memory, tmpfs), at a
+// path longer than sun_path. The server creates its own socket there (mode
+// 0600, owned by the sidecar's UID), reachable and serving the same
+// volume; Stop removes it.
+func TestPodSocketOnTmpfs(t *testing.T) {
+	needRoot(t)
+	dir, bin, k, s3 := setup(t)
+	m := mounter.New()
+	target := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Unmount(target) })
+	const sidecarUID = 65532
+	podDir := filepath.Join(dir, "kubelet", "pods", "0d9c6e8a-5f7b-4c1e-9a43-2b8d7e6f1a90", "volumes",
+		"kubernetes.io~empty-dir", "rekey-sockets")
+	podSocket := filepath.Join(podDir, supervisor.MountID(target)+".sock")
+	if len(podSocket) < 108 {
+		t.Fatalf("pod socket path %d bytes, want one over the sun_path limit", len(podSocket))
+	}
+	ctx := context.Background()
+	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t),
+		AllowedUIDs: []uint32{sidecarUID}}
+	sup, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, cancel := sup.Subscribe()
+	defer cancel()
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style", PodSocket: podSocket, SocketUID: sidecarUID}, k, sup.Start) // no pod directory yet
+	t.Cleanup(func() { _ = sup.Stop(ctx, info.ID) })
+
+	// kubelet sets up the emptyDir later, on tmpfs.
+	time.Sleep(300 * time.Millisecond)
+	if err := os.MkdirAll(podDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", podDir, "tmpfs", 0, "size=1m,mode=0777"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(podDir, unix.MNT_DETACH) })
+	var st unix.Stat_t
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if unix.Lstat(podSocket, &st) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no socket in the pod directory")
+		}
+	}
+	var ctl unix.Stat_t
+	if err := unix.Stat(info.ControlSocket, &ctl); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o777 != 0o600 || st.Uid != sidecarUID || st.Dev == ctl.Dev {
+		t.Errorf("pod socket mode %o uid %d dev %d (control socket dev %d); want a 0600 socket of uid %d on the tmpfs",
+			st.Mode, st.Uid, st.Dev, ctl.Dev, sidecarUID)
+	}
+	if left, _ := filepath.Glob(filepath.Join(podDir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left in the pod directory: %v", left)
+	}
+
+	// Reach it through a short name, as the sidecar does in its pod.
+	dfd, err := unix.Open(podDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(dfd) }()
+	c, closer, err := control.Dial(fmt.Sprintf("/proc/self/fd/%d/%s", dfd, filepath.Base(podSocket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = closer.Close() }()
+	status, err := c.Status(ctx, &credentialsv1.StatusRequest{})
+	if err != nil || status.GetVolumeId() != "pv" || int(status.GetPid()) != info.PID {
+		t.Fatalf("status through the pod socket = %v, %v", status, err)
+	}
+	if _, err := c.Report(ctx, &credentialsv1.ReportRequest{VolumeId: "pv", Source: "rrsa", Reason: "via the pod socket"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		if ev.Kind != "reported" || ev.Reason != "via the pod socket" {
+			t.Errorf("event = %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for a report through the pod socket")
+	}
+
+	if err := sup.Stop(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(podSocket); err == nil {
+		t.Error("pod socket left after Stop")
 	}
 }
