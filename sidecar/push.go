@@ -57,6 +57,7 @@ type server struct {
 	volID      string
 	syncedGen  uint64 // generation of ours the server is known to run
 	refusedGen uint64 // generation it refused for good
+	newerSeen  uint64 // generation of ours found superseded by another sender's
 	reported   uint64 // reportSeq delivered
 	pid        int32
 	started    time.Time
@@ -71,11 +72,11 @@ func (h *hub) addVolume(id string, src contract.Source) {
 	h.vols[id] = &volume{id: id, name: src.VolumeName, source: authType(src)}
 }
 
-// nextGen returns a generation above every one handed out and above min.
+// nextGen returns a generation above every one handed out.
 // Generations are wall-clock nanoseconds, so they keep increasing across
 // sidecar restarts too. Callers hold h.mu.
-func (h *hub) nextGen(min uint64) uint64 {
-	g := max(uint64(h.cfg.Clock.Now().UnixNano()), h.lastGen+1, min+1)
+func (h *hub) nextGen() uint64 {
+	g := max(uint64(h.cfg.Clock.Now().UnixNano()), h.lastGen+1)
 	h.lastGen = g
 	return g
 }
@@ -91,7 +92,7 @@ func (h *hub) publish(id string, k keys.Keys) {
 		return
 	}
 	v.keys = k
-	v.gen = h.nextGen(0)
+	v.gen = h.nextGen()
 	gen := v.gen
 	h.kickVolumeLocked(id)
 	h.mu.Unlock()
@@ -279,15 +280,22 @@ func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Log
 	case refusedGen == gen:
 		return true // refused for good; wait for other keys or a restart
 	case st.GetGeneration() >= gen:
-		// Another sender (the node plugin's republish) put other keys with
-		// a newer generation in place. The projected Secret or STS is what
-		// this sidecar follows: stamp ours anew and push them again.
-		log.Info("FUSE server runs other keys of a newer generation; pushing ours again", "volumeId", s.volID,
-			"serverFingerprint", st.GetFingerprint(), "serverGeneration", st.GetGeneration(), "fingerprint", fp)
-		gen = h.restamp(s.volID, k, st.GetGeneration())
-		if gen == 0 {
-			return false // keys changed meanwhile; next round
+		// Another sender put other keys in place after ours were read: the
+		// node plugin's republish, which kubelet fills from the API server,
+		// while the projected Secret this sidecar reads can lag by a sync
+		// period. Newer keys win; pushing ours again would roll the server
+		// back to keys that may be revoked next. The sidecar pushes again
+		// once its own source changes (a newer generation).
+		if warnNewer := s.newerSeen != gen; warnNewer {
+			log.Info("FUSE server runs newer keys from another sender; not pushing older ones", "volumeId", s.volID,
+				"serverFingerprint", st.GetFingerprint(), "serverGeneration", st.GetGeneration(),
+				"fingerprint", fp, "generation", gen)
 		}
+		h.mu.Lock()
+		s.newerSeen = gen
+		h.mu.Unlock()
+		h.markSynced(s, gen)
+		return true
 	}
 
 	start := time.Now()
@@ -335,19 +343,6 @@ func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Log
 	}
 	log.Error(nil, "unexpected swap result", "volumeId", s.volID, "result", resp.GetResult().String())
 	return false
-}
-
-// restamp gives volume id's keys k a generation above min, unless the keys
-// changed meanwhile (then it returns 0).
-func (h *hub) restamp(id string, k keys.Keys, min uint64) uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	v := h.vols[id]
-	if !v.keys.Equal(k) {
-		return 0
-	}
-	v.gen = h.nextGen(min)
-	return v.gen
 }
 
 func (h *hub) markSynced(s *server, gen uint64) {

@@ -224,6 +224,43 @@ func TestRunSecretToServer(t *testing.T) {
 	}
 	waitReady(t, health, true)
 
+	// The node plugin's republish puts newer keys in place before the
+	// projected Secret catches up: the sidecar must not roll them back.
+	bucket.allow("AK5")
+	k5 := keys.Keys{AccessKeyID: "AK5", SecretAccessKey: "S5"}
+	if out := srv.m.Swap(context.Background(), rotation.Request{Keys: k5, Source: "republish"}); out.Result != rotation.ResultApplied {
+		t.Fatalf("republish swap = %+v", out)
+	}
+	time.Sleep(500 * time.Millisecond) // two poll intervals
+	select {
+	case e := <-events:
+		t.Fatalf("sidecar pushed over newer keys: %+v", e)
+	default:
+	}
+	if got := srv.m.Status().Fingerprint; got != k5.Fingerprint() {
+		t.Fatalf("server runs %s after the republish, want %s", got, k5.Fingerprint())
+	}
+	waitReady(t, health, true)
+	// The projected Secret catches up: same keys, nothing changes.
+	if err := w.WriteStrings(pair("AK5", "S5")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, m := httpGet(t, health, "/metrics")
+		if strings.Contains(m, `rekey_sidecar_refreshes_total{result="success",source="secret"} 3`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sidecar did not read the caught-up Secret")
+		}
+	}
+	select {
+	case e := <-events:
+		t.Fatalf("keys the server already runs were pushed: %+v", e)
+	default:
+	}
+	waitReady(t, health, true)
+
 	// Keys the bucket refuses: logged, old keys stay, not retried.
 	if err := w.WriteStrings(pair("AK3", "S3")); err != nil {
 		t.Fatal(err)
@@ -232,7 +269,7 @@ func TestRunSecretToServer(t *testing.T) {
 	if ev.Result != "refused" || ev.Reason != "SWAP_REASON_INVALID_ACCESS_KEY" {
 		t.Fatalf("swap = %+v", ev)
 	}
-	if !strings.HasPrefix(srv.m.Status().Fingerprint, "AK2:") {
+	if !strings.HasPrefix(srv.m.Status().Fingerprint, "AK5:") {
 		t.Errorf("refused keys in use")
 	}
 	if body := waitReady(t, health, false); !strings.Contains(body, "does not run the newest keys") {
