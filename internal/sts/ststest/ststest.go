@@ -50,7 +50,7 @@ func MinIOBinary(t testing.TB) string {
 		}
 		t.Skip("REKEY_MINIO_BIN is not set; run tests/s3servers/build-minio.sh to enable the MinIO STS tests")
 	}
-	if _, err := os.Stat(bin); err != nil {
+	if _, err := os.Stat(bin); err != nil { //nolint:gosec // the test runner's own setting
 		t.Fatalf("REKEY_MINIO_BIN: %v", err)
 	}
 	return bin
@@ -132,7 +132,7 @@ func randomBytes(t testing.TB) []byte {
 }
 
 // FakeToken is a JWT-shaped token for tests against fake STS servers.
-const FakeToken = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLXNlY3JldA"
+const FakeToken = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLXNlY3JldA" //nolint:gosec // a fake token for fake servers
 
 // Alibaba is an httptest server that checks requests the way Alibaba Cloud
 // STS documents AssumeRoleWithOIDC and answers like it: answer writes the
@@ -192,7 +192,7 @@ func freePort(t testing.TB) int {
 // ends, and returns once it answers health checks.
 func StartMinIO(t testing.TB, bin string, iss *Issuer) *MinIO {
 	t.Helper()
-	m := &MinIO{RootUser: "rekeyroot", RootPass: "rekeyroot-password"}
+	m := &MinIO{RootUser: "rekeyroot", RootPass: "rekeyroot-password"} //nolint:gosec // a throwaway test server
 	port := freePort(t)
 	m.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	ctx, cancel := context.WithCancel(context.Background())
