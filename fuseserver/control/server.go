@@ -167,16 +167,23 @@ func (s *service) Status(context.Context, *credentialsv1.StatusRequest) (*creden
 		StartedAt:   timestamp(st.StartedAt),
 		Pid:         s.pid,
 	}
-	if !st.Last.Time.IsZero() {
-		resp.LastSwap = &credentialsv1.LastSwap{
-			Result:  resultToProto(st.Last.Result),
-			Reason:  reasonToProto(st.Last.Reason),
-			Message: st.Last.Message,
-			Time:    timestamp(st.Last.Time),
-			Source:  st.Last.Source,
-		}
-	}
+	resp.LastSwap = lastSwapToProto(st.Last)
+	resp.LastApplied = lastSwapToProto(st.LastApplied)
 	return resp, nil
+}
+
+// lastSwapToProto converts a recorded outcome; nil if there is none.
+func lastSwapToProto(o rotation.Outcome) *credentialsv1.LastSwap {
+	if o.Time.IsZero() {
+		return nil
+	}
+	return &credentialsv1.LastSwap{
+		Result:  resultToProto(o.Result),
+		Reason:  reasonToProto(o.Reason),
+		Message: o.Message,
+		Time:    timestamp(o.Time),
+		Source:  o.Source,
+	}
 }
 
 // Report implements CredentialService.Report.

@@ -126,6 +126,10 @@ func TestStatus(t *testing.T) {
 		last.GetTime().AsTime().Before(before) {
 		t.Errorf("last_swap = %v, want the refused csi-republish swap", last)
 	}
+	if applied := st.GetLastApplied(); applied.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_APPLIED ||
+		applied.GetSource() != "rrsa" || applied.GetTime().AsTime().After(last.GetTime().AsTime()) {
+		t.Errorf("last_applied = %v, want the applied rrsa swap", applied)
+	}
 }
 
 func TestReportReachesEvents(t *testing.T) {

@@ -137,6 +137,7 @@ type Status struct {
 	Expiration  time.Time
 	Generation  uint64
 	Last        Outcome // zero before the first Swap
+	LastApplied Outcome // the last Swap that changed the keys; zero before one
 	StartedAt   time.Time
 }
 
@@ -196,10 +197,11 @@ type Manager struct {
 
 	swapMu sync.Mutex // one swap at a time; Status does not wait for it
 
-	mu      sync.Mutex
-	current keys.Keys
-	gen     uint64
-	last    Outcome
+	mu          sync.Mutex
+	current     keys.Keys
+	gen         uint64
+	last        Outcome
+	lastApplied Outcome
 
 	// The event log: the most recent events in a ring, the newest
 	// sequence, and a channel closed (and replaced) on every new event.
@@ -323,6 +325,9 @@ func (m *Manager) finish(out Outcome, emit bool) Outcome {
 	out.Time = m.now()
 	m.mu.Lock()
 	m.last = out
+	if out.Result == ResultApplied {
+		m.lastApplied = out
+	}
 	m.mu.Unlock()
 	if emit {
 		ev := Event{VolumeID: m.id.VolumeID, Generation: out.Generation, Fingerprint: out.Fingerprint, Source: out.Source, Time: out.Time}
@@ -412,6 +417,7 @@ func (m *Manager) Status() Status {
 		Expiration:  m.current.Expiration,
 		Generation:  m.gen,
 		Last:        m.last,
+		LastApplied: m.lastApplied,
 		StartedAt:   m.startedAt,
 	}
 }

@@ -711,8 +711,15 @@ type StatusResponse struct {
 	// started_at is when the server started. Together with pid it tells a
 	// client that the server restarted (and needs the current keys again).
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	// pid is the server's process ID in its own PID namespace.
-	Pid           int32 `protobuf:"varint,12,opt,name=pid,proto3" json:"pid,omitempty"`
+	// pid is the server's process ID in its own PID namespace (in the node
+	// plugin, the supervisor container's; map it through NSpid in
+	// /proc/<pid>/status to find the host PID).
+	Pid int32 `protobuf:"varint,12,opt,name=pid,proto3" json:"pid,omitempty"`
+	// last_applied describes the most recent Swap that changed the keys;
+	// unset before the first one. last_swap may be a later no-op (the same
+	// keys from another sender), so this is where the swap time of the keys
+	// in use is.
+	LastApplied   *LastSwap `protobuf:"bytes,13,opt,name=last_applied,json=lastApplied,proto3" json:"last_applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +836,13 @@ func (x *StatusResponse) GetPid() int32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetLastApplied() *LastSwap {
+	if x != nil {
+		return x.LastApplied
+	}
+	return nil
 }
 
 // LastSwap describes the outcome of the most recent Swap.
@@ -1079,7 +1093,7 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"generation\x18\x04 \x01(\x04R\n" +
 	"generation\x12 \n" +
 	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint\"\x0f\n" +
-	"\rStatusRequest\"\xbc\x03\n" +
+	"\rStatusRequest\"\xff\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x16\n" +
@@ -1099,7 +1113,8 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	" \x01(\v2\x1e.rekey.credentials.v1.LastSwapR\blastSwap\x129\n" +
 	"\n" +
 	"started_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x10\n" +
-	"\x03pid\x18\f \x01(\x05R\x03pid\"\xe0\x01\n" +
+	"\x03pid\x18\f \x01(\x05R\x03pid\x12A\n" +
+	"\flast_applied\x18\r \x01(\v2\x1e.rekey.credentials.v1.LastSwapR\vlastApplied\"\xe0\x01\n" +
 	"\bLastSwap\x128\n" +
 	"\x06result\x18\x01 \x01(\x0e2 .rekey.credentials.v1.SwapResultR\x06result\x128\n" +
 	"\x06reason\x18\x02 \x01(\x0e2 .rekey.credentials.v1.SwapReasonR\x06reason\x12\x18\n" +
@@ -1183,23 +1198,24 @@ var file_rekey_credentials_v1_credentials_proto_depIdxs = []int32{
 	13, // 6: rekey.credentials.v1.StatusResponse.expiration:type_name -> google.protobuf.Timestamp
 	10, // 7: rekey.credentials.v1.StatusResponse.last_swap:type_name -> rekey.credentials.v1.LastSwap
 	13, // 8: rekey.credentials.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: rekey.credentials.v1.LastSwap.result:type_name -> rekey.credentials.v1.SwapResult
-	2,  // 10: rekey.credentials.v1.LastSwap.reason:type_name -> rekey.credentials.v1.SwapReason
-	13, // 11: rekey.credentials.v1.LastSwap.time:type_name -> google.protobuf.Timestamp
-	14, // 12: rekey.credentials.v1.secret:extendee -> google.protobuf.FieldOptions
-	6,  // 13: rekey.credentials.v1.CredentialService.Swap:input_type -> rekey.credentials.v1.SwapRequest
-	8,  // 14: rekey.credentials.v1.CredentialService.Status:input_type -> rekey.credentials.v1.StatusRequest
-	11, // 15: rekey.credentials.v1.CredentialService.Report:input_type -> rekey.credentials.v1.ReportRequest
-	3,  // 16: rekey.credentials.v1.CredentialService.WatchEvents:input_type -> rekey.credentials.v1.WatchEventsRequest
-	7,  // 17: rekey.credentials.v1.CredentialService.Swap:output_type -> rekey.credentials.v1.SwapResponse
-	9,  // 18: rekey.credentials.v1.CredentialService.Status:output_type -> rekey.credentials.v1.StatusResponse
-	12, // 19: rekey.credentials.v1.CredentialService.Report:output_type -> rekey.credentials.v1.ReportResponse
-	4,  // 20: rekey.credentials.v1.CredentialService.WatchEvents:output_type -> rekey.credentials.v1.WatchEventsResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	12, // [12:13] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	10, // 9: rekey.credentials.v1.StatusResponse.last_applied:type_name -> rekey.credentials.v1.LastSwap
+	1,  // 10: rekey.credentials.v1.LastSwap.result:type_name -> rekey.credentials.v1.SwapResult
+	2,  // 11: rekey.credentials.v1.LastSwap.reason:type_name -> rekey.credentials.v1.SwapReason
+	13, // 12: rekey.credentials.v1.LastSwap.time:type_name -> google.protobuf.Timestamp
+	14, // 13: rekey.credentials.v1.secret:extendee -> google.protobuf.FieldOptions
+	6,  // 14: rekey.credentials.v1.CredentialService.Swap:input_type -> rekey.credentials.v1.SwapRequest
+	8,  // 15: rekey.credentials.v1.CredentialService.Status:input_type -> rekey.credentials.v1.StatusRequest
+	11, // 16: rekey.credentials.v1.CredentialService.Report:input_type -> rekey.credentials.v1.ReportRequest
+	3,  // 17: rekey.credentials.v1.CredentialService.WatchEvents:input_type -> rekey.credentials.v1.WatchEventsRequest
+	7,  // 18: rekey.credentials.v1.CredentialService.Swap:output_type -> rekey.credentials.v1.SwapResponse
+	9,  // 19: rekey.credentials.v1.CredentialService.Status:output_type -> rekey.credentials.v1.StatusResponse
+	12, // 20: rekey.credentials.v1.CredentialService.Report:output_type -> rekey.credentials.v1.ReportResponse
+	4,  // 21: rekey.credentials.v1.CredentialService.WatchEvents:output_type -> rekey.credentials.v1.WatchEventsResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	13, // [13:14] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_rekey_credentials_v1_credentials_proto_init() }
