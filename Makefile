@@ -10,6 +10,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI     := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_VERSION)
 BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook rekey-csi
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
+VERSION      := $(shell cat VERSION)
 
 .DEFAULT_GOAL := help
 
@@ -21,7 +22,7 @@ help: ## List the targets.
 build: ## Build static binaries into bin/.
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do \
-	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/$$b ./cmd/$$b || exit 1; \
+	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/$$b ./cmd/$$b || exit 1; \
 	done
 	@echo "built: $(addprefix $(BIN)/,$(BINARIES))"
 
@@ -71,7 +72,6 @@ bench-compat: build ## Run the POSIX behaviour cases on rekey, s3fs and rclone m
 versitygw: ## Build versitygw (Apache-2.0) at a pinned version into tools/cache/.
 	tests/s3servers/build-versitygw.sh
 
-VERSION      := $(shell cat VERSION)
 
 .PHONY: images
 images: build ## Build the rekey-csi, rekey-webhook and rekey-sidecar images as tarballs in bin/images/ without Docker (build/Dockerfile for Docker users).
