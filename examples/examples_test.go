@@ -160,11 +160,14 @@ func TestPersistentVolumes(t *testing.T) {
 		if v.AuthType == contract.AuthTypeRRSA && (v.STSEndpoint == "" || v.OIDCProviderARN == "" || v.RoleARN == "") {
 			t.Errorf("PV %s: the RRSA example shows roleArn, oidcProviderArn and stsEndpoint", pv.Name)
 		}
+		if v.AuthType == contract.AuthTypeIRSA && (v.STSEndpoint == "" || v.RoleARN == "") {
+			t.Errorf("PV %s: the IRSA example shows roleArn and stsEndpoint", pv.Name)
+		}
 		if pv.Spec.StorageClassName != "" || pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
 			t.Errorf("PV %s: want storageClassName \"\" and Retain (static, no provisioner)", pv.Name)
 		}
 	}
-	for _, a := range []string{contract.AuthTypeSecret, contract.AuthTypeRRSA} {
+	for _, a := range []string{contract.AuthTypeSecret, contract.AuthTypeRRSA, contract.AuthTypeIRSA} {
 		if !authTypes[a] {
 			t.Errorf("no example PV with authType %s", a)
 		}
@@ -235,7 +238,7 @@ func TestClaimsAndPods(t *testing.T) {
 }
 
 // TestKustomizations: every kustomization lists every YAML file (and every
-// subdirectory with a kustomization but rrsa/, which needs a cloud) beside
+// subdirectory with a kustomization but rrsa/ and irsa/, which need an STS) beside
 // it, so apply -k applies them all.
 func TestKustomizations(t *testing.T) {
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
@@ -261,7 +264,7 @@ func TestKustomizations(t *testing.T) {
 		for _, e := range entries {
 			switch {
 			case e.IsDir():
-				if _, err := os.Stat(filepath.Join(dir, e.Name(), "kustomization.yaml")); err == nil && e.Name() != "rrsa" {
+				if _, err := os.Stat(filepath.Join(dir, e.Name(), "kustomization.yaml")); err == nil && e.Name() != "rrsa" && e.Name() != "irsa" {
 					want = append(want, e.Name())
 				}
 			case strings.HasSuffix(e.Name(), ".yaml") && !isKustomization(e.Name()):

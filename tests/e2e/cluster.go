@@ -131,6 +131,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 		"--kubelet-client-certificate", pk("apiserver-kubelet-client.crt"), "--kubelet-client-key", pk("apiserver-kubelet-client.key"),
 		"--kubelet-certificate-authority", pk("ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		// The discovery document MinIO's OpenID config reads (STS step)
+		// points to the keys where MinIO can fetch them.
+		"--service-account-jwks-uri=https://127.0.0.1:"+strconv.Itoa(c.APIPort)+"/openid/v1/jwks",
 		"--service-account-key-file", pk("sa.pub"), "--service-account-signing-key-file", pk("sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC", "--allow-privileged=true",
 		"--enable-admission-plugins=NodeRestriction", "--profiling=false", "--v=1"); err != nil {

@@ -19,22 +19,42 @@ import (
 	"rekey.dev/rekey/internal/loadcheck"
 )
 
-// The objects of the scenario: namespace "app" is labelled for injection and
-// runs the Deployment "writer" (sidecar injected); namespace "plain" is not,
-// and runs the pod "plain" (no sidecar: rotation through kubelet's
-// republish). Both volumes use the Secret app/s3-keys.
+// The objects of the scenario are examples/namespace-label and
+// examples/annotation, applied through the overlay tests/e2e/apps (MinIO's
+// endpoint, the first keys, the load generator as the app), plus two
+// e2e-only pods:
+//   - namespace rekey-demo is labelled for injection and runs the Deployment
+//     "writer" (sidecar injected), Secret bucket-keys (akId/akSecret);
+//   - namespace rekey-demo-annotated is not: its Deployment "reader" opts in
+//     with the pod annotation rekey.dev/inject: "true", Secret bucket-keys
+//     with csi-s3 style keys (accessKeyID/secretAccessKey); its pod "inline"
+//     (e2e only) opts in the same way and mounts an inline CSI volume;
+//   - namespace "plain" (e2e only) runs the pod "plain" without the sidecar
+//     (rotation through kubelet's republish) on the Secret of rekey-demo.
 //
-// Namespace "annotated" is not labelled either: its pod "annotated" opts in
-// with the annotation rekey.dev/inject: "true" and mounts an inline CSI
-// volume with its namespace's own Secret s3-keys (inline volumes read the
-// Secret from the pod's namespace). Every rotation writes both Secrets.
+// Every rotation writes both Secrets.
 const (
-	appNS        = "app"
-	plainNS      = "plain"
-	plainPod     = "plain"
-	annotatedNS  = "annotated"
-	annotatedPod = "annotated"
+	appNS       = "rekey-demo"
+	annotatedNS = "rekey-demo-annotated"
+	plainNS     = "plain"
+	plainPod    = "plain"
+	inlinePod   = "inline"
+	irsaNS      = "rekey-demo-irsa"
+	appsDir     = "tests/e2e/apps"
 )
+
+// The volumes the rotations watch, by the volume ID their FUSE server reports.
+const (
+	writerVolume = "rekey-demo-bucket"           // examples/namespace-label
+	readerVolume = "rekey-demo-annotated-bucket" // examples/annotation
+	plainVolume  = "e2e-plain"
+	inlineVolume = "inline"                 // kubelet names it csi-<hash>
+	irsaVolume   = "rekey-demo-irsa-bucket" // examples/irsa
+)
+
+// firstKeys are the keys tests/e2e/apps puts into the Secrets; the scenario
+// creates this MinIO user before applying them.
+var firstKeys = keys.Keys{AccessKeyID: "E2EEXAMPLEKEY0001", SecretAccessKey: "e2e-example-secret-0001"}
 
 // report collects the numbers the run prints at the end.
 type report struct {
@@ -43,12 +63,10 @@ type report struct {
 }
 
 type rotation struct {
-	written       time.Duration // Secret update → kubelet rewrote the writer pod's projected Secret
-	writer, plain time.Duration // Secret update → swap applied
-	inline        time.Duration // the annotated pod's inline volume
-	writerSource  string
-	plainSource   string
-	inlineSource  string
+	written time.Duration // Secret update → kubelet rewrote the writer pod's projected Secret
+	// Secret update → swap applied, and who applied it, by volume.
+	swap   map[string]time.Duration
+	source map[string]string
 }
 
 func scenario(ctx context.Context, o options, c *Cluster) error {
@@ -58,18 +76,24 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		return fmt.Errorf("step 1, install: %w", err)
 	}
 	logf("step 1: rekey installed from tests/e2e/overlay (manifests/default) in %.1fs", time.Since(t).Seconds())
+	// MinIO's OpenID config reads the API server's discovery document and
+	// keys without credentials, as a cloud's STS does.
+	if _, err := c.kubectl(ctx, "create", "clusterrolebinding", "e2e-service-account-issuer-discovery",
+		"--clusterrole=system:service-account-issuer-discovery", "--group=system:unauthenticated"); err != nil {
+		return fmt.Errorf("step 1: %w", err)
+	}
 	m, err := startMinIO(ctx, c, o.repo)
 	if err != nil {
 		return fmt.Errorf("step 1, MinIO: %w", err)
 	}
 	logf("step 1: MinIO on %s, bucket %s", m.Endpoint, m.Bucket)
 
-	cur, err := m.Issue(ctx)
-	if err != nil {
+	cur := firstKeys
+	if err := m.IssueKeys(ctx, cur); err != nil {
 		return err
 	}
 	t = time.Now()
-	if err := applyApps(ctx, c, m, cur); err != nil {
+	if err := applyApps(ctx, o, c, m); err != nil {
 		return fmt.Errorf("step 2, apps: %w", err)
 	}
 	writer, err := c.kubectl(ctx, "-n", appNS, "get", "pod", "-l", "app=writer", "-o", "jsonpath={.items[0].metadata.name}")
@@ -80,17 +104,31 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if !strings.Contains(injected, "injected") || !strings.Contains(injected, "rekey-sidecar") {
 		return fmt.Errorf("step 2: pod %s was not injected: %q", writer, injected)
 	}
-	ann, _ := c.kubectl(ctx, "-n", annotatedNS, "get", "pod", annotatedPod, "-o", `jsonpath={.metadata.annotations.rekey\.dev/status} {.spec.initContainers[*].name}`)
-	if !strings.Contains(ann, "injected") || !strings.Contains(ann, "rekey-sidecar") {
-		return fmt.Errorf("step 2: pod %s (annotation, inline volume) was not injected: %q", annotatedPod, ann)
+	reader, err := c.kubectl(ctx, "-n", annotatedNS, "get", "pod", "-l", "app=reader", "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{reader, inlinePod} {
+		ann, _ := c.kubectl(ctx, "-n", annotatedNS, "get", "pod", p, "-o", `jsonpath={.metadata.annotations.rekey\.dev/status} {.spec.initContainers[*].name}`)
+		if !strings.Contains(ann, "injected") || !strings.Contains(ann, "rekey-sidecar") {
+			return fmt.Errorf("step 2: pod %s/%s (annotation) was not injected: %q", annotatedNS, p, ann)
+		}
 	}
 	plainInit, _ := c.kubectl(ctx, "-n", plainNS, "get", "pod", plainPod, "-o", `jsonpath={.spec.initContainers[*].name}`)
 	if plainInit != "" {
 		return fmt.Errorf("step 2: pod %s got init containers %q", plainPod, plainInit)
 	}
-	logf("step 2: pods Running in %.1fs; %s (namespace label, PVC) and %s (annotation, inline volume) have the sidecar; %s has none",
-		time.Since(t).Seconds(), writer, annotatedPod, plainPod)
-	pods := []podRef{{appNS, writer}, {plainNS, plainPod}, {annotatedNS, annotatedPod}}
+	logf("step 2: examples applied through %s, pods Running in %.1fs; %s (namespace label, PVC), %s (annotation, PVC) and %s (annotation, inline volume) have the sidecar; %s has none",
+		appsDir, time.Since(t).Seconds(), writer, reader, inlinePod, plainPod)
+	irsaWriter, err := c.kubectl(ctx, "-n", irsaNS, "get", "pod", "-l", "app=writer", "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil {
+		return err
+	}
+	irsa0, err := irsaMounted(ctx, c, irsaWriter)
+	if err != nil {
+		return fmt.Errorf("step 2, irsa: %w", err)
+	}
+	pods := []podRef{{appNS, writer}, {annotatedNS, reader}, {plainNS, plainPod}, {annotatedNS, inlinePod}, {irsaNS, irsaWriter}}
 	writerUID, err := c.kubectl(ctx, "-n", appNS, "get", "pod", writer, "-o", "jsonpath={.metadata.uid}")
 	if err != nil {
 		return err
@@ -114,22 +152,24 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		}
 		cur = next
 		r.rotations = append(r.rotations, rot)
-		logf("step 3: rotation %d: Secret update → projected files rewritten %s → swap: writer %s (%s), plain %s (%s), annotated %s (%s); old key revoked",
-			i+1, rot.written.Round(time.Millisecond), rot.writer.Round(time.Millisecond), rot.writerSource,
-			rot.plain.Round(time.Millisecond), rot.plainSource, rot.inline.Round(time.Millisecond), rot.inlineSource)
+		logf("step 3: rotation %d: Secret update → projected files rewritten %s → swap: %s; old key revoked",
+			i+1, rot.written.Round(time.Millisecond), rot)
 	}
 	time.Sleep(3 * time.Second) // I/O on the last key, after its predecessor's revocation
 	if err := checkNoErrors(ctx, c, pods, "step 3+5 (rotations)"); err != nil {
 		return err
 	}
-	for _, p := range []podRef{{appNS, writer}, {annotatedNS, annotatedPod}} {
+	for _, p := range []podRef{{appNS, writer}, {annotatedNS, reader}, {annotatedNS, inlinePod}} {
 		if err := sidecarSummary(ctx, c, p); err != nil {
 			return fmt.Errorf("step 3: %w", err)
 		}
 	}
+	if err := irsaRefreshed(ctx, c, irsa0); err != nil {
+		return fmt.Errorf("step 2b, irsa: %w", err)
+	}
 
 	// Step 4: an invalid key.
-	if err := invalidKey(ctx, c, writer); err != nil {
+	if err := invalidKey(ctx, c, writer, pods); err != nil {
 		return fmt.Errorf("step 4: %w", err)
 	}
 	if err := checkNoErrors(ctx, c, pods, "step 4 (invalid key)"); err != nil {
@@ -166,7 +206,7 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		return err
 	}
 	cur = next
-	logf("step 6: rotation after the restarts: writer %s (%s), plain %s (%s)", rot.writer.Round(time.Millisecond), rot.writerSource, rot.plain.Round(time.Millisecond), rot.plainSource)
+	logf("step 6: rotation after the restarts: %s", rot)
 	time.Sleep(2 * time.Second)
 	if err := checkNoErrors(ctx, c, pods, "step 6 (rotation after restarts)"); err != nil {
 		return err
@@ -189,29 +229,43 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 }
 
 func (r report) print() {
-	var w, p, f, a, fs []time.Duration
+	var f, fs []time.Duration
 	sources := map[string]int{}
 	for _, x := range r.rotations {
-		w = append(w, x.writer)
-		p = append(p, x.plain)
 		f = append(f, x.written)
-		a = append(a, x.inline)
-		fs = append(fs, x.writer-x.written)
-		sources[x.writerSource]++
+		fs = append(fs, x.swap[writerVolume]-x.written)
+		sources[x.source[writerVolume]]++
 	}
 	fmt.Printf("\nE2E RESULT: PASS\n")
-	fmt.Printf("  Secret update -> swap, %d rotations, sidecar pod:   p50 %s  max %s  (%s)\n", len(w),
-		loadcheck.Percentile(w, 50).Round(time.Millisecond), loadcheck.Percentile(w, 100).Round(time.Millisecond), durs(w))
-	fmt.Printf("  (sidecar pod: kubelet rewrote the projected Secret after p50 %s; projected files -> swap p50 %s max %s (%s); swaps done by %v)\n",
-		loadcheck.Percentile(f, 50).Round(time.Millisecond), loadcheck.Percentile(fs, 50).Round(time.Millisecond),
-		loadcheck.Percentile(fs, 100).Round(time.Millisecond), durs(fs), sources)
-	fmt.Printf("  Secret update -> swap, %d rotations, republish pod: p50 %s  max %s  (%s)\n", len(p),
-		loadcheck.Percentile(p, 50).Round(time.Millisecond), loadcheck.Percentile(p, 100).Round(time.Millisecond), durs(p))
-	fmt.Printf("  Secret update -> swap, %d rotations, annotated pod (inline volume): p50 %s  max %s  (%s)\n", len(a),
-		loadcheck.Percentile(a, 50).Round(time.Millisecond), loadcheck.Percentile(a, 100).Round(time.Millisecond), durs(a))
+	for _, v := range []struct{ volume, what string }{
+		{writerVolume, "sidecar pod (examples/namespace-label)"},
+		{readerVolume, "sidecar pod (examples/annotation)"},
+		{plainVolume, "republish pod"},
+		{inlineVolume, "annotated pod (inline volume)"},
+	} {
+		var ds []time.Duration
+		for _, x := range r.rotations {
+			ds = append(ds, x.swap[v.volume])
+		}
+		fmt.Printf("  Secret update -> swap, %d rotations, %s: p50 %s  max %s  (%s)\n", len(ds), v.what,
+			loadcheck.Percentile(ds, 50).Round(time.Millisecond), loadcheck.Percentile(ds, 100).Round(time.Millisecond), durs(ds))
+		if v.volume == writerVolume {
+			fmt.Printf("  (writer: kubelet rewrote the projected Secret after p50 %s; projected files -> swap p50 %s max %s (%s); swaps done by %v)\n",
+				loadcheck.Percentile(f, 50).Round(time.Millisecond), loadcheck.Percentile(fs, 50).Round(time.Millisecond),
+				loadcheck.Percentile(fs, 100).Round(time.Millisecond), durs(fs), sources)
+		}
+	}
 	for _, n := range finalNotes {
 		fmt.Println("  " + n)
 	}
+}
+
+func (r rotation) String() string {
+	var parts []string
+	for _, v := range []string{writerVolume, readerVolume, plainVolume, inlineVolume} {
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", v, r.swap[v].Round(time.Millisecond), r.source[v]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // finalNotes are the result lines the steps add for the summary.
@@ -281,19 +335,25 @@ func withDescribe(ctx context.Context, c *Cluster, err error, ns, what string) e
 	return fmt.Errorf("%w\n%s", err, out)
 }
 
-// secretYAML is the Secret s3-keys with keys k in both namespaces that hold one.
+// secretYAML is the Secret bucket-keys of both example namespaces with keys
+// k, each under the key names its example uses.
 func secretYAML(k keys.Keys) string {
-	var docs []string
-	for _, ns := range []string{appNS, annotatedNS} {
-		docs = append(docs, fmt.Sprintf(`apiVersion: v1
+	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
-metadata: {name: s3-keys, namespace: %s}
+metadata: {name: bucket-keys, namespace: %s}
+type: Opaque
 stringData:
   akId: %q
   akSecret: %q
-`, ns, k.AccessKeyID, k.SecretAccessKey))
-	}
-	return strings.Join(docs, "---\n")
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bucket-keys, namespace: %s}
+type: Opaque
+stringData:
+  accessKeyID: %q
+  secretAccessKey: %q
+`, appNS, k.AccessKeyID, k.SecretAccessKey, annotatedNS, k.AccessKeyID, k.SecretAccessKey)
 }
 
 func applySecret(ctx context.Context, c *Cluster, k keys.Keys) error {
@@ -301,127 +361,36 @@ func applySecret(ctx context.Context, c *Cluster, k keys.Keys) error {
 	return err
 }
 
-// applyApps creates the namespaces, the Secret, two static PVs with their
-// PVCs, the Deployment "writer" in the injection-enabled namespace and the
-// pod "plain" elsewhere, and waits until both run.
-func applyApps(ctx context.Context, c *Cluster, m *MinIO, k keys.Keys) error {
-	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: v1
-kind: Namespace
-metadata:
-  name: %s
-  labels: {rekey.dev/injection: enabled}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: %s}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: %s}
----
-%s`, appNS, plainNS, annotatedNS, secretYAML(k))
-	for _, v := range []struct{ ns, name string }{{appNS, "writer"}, {plainNS, "plain"}} {
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: e2e-%[2]s}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteMany]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  claimRef: {namespace: %[1]s, name: data}
-  csi:
-    driver: s3.rekey.dev
-    volumeHandle: e2e-%[2]s
-    volumeAttributes:
-      bucket: %[3]s
-      url: %[4]s
-      region: us-east-1
-      path: %[2]s
-    nodePublishSecretRef: {name: s3-keys, namespace: %[5]s}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: %[1]s}
-spec:
-  accessModes: [ReadWriteMany]
-  storageClassName: ""
-  volumeName: e2e-%[2]s
-  resources: {requests: {storage: 1Gi}}
-`, v.ns, v.name, m.Bucket, m.Endpoint, appNS)
-	}
-	fmt.Fprintf(&b, `---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: writer, namespace: %s}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: writer}}
-  template:
-    metadata: {labels: {app: writer}}
-    spec:
-%s---
-apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s}
-spec:
-%s---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-  namespace: %s
-  annotations: {rekey.dev/inject: "true"}
-spec:
-%s`, appNS, appSpec("      "), plainPod, plainNS, appSpec("  "), annotatedPod, annotatedNS,
-		strings.Replace(appSpec("  "), "  persistentVolumeClaim: {claimName: data}", fmt.Sprintf(
-			"  csi: {driver: s3.rekey.dev, nodePublishSecretRef: {name: s3-keys}, volumeAttributes: {bucket: %s, url: %q, path: annotated}}",
-			m.Bucket, m.Endpoint), 1))
+// applyApps applies tests/e2e/apps (the examples with this machine's
+// patches, and the e2e-only pods) and waits until every pod runs.
+func applyApps(ctx context.Context, o options, c *Cluster, m *MinIO) error {
 	// The path prefixes must exist (pre-mount check): create them.
-	for _, p := range []string{"writer", "plain", "annotated"} {
+	for _, p := range []string{"team-a/data", "shared/reports", "e2e/plain", "e2e/inline", "team-b/data"} {
 		if _, err := m.run(ctx, "cp", "/etc/hostname", "e2e/"+m.Bucket+"/"+p+"/.keep"); err != nil {
 			return err
 		}
 	}
-	// The PVCs must be bound before the pods are admitted: the webhook
-	// injects only for bound claims.
-	if _, err := c.kubectlIn(ctx, b.String(), "apply", "-f", "-"); err != nil {
+	// The claims name their volumes (volumeName): the webhook injects for
+	// them before the binder has marked them Bound.
+	if _, err := c.kubectl(ctx, "apply", "-k", filepath.Join(o.repo, appsDir)); err != nil {
 		return err
 	}
-	for _, ns := range []string{appNS, plainNS} {
-		if _, err := c.kubectl(ctx, "-n", ns, "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/data", "--timeout=60s"); err != nil {
+	for _, pvc := range []podRef{{appNS, "bucket"}, {annotatedNS, "bucket"}, {plainNS, "data"}, {irsaNS, "bucket"}} {
+		if _, err := c.kubectl(ctx, "-n", pvc.ns, "wait", "--for=jsonpath={.status.phase}=Bound", "pvc/"+pvc.name, "--timeout=60s"); err != nil {
 			return err
 		}
 	}
-	if _, err := c.kubectl(ctx, "-n", appNS, "rollout", "status", "deployment/writer", "--timeout=120s"); err != nil {
-		return withDescribe(ctx, c, err, appNS, "pods")
+	for _, d := range []podRef{{appNS, "writer"}, {annotatedNS, "reader"}, {irsaNS, "writer"}} {
+		if _, err := c.kubectl(ctx, "-n", d.ns, "rollout", "status", "deployment/"+d.name, "--timeout=120s"); err != nil {
+			return withDescribe(ctx, c, err, d.ns, "pods")
+		}
 	}
-	for _, p := range []podRef{{plainNS, plainPod}, {annotatedNS, annotatedPod}} {
+	for _, p := range []podRef{{plainNS, plainPod}, {annotatedNS, inlinePod}} {
 		if _, err := c.kubectl(ctx, "-n", p.ns, "wait", "--for=condition=Ready", "pod/"+p.name, "--timeout=120s"); err != nil {
 			return withDescribe(ctx, c, err, p.ns, "pods")
 		}
 	}
 	return nil
-}
-
-// appSpec is the pod spec of the applications: the load generator on the
-// claim "data", every line indented by indent.
-func appSpec(indent string) string {
-	lines := []string{
-		"terminationGracePeriodSeconds: 10",
-		"containers:",
-		"- name: app",
-		"  image: " + loadgenImage,
-		"  imagePullPolicy: Never",
-		`  args: ["--dir=/data", "--workers=2"]`,
-		"  volumeMounts: [{name: data, mountPath: /data}]",
-		"volumes:",
-		"- name: data",
-		"  persistentVolumeClaim: {claimName: data}",
-	}
-	return indent + strings.Join(lines, "\n"+indent) + "\n"
 }
 
 type podRef struct{ ns, name string }
@@ -490,7 +459,7 @@ func checkNoErrors(ctx context.Context, c *Cluster, pods []podRef, step string) 
 		if s.Failed > 0 || s.Mismatched > 0 {
 			return fmt.Errorf("%s: %s/%s: %d failed operations, %d mismatched bytes after %d operations: %v", step, p.ns, p.name, s.Failed, s.Mismatched, s.Ops, errs)
 		}
-		parts = append(parts, fmt.Sprintf("%s %d ops, 0 failed, 0 mismatched", p.name, s.Ops))
+		parts = append(parts, fmt.Sprintf("%s/%s %d ops, 0 failed, 0 mismatched", p.ns, p.name, s.Ops))
 	}
 	note("%s: I/O errors: %s", step, strings.Join(parts, "; "))
 	return nil
@@ -525,9 +494,9 @@ func status(ctx context.Context, sock string) (*credentialsv1.StatusResponse, er
 	return cl.Status(ctx, &credentialsv1.StatusRequest{})
 }
 
-// rotate writes k into the Secret and waits until both FUSE servers use it,
-// asking their control sockets; it returns Secret update → swap applied
-// (the server's own time of the swap).
+// rotate writes k into the Secrets and waits until every FUSE server uses
+// it, asking their control sockets; it returns Secret update → swap applied
+// (the server's own time of the swap) by volume.
 func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rotation, error) {
 	data := filepath.Join(c.KubeletRoot(), "pods", writerUID, "volumes/kubernetes.io~projected/rekey-source-0/..data")
 	socks, err := servers(c)
@@ -536,10 +505,11 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 	}
 	for v, sock := range socks {
 		if strings.HasPrefix(v, "csi-") { // the inline volume: kubelet's handle
-			socks["inline"] = sock
+			socks[inlineVolume] = sock
 		}
 	}
-	for _, v := range []string{"e2e-writer", "e2e-plain", "inline"} {
+	vols := []string{writerVolume, readerVolume, plainVolume, inlineVolume}
+	for _, v := range vols {
 		if socks[v] == "" {
 			return rotation{}, fmt.Errorf("no FUSE server for volume %s (have %v)", v, socks)
 		}
@@ -549,26 +519,21 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 	if err := applySecret(ctx, c, k); err != nil {
 		return rotation{}, err
 	}
-	var rot rotation
+	rot := rotation{swap: map[string]time.Duration{}, source: map[string]string{}}
 	// Poll all servers every 20 ms. The swap time is the server's own time
 	// of the APPLIED swap; when a later identical push (the other path) has
 	// replaced it in Status already (UNCHANGED), the first poll that saw the
 	// new fingerprint bounds it from above.
-	type seen struct {
-		d      time.Duration
-		source string
-	}
-	got := map[string]seen{}
 	deadline := time.Now().Add(120 * time.Second)
-	for len(got) < 3 {
+	for len(rot.swap) < len(vols) {
 		if time.Now().After(deadline) {
-			return rot, fmt.Errorf("timed out waiting for the swap on %d of 3 volumes (%v)", 3-len(got), got)
+			return rot, fmt.Errorf("timed out waiting for the swap on %d of %d volumes (%v)", len(vols)-len(rot.swap), len(vols), rot)
 		}
 		if ctx.Err() != nil {
 			return rot, ctx.Err()
 		}
-		for _, v := range []string{"e2e-writer", "e2e-plain", "inline"} {
-			if _, ok := got[v]; ok {
+		for _, v := range vols {
+			if _, ok := rot.swap[v]; ok {
 				continue
 			}
 			st, err := status(ctx, socks[v])
@@ -577,27 +542,16 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 			}
 			ls := st.GetLastSwap()
 			if ls.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
-				got[v] = seen{ls.GetTime().AsTime().Sub(updated), ls.GetSource()}
+				rot.swap[v], rot.source[v] = ls.GetTime().AsTime().Sub(updated), ls.GetSource()
 			} else {
-				got[v] = seen{time.Since(updated), "first seen; last " + ls.GetSource() + " " + ls.GetResult().String()}
+				rot.swap[v], rot.source[v] = time.Since(updated), "first seen; last "+ls.GetSource()+" "+ls.GetResult().String()
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for v, g := range got {
-		d := g.d
-		switch v {
-		case "inline":
-			rot.inline, rot.inlineSource = d, g.source
-		case "e2e-writer":
-			var fi syscall.Stat_t
-			if err := syscall.Lstat(data, &fi); err == nil {
-				rot.written = time.Unix(fi.Mtim.Unix()).Sub(updated)
-			}
-			rot.writer, rot.writerSource = d, g.source
-		default:
-			rot.plain, rot.plainSource = d, g.source
-		}
+	var fi syscall.Stat_t
+	if err := syscall.Lstat(data, &fi); err == nil {
+		rot.written = time.Unix(fi.Mtim.Unix()).Sub(updated)
 	}
 	return rot, nil
 }
@@ -630,7 +584,7 @@ func sidecarSummary(ctx context.Context, c *Cluster, p podRef) error {
 
 // invalidKey puts keys MinIO does not know into the Secret and waits for the
 // Warning Event on the writer pod.
-func invalidKey(ctx context.Context, c *Cluster, writer string) error {
+func invalidKey(ctx context.Context, c *Cluster, writer string, pods []podRef) error {
 	bad := keys.Keys{AccessKeyID: "E2EINVALID" + strings.ToUpper(randHex(4)), SecretAccessKey: randHex(20)}
 	t := time.Now()
 	if err := applySecret(ctx, c, bad); err != nil {
@@ -662,7 +616,7 @@ func invalidKey(ctx context.Context, c *Cluster, writer string) error {
 		}
 	}
 	time.Sleep(3 * time.Second)
-	return waitOps(ctx, c, []podRef{{appNS, writer}, {plainNS, plainPod}, {annotatedNS, annotatedPod}}, 10)
+	return waitOps(ctx, c, pods, 10)
 }
 
 // rekeyProcs returns the PIDs of processes whose command line starts with
@@ -727,7 +681,7 @@ func killFUSEServer(ctx context.Context, c *Cluster) error {
 	if err != nil {
 		return err
 	}
-	st, err := status(ctx, socks["e2e-plain"])
+	st, err := status(ctx, socks[plainVolume])
 	if err != nil {
 		return err
 	}
@@ -797,10 +751,10 @@ func killFUSEServer(ctx context.Context, c *Cluster) error {
 // node: no FUSE mount and no rekey-fuse process.
 func deletePods(ctx context.Context, c *Cluster) error {
 	t := time.Now()
-	if _, err := c.kubectl(ctx, "delete", "namespace", appNS, plainNS, annotatedNS, "--wait=true", "--timeout=180s"); err != nil {
+	if _, err := c.kubectl(ctx, "delete", "namespace", appNS, plainNS, annotatedNS, irsaNS, "--wait=true", "--timeout=180s"); err != nil {
 		return err
 	}
-	if _, err := c.kubectl(ctx, "delete", "pv", "e2e-writer", "e2e-plain", "--wait=true", "--timeout=60s"); err != nil {
+	if _, err := c.kubectl(ctx, "delete", "pv", writerVolume, readerVolume, plainVolume, irsaVolume, "--wait=true", "--timeout=60s"); err != nil {
 		return err
 	}
 	var fuse []string
@@ -814,5 +768,59 @@ func deletePods(ctx context.Context, c *Cluster) error {
 		return fmt.Errorf("left after deleting the pods: FUSE mounts %v, rekey-fuse processes %v", fuse, procs)
 	}
 	note("step 7: pods deleted in %.1fs: no FUSE mount and no rekey-fuse process left", time.Since(t).Seconds())
+	return nil
+}
+
+// irsaMounted checks the STS volume of examples/irsa right after its pod
+// started: kubelet passed the pod's service-account token, the driver
+// exchanged it at MinIO's STS (AssumeRoleWithWebIdentity) and the FUSE server
+// runs on temporary keys with an expiry. It returns that first Status.
+func irsaMounted(ctx context.Context, c *Cluster, pod string) (*credentialsv1.StatusResponse, error) {
+	socks, err := servers(c)
+	if err != nil {
+		return nil, err
+	}
+	if socks[irsaVolume] == "" {
+		return nil, fmt.Errorf("no FUSE server for volume %s (have %v)", irsaVolume, socks)
+	}
+	st, err := status(ctx, socks[irsaVolume])
+	if err != nil {
+		return nil, err
+	}
+	if st.GetAuthType() != "irsa" || st.GetRoleArn() != stsRoleARN || st.GetExpiration() == nil {
+		return nil, fmt.Errorf("status of %s: auth type %q, role %q, expiration %v; want irsa, %s and temporary keys",
+			irsaVolume, st.GetAuthType(), st.GetRoleArn(), st.GetExpiration(), stsRoleARN)
+	}
+	note("step 2b: irsa volume (examples/irsa, MinIO AssumeRoleWithWebIdentity with the pod's service-account token): %s/%s mounted, temporary keys %s expire %s (in %s); last swap %s %s",
+		irsaNS, pod, st.GetFingerprint(), st.GetExpiration().AsTime().Format(time.RFC3339),
+		time.Until(st.GetExpiration().AsTime()).Round(time.Second), st.GetLastSwap().GetSource(), st.GetLastSwap().GetResult())
+	return st, nil
+}
+
+// irsaRefreshed waits until a republish of the irsa volume exchanged the
+// token again (tests/e2e/overlay: short --sts-duration, a refresh window
+// just below it) and the FUSE server swapped to the new temporary keys.
+func irsaRefreshed(ctx context.Context, c *Cluster, first *credentialsv1.StatusResponse) error {
+	socks, err := servers(c)
+	if err != nil {
+		return err
+	}
+	var st *credentialsv1.StatusResponse
+	if err := waitFor(ctx, 120*time.Second, "a republish swapping new temporary keys into "+irsaVolume, func() error {
+		st, err = status(ctx, socks[irsaVolume])
+		if err != nil {
+			return err
+		}
+		ls := st.GetLastSwap()
+		if st.GetFingerprint() == first.GetFingerprint() || ls.GetSource() != "csi-irsa" || ls.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
+			return fmt.Errorf("fingerprint %s, last swap %s %s %s", st.GetFingerprint(), ls.GetSource(), ls.GetResult(), ls.GetMessage())
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	note("step 2b: irsa: kubelet's republish refreshed the temporary keys: %s -> %s (generation %d -> %d, expiry %s -> %s, swap by %s)",
+		first.GetFingerprint(), st.GetFingerprint(), first.GetGeneration(), st.GetGeneration(),
+		first.GetExpiration().AsTime().Format(time.TimeOnly), st.GetExpiration().AsTime().Format(time.TimeOnly), st.GetLastSwap().GetSource())
 	return nil
 }
