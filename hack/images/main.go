@@ -106,7 +106,7 @@ func run() error {
 		}
 		specs = append(specs, s)
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	if err := os.MkdirAll(*out, 0o750); err != nil {
 		return err
 	}
 	for _, s := range specs {

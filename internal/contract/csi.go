@@ -28,7 +28,7 @@ const (
 	// when the CSIDriver has tokenRequests: JSON mapping each audience to
 	// {"token": "...", "expirationTimestamp": "RFC 3339"}. It holds
 	// secrets: never log it.
-	PodInfoServiceAccountTokens = "csi.storage.k8s.io/serviceAccount.tokens"
+	PodInfoServiceAccountTokens = "csi.storage.k8s.io/serviceAccount.tokens" //nolint:gosec // a volume-context key, not a credential
 	// PodInfoEphemeral is "true" for an inline CSI volume.
 	PodInfoEphemeral = "csi.storage.k8s.io/ephemeral"
 
