@@ -199,12 +199,11 @@ func startProcess(t testing.TB, s *Server, cmd *exec.Cmd) {
 // StartMinIO runs the MinIO server of tests/s3servers/build-minio.sh
 // (REKEY_MINIO_BIN) on a free loopback port with Bucket. Keys are issued as
 // MinIO users with the readwrite policy through `mc admin`
-// (tests/s3servers/build-mc.sh, REKEY_MC_BIN). Skips without the binaries,
-// fails under CI=true.
+// (tests/s3servers/build-mc.sh, REKEY_MC_BIN; only Issue, Restore and
+// Revoke need it). Skips without the server binary, fails under CI=true.
 func StartMinIO(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary(t, "REKEY_MINIO_BIN", "tests/s3servers/build-minio.sh")
-	mc := Binary(t, "REKEY_MC_BIN", "tests/s3servers/build-mc.sh")
 	dir := t.TempDir()
 	s := &Server{Name: "minio", URL: "http://" + freeAddr(t), Admin: keys.Keys{AccessKeyID: "rekeyroot", SecretAccessKey: "rekeyroot-secret"}}
 	cmd := exec.Command(bin, "server", "--quiet", "--address", s.Host(), "--console-address", "127.0.0.1:0", filepath.Join(dir, "data"))
@@ -213,6 +212,10 @@ func StartMinIO(t testing.TB) *Server {
 	startProcess(t, s, cmd)
 	alias := "MC_HOST_rk=http://" + s.Admin.AccessKeyID + ":" + s.Admin.SecretAccessKey + "@" + s.Host()
 	run := func(ctx context.Context, args ...string) error {
+		mc := os.Getenv("REKEY_MC_BIN")
+		if mc == "" {
+			return errors.New("REKEY_MC_BIN is not set; build mc with tests/s3servers/build-mc.sh")
+		}
 		c := exec.CommandContext(ctx, mc, append([]string{"--config-dir", filepath.Join(dir, "mc"), "--quiet", "--no-color"}, args...)...)
 		c.Env = append(os.Environ(), alias)
 		if out, err := c.CombinedOutput(); err != nil {

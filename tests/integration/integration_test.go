@@ -32,6 +32,7 @@ func TestFakeS3(t *testing.T) {
 
 func TestMinIO(t *testing.T) {
 	t.Parallel()
+	fusetest.Binary(t, "REKEY_MC_BIN", "tests/s3servers/build-mc.sh") // keys are issued with mc admin
 	suite(t, fusetest.StartMinIO(t), 500*time.Millisecond)
 }
 
