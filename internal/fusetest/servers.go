@@ -216,6 +216,7 @@ func StartMinIO(t testing.TB) *Server {
 		if mc == "" {
 			return errors.New("REKEY_MC_BIN is not set; build mc with tests/s3servers/build-mc.sh")
 		}
+		//nolint:gosec // the binary comes from the test environment by design, no shell
 		c := exec.CommandContext(ctx, mc, append([]string{"--config-dir", filepath.Join(dir, "mc"), "--quiet", "--no-color"}, args...)...)
 		c.Env = append(os.Environ(), alias)
 		if out, err := c.CombinedOutput(); err != nil {
