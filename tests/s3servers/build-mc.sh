@@ -15,21 +15,6 @@ set -euo pipefail
 
 MC_VERSION=${MC_VERSION:-v0.0.0-20250313080218-cf909e1063a9}
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-dir="$root/tools/cache/mc-$MC_VERSION"
-bin="$dir/mc"
-
-if [[ -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-
-GO=${GO:-go}
-mkdir -p "$dir"
-tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-echo "building mc $MC_VERSION into $dir" >&2
-(cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install -trimpath -ldflags "-s -w" \
-	"github.com/minio/mc@$MC_VERSION")
-mv "$tmp/mc" "$bin"
-echo "$bin"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+go_install_cached mc "$MC_VERSION" "github.com/minio/mc@$MC_VERSION"

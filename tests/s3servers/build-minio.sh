@@ -17,26 +17,10 @@ MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20250907161309-07c3a429bfed}
 MINIO_TIME=${MINIO_TIME:-2025-09-07T16:13:09Z}
 MINIO_COMMIT=${MINIO_COMMIT:-07c3a429bfed433e49018cb0f78a52145d4bedeb}
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-dir="$root/tools/cache/minio-$MINIO_RELEASE"
-bin="$dir/minio"
-
-if [[ -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-
-GO=${GO:-go}
-mkdir -p "$dir"
-tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-echo "building minio $MINIO_RELEASE ($MINIO_VERSION) into $dir" >&2
-# go install pkg@version builds in module-aware mode outside our module, with
-# MinIO's own go.mod and go.sum. Static, stripped, versioned like MinIO's builds.
-(cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install -trimpath \
-	-ldflags "-s -w -X github.com/minio/minio/cmd.Version=$MINIO_TIME -X github.com/minio/minio/cmd.ReleaseTag=$MINIO_RELEASE \
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+# Versioned like MinIO's own builds.
+go_install_cached minio "$MINIO_RELEASE" "github.com/minio/minio@$MINIO_VERSION" \
+	"-X github.com/minio/minio/cmd.Version=$MINIO_TIME -X github.com/minio/minio/cmd.ReleaseTag=$MINIO_RELEASE \
 -X github.com/minio/minio/cmd.CommitID=$MINIO_COMMIT -X github.com/minio/minio/cmd.ShortCommitID=${MINIO_COMMIT:0:12} \
--X github.com/minio/minio/cmd.CopyrightYear=${MINIO_TIME:0:4}" \
-	"github.com/minio/minio@$MINIO_VERSION")
-mv "$tmp/minio" "$bin"
-echo "$bin"
+-X github.com/minio/minio/cmd.CopyrightYear=${MINIO_TIME:0:4}"

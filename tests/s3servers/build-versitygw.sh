@@ -11,23 +11,6 @@ set -euo pipefail
 
 VERSITYGW_VERSION=${VERSITYGW_VERSION:-v1.8.0}
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
-dir="$root/tools/cache/versitygw-$VERSITYGW_VERSION"
-bin="$dir/versitygw"
-
-if [[ -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-
-GO=${GO:-go}
-mkdir -p "$dir"
-tmp=$(mktemp -d "$dir/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-echo "building versitygw $VERSITYGW_VERSION into $dir" >&2
-# go install pkg@version: module-aware, outside our module, with versitygw's
-# own go.mod and go.sum.
-(cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS= "$GO" install -trimpath -ldflags "-s -w" \
-	"github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
-mv "$tmp/versitygw" "$bin"
-echo "$bin"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+go_install_cached versitygw "$VERSITYGW_VERSION" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
