@@ -20,6 +20,7 @@ import (
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/fusebdi"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/sts"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
@@ -207,6 +208,12 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 	if err != nil {
 		_ = s.mounter.Unmount(target)
 		return fmt.Errorf("start FUSE server: %w", err)
+	}
+	// The server answered INIT, which set the read-ahead to at most 128 KiB;
+	// one FUSE read request's worth lets the kernel ask for the next MiB
+	// while the reader copies the last one.
+	if err := fusebdi.SetReadahead(target, maxRead>>10); err != nil {
+		log.V(1).Info("kernel read-ahead left at its default", "error", err.Error())
 	}
 	s.metrics.keySet(vol.ID)
 	return nil

@@ -2,13 +2,13 @@ package s3fs
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"rekey.dev/rekey/internal/fusebdi"
 )
 
 // maxWrite is the largest FUSE write request.
@@ -31,6 +31,10 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 			DirectMount:   true,
 			DisableXAttrs: true,
 			MaxBackground: 64,
+			// A 1 MiB read reply plus its header does not fit a pipe of
+			// the default pipe-max-size (1 MiB), so every splice attempt
+			// would fail, log a line and fall back to a copy anyway.
+			DisableSplice: true,
 			Options:       []string{"default_permissions"},
 		},
 		EntryTimeout:    &entry,
@@ -67,17 +71,10 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 const KernelReadaheadKB = maxWrite >> 10
 
 // SetKernelReadahead sets the kernel read-ahead of the FUSE mount at
-// mountpoint (its BDI's read_ahead_kb in sysfs). It needs root and a
-// writable /sys; the CSI driver, which mounts for the server in descriptor
-// mode, calls it after mount(2).
+// mountpoint; see fusebdi.SetReadahead.
 func SetKernelReadahead(mountpoint string, kb int) error {
-	var st unix.Stat_t
-	if err := unix.Stat(mountpoint, &st); err != nil {
-		return fmt.Errorf("s3fs: read-ahead: %w", err)
-	}
-	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(path, []byte(strconv.Itoa(kb)), 0o600); err != nil { // sysfs keeps its own mode
-		return fmt.Errorf("s3fs: read-ahead: %w", err)
+	if err := fusebdi.SetReadahead(mountpoint, kb); err != nil {
+		return fmt.Errorf("s3fs: %w", err)
 	}
 	return nil
 }

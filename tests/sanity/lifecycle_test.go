@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"k8s.io/mount-utils"
 
 	"rekey.dev/rekey/csidriver/supervisor"
@@ -147,6 +148,13 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("fingerprint via the pod socket = %q, want %q", fp, e.keys.Fingerprint())
 	}
 	write("a")
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		t.Fatal(err)
+	}
+	if ra, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))); err != nil || strings.TrimSpace(string(ra)) != "1024" {
+		t.Errorf("kernel read-ahead of the published mount = %q (%v), want 1024 KiB", ra, err)
+	}
 
 	// Republish with new keys swaps them; the old keys are revoked right after.
 	k2 := fakes3.NewKeys("AKSECOND")
