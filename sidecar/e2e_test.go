@@ -16,6 +16,7 @@ import (
 	"rekey.dev/rekey/internal/atomicwriter"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/fusetest"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/loadcheck"
 	"rekey.dev/rekey/internal/logging"
@@ -202,16 +203,9 @@ func TestEndToEndRotationUnderLoad(t *testing.T) {
 	if testing.Short() {
 		duration = 2 * time.Second
 	}
-	var st loadcheck.Stats
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	defer cancel()
-	var wg sync.WaitGroup
+	var loads []loadcheck.Load
 	for _, mnt := range p.mnts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			loadcheck.Load{Dir: mnt, Workers: 2, MaxFileSize: 256 << 10}.Run(ctx, &st)
-		}()
+		loads = append(loads, loadcheck.Load{Dir: mnt, Workers: 2, MaxFileSize: 256 << 10})
 	}
 	var lat []time.Duration
 	rot := &loadcheck.Rotator{Server: p.s3, Current: keysOf(p), Swap: func(ctx context.Context, k keys.Keys, _ uint64) error {
@@ -219,20 +213,7 @@ func TestEndToEndRotationUnderLoad(t *testing.T) {
 		lat = append(lat, d)
 		return err
 	}}
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-tick.C:
-			if _, err := rot.Rotate(context.Background()); err != nil {
-				t.Fatalf("rotation %d: %v", len(lat), err)
-			}
-		}
-	}
-	wg.Wait()
+	st, _ := fusetest.RotateUnderLoad(t, rot, 250*time.Millisecond, duration, loads...)
 	t.Logf("%d rotations (file change -> swap applied p50 %v, max %v), %d operations, %d failed, %d mismatched bytes, %.1f MiB verified",
 		len(lat), loadcheck.Percentile(lat, 50), loadcheck.Percentile(lat, 100), st.Ops.Load(), st.Failed.Load(), st.Mismatched.Load(),
 		float64(st.Bytes.Load())/(1<<20))

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 // opErr wraps err the way the SDK returns errors from an operation.
@@ -99,16 +101,7 @@ func TestKeyRevoked(t *testing.T) {
 		t.Fatalf("read with revoked key: %v, want EACCES", err)
 	}
 	for _, name := range []string{"by-fsync.txt", "by-retry.txt"} {
-		f, err := os.Create(e.path(name))
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		if _, err := f.Write([]byte("precious " + name)); err != nil {
-			t.Fatalf("write %s: %v", name, err)
-		}
-		if err := f.Close(); !errors.Is(err, syscall.EACCES) {
-			t.Fatalf("close %s with revoked key: %v, want EACCES", name, err)
-		}
+		fusetest.WriteCloseFails(t, e.path(name), []byte("precious "+name), syscall.EACCES) // the key is revoked
 		e.assertAbsent(name)
 	}
 	if got := e.fsys.Pending(); len(got) != 2 {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,6 +43,22 @@ func WriteChunks(path string, data []byte, chunk int) error {
 		}
 	}
 	return f.Close()
+}
+
+// WriteCloseFails creates path and writes data to it, and fails the test
+// unless the close fails with want (an upload the server refuses, say).
+func WriteCloseFails(t testing.TB, path string, data []byte, want error) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatalf("create %s: %v", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+	if err := f.Close(); !errors.Is(err, want) {
+		t.Fatalf("close %s: %v, want %v", path, err, want)
+	}
 }
 
 // Eventually polls cond until it holds or timeout passes.

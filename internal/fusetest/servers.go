@@ -151,8 +151,10 @@ func freeAddr(t testing.TB) string {
 }
 
 // LockedBuffer collects output of several writers (a process, a logger)
-// for a failure message; it keeps the first 64 KiB.
+// for a failure message; it keeps the first 64 KiB, or all of it with All.
 type LockedBuffer struct {
+	All bool // keep everything, for output a test searches
+
 	mu sync.Mutex
 	b  bytes.Buffer
 }
@@ -160,7 +162,7 @@ type LockedBuffer struct {
 func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.b.Len() > 64<<10 {
+	if !b.All && b.b.Len() > 64<<10 {
 		return len(p), nil
 	}
 	return b.b.Write(p)

@@ -397,16 +397,7 @@ func testKeyRevoked(t *testing.T, srv *fusetest.Server) {
 		t.Fatalf("read with revoked key: %v, want EACCES", err)
 	}
 	for _, name := range []string{"rv/by-fsync.txt", "rv/by-retry.txt"} {
-		f, err := os.Create(m.path(name))
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		if _, err := f.Write([]byte("precious " + name)); err != nil {
-			t.Fatalf("write %s: %v", name, err)
-		}
-		if err := f.Close(); !errors.Is(err, syscall.EACCES) {
-			t.Fatalf("close %s with revoked key: %v, want EACCES", name, err)
-		}
+		fusetest.WriteCloseFails(t, m.path(name), []byte("precious "+name), syscall.EACCES) // the key is revoked
 		srv.AssertAbsent(t, name)
 	}
 	if got := m.fsys.Pending(); len(got) != 2 {
@@ -452,36 +443,9 @@ func testRotation(t *testing.T, srv *fusetest.Server, every time.Duration) {
 		t.Fatal(err)
 	}
 	m := rekeyfuse.Run(t, srv, initial, "")
-	duration := 10 * time.Second
-	var st loadcheck.Stats
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	defer cancel()
-	loadDone := make(chan struct{})
-	go func() {
-		loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10}.Run(ctx, &st)
-		close(loadDone)
-	}()
 	rot := &loadcheck.Rotator{Keys: issuer, Swap: m.SwapApplied, Current: initial}
-	var rotations int
-	var swaps []time.Duration
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-tick.C:
-			took, err := rot.Rotate(context.Background())
-			if err != nil {
-				t.Errorf("rotation %d: %v", rotations+1, err)
-				continue
-			}
-			rotations++
-			swaps = append(swaps, took)
-		}
-	}
-	<-loadDone
+	st, swaps := fusetest.RotateUnderLoad(t, rot, every, 10*time.Second, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10})
+	rotations := len(swaps)
 	t.Logf("%s: %d rotations (swap p50 %v, max %v), %d operations, %d failed, %d mismatched bytes, %.1f MiB verified",
 		srv.Name, rotations, loadcheck.Percentile(swaps, 50), loadcheck.Percentile(swaps, 100),
 		st.Ops.Load(), st.Failed.Load(), st.Mismatched.Load(), float64(st.Bytes.Load())/(1<<20))

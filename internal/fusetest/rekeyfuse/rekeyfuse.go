@@ -29,7 +29,7 @@ type Mount struct {
 	Dir     string // the mountpoint
 	Initial keys.Keys
 	Client  credentialsv1.CredentialServiceClient
-	Logs    interface{ String() string }
+	Logs    interface{ String() string } // all that Run logged, verbosely
 }
 
 // Run mounts s's bucket with the initial keys (extra mount options
@@ -40,7 +40,7 @@ func Run(t testing.TB, s *fusetest.Server, initial keys.Keys, mountOptions strin
 	if os.Geteuid() != 0 {
 		t.Skip("FUSE mounts need root")
 	}
-	logs := &fusetest.LockedBuffer{}
+	logs := &fusetest.LockedBuffer{All: true} // tests search it
 	m := &Mount{Initial: initial, Logs: logs}
 	// Socket paths must stay below 108 bytes; t.TempDir() can be longer.
 	dir, err := os.MkdirTemp("", "rkfs")
