@@ -521,9 +521,9 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 	}
 	rot := rotation{swap: map[string]time.Duration{}, source: map[string]string{}}
 	// Poll all servers every 20 ms. The swap time is the server's own time
-	// of the APPLIED swap; when a later identical push (the other path) has
-	// replaced it in Status already (UNCHANGED), the first poll that saw the
-	// new fingerprint bounds it from above.
+	// of the APPLIED swap (Status.last_applied, which a later identical push
+	// from the other path does not hide); without one, the first poll that
+	// saw the new fingerprint bounds it from above.
 	deadline := time.Now().Add(120 * time.Second)
 	for len(rot.swap) < len(vols) {
 		if time.Now().After(deadline) {
@@ -540,10 +540,12 @@ func rotate(ctx context.Context, c *Cluster, writerUID string, k keys.Keys) (rot
 			if err != nil || st.GetFingerprint() != want {
 				continue
 			}
-			ls := st.GetLastSwap()
-			if ls.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
-				rot.swap[v], rot.source[v] = ls.GetTime().AsTime().Sub(updated), ls.GetSource()
+			// last_applied is the swap that put these keys in use, even
+			// if the other path's no-op came after it.
+			if la := st.GetLastApplied(); la.GetResult() == credentialsv1.SwapResult_SWAP_RESULT_APPLIED && la.GetTime().AsTime().After(updated) {
+				rot.swap[v], rot.source[v] = la.GetTime().AsTime().Sub(updated), la.GetSource()
 			} else {
+				ls := st.GetLastSwap()
 				rot.swap[v], rot.source[v] = time.Since(updated), "first seen; last "+ls.GetSource()+" "+ls.GetResult().String()
 			}
 		}
@@ -811,7 +813,7 @@ func irsaRefreshed(ctx context.Context, c *Cluster, first *credentialsv1.StatusR
 		if err != nil {
 			return err
 		}
-		ls := st.GetLastSwap()
+		ls := st.GetLastApplied()
 		if st.GetFingerprint() == first.GetFingerprint() || ls.GetSource() != "csi-irsa" || ls.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_APPLIED {
 			return fmt.Errorf("fingerprint %s, last swap %s %s %s", st.GetFingerprint(), ls.GetSource(), ls.GetResult(), ls.GetMessage())
 		}
@@ -821,6 +823,6 @@ func irsaRefreshed(ctx context.Context, c *Cluster, first *credentialsv1.StatusR
 	}
 	note("step 2b: irsa: kubelet's republish refreshed the temporary keys: %s -> %s (generation %d -> %d, expiry %s -> %s, swap by %s)",
 		first.GetFingerprint(), st.GetFingerprint(), first.GetGeneration(), st.GetGeneration(),
-		first.GetExpiration().AsTime().Format(time.TimeOnly), st.GetExpiration().AsTime().Format(time.TimeOnly), st.GetLastSwap().GetSource())
+		first.GetExpiration().AsTime().Format(time.TimeOnly), st.GetExpiration().AsTime().Format(time.TimeOnly), st.GetLastApplied().GetSource())
 	return nil
 }
