@@ -55,7 +55,7 @@ func (c *Cluster) start(name string, args ...string) (*proc, error) {
 // startEnv starts a process with env added to ours; its output goes to
 // Dir/logs/<name>.log.
 func (c *Cluster) startEnv(name string, env []string, args ...string) (*proc, error) {
-	logf, err := os.OpenFile(c.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(c.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func (p *proc) stop(grace time.Duration) {
 // every component, returning once the node is Ready.
 func (c *Cluster) Up(ctx context.Context) error {
 	for _, d := range []string{"logs", "pki", "etcd", "kubelet", "containerd", "cni/net.d", "cni/ipam"} {
-		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
+		if err := os.MkdirAll(c.path(d), 0o755); err != nil { //nolint:gosec // kubelet and pod users traverse these, as under /var/lib/kubelet
 			return err
 		}
 	}
@@ -214,7 +214,7 @@ oom_score = 0
     conf_dir = %[7]q
 `, c.path("containerd", "root"), c.path("containerd", "state"), c.ContainerdSock(), c.ContainerdSock()+".ttrpc",
 		c.path("containerd", "opt"), c.Pause, c.path("cni", "net.d"))
-	if err := os.WriteFile(c.path("containerd.toml"), []byte(containerd), 0o644); err != nil {
+	if err := os.WriteFile(c.path("containerd.toml"), []byte(containerd), 0o600); err != nil {
 		return err
 	}
 	cni := fmt.Sprintf(`{
@@ -226,7 +226,7 @@ oom_score = 0
   ]
 }
 `, bridgeName, c.path("cni", "ipam"))
-	if err := os.WriteFile(c.path("cni", "net.d", "10-rekey-e2e.conflist"), []byte(cni), 0o644); err != nil {
+	if err := os.WriteFile(c.path("cni", "net.d", "10-rekey-e2e.conflist"), []byte(cni), 0o600); err != nil {
 		return err
 	}
 	kubelet := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
@@ -256,7 +256,7 @@ resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 containerLogMaxSize: 10Mi
 `, kubeletPort, kubeletPort-2, filepath.Join(pkiDir, "kubelet-serving.crt"), filepath.Join(pkiDir, "kubelet-serving.key"), filepath.Join(pkiDir, "ca.crt"))
-	return os.WriteFile(c.path("kubelet.yaml"), []byte(kubelet), 0o644)
+	return os.WriteFile(c.path("kubelet.yaml"), []byte(kubelet), 0o600)
 }
 
 const (
@@ -362,10 +362,13 @@ func killCgroup(name string) int {
 	for round := 0; round < 5; round++ {
 		found := 0
 		_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", name), func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			if err != nil {
+				return nil //nolint:nilerr // a cgroup that vanished mid-walk is fine
+			}
+			if d.IsDir() || d.Name() != "cgroup.procs" {
 				return nil
 			}
-			b, _ := os.ReadFile(p)
+			b, _ := os.ReadFile(p) //nolint:gosec // cgroupfs under /sys, not a user-controlled tree
 			for _, f := range strings.Fields(string(b)) {
 				if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
 					found++

@@ -65,7 +65,7 @@ func startMinIO(ctx context.Context, c *Cluster, repo string) (*MinIO, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(certs, "CAs", "kubernetes-ca.crt"), ca, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(certs, "CAs", "kubernetes-ca.crt"), ca, 0o600); err != nil { //nolint:gosec // our own temp directory
 		return nil, err
 	}
 	rootPass := randHex(16)
