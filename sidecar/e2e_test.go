@@ -29,7 +29,7 @@ type pod struct {
 	s3      *fakes3.Server
 	mnts    []string
 	writers []*atomicwriter.Writer
-	logs    *syncBuffer
+	logs    *fusetest.LockedBuffer
 
 	mu      sync.Mutex
 	applied map[string]map[string]time.Time // fingerprint -> volume -> when
@@ -55,7 +55,7 @@ func startPod(tb testing.TB, n int) *pod {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = s3.Close() })
-	p := &pod{s3: s3, logs: &syncBuffer{}, applied: map[string]map[string]time.Time{}, notify: make(chan struct{}, 1)}
+	p := &pod{s3: s3, logs: &fusetest.LockedBuffer{All: true}, applied: map[string]map[string]time.Time{}, notify: make(chan struct{}, 1)}
 
 	root, err := os.MkdirTemp("", "rke2e") // socket paths stay short
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/atomicwriter"
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/fusetest"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/logging"
 	"rekey.dev/rekey/internal/sts/ststest"
@@ -390,7 +391,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	srvSecret := startFakeServer(t, filepath.Join(sockDir, "s.sock"), "vol-s", keys.Keys{AccessKeyID: "AK0", SecretAccessKey: "x"}, bucket, 1)
 	srvSTS2 := startFakeServer(t, filepath.Join(sockDir, "r.sock"), "vol-r", keys.Keys{AccessKeyID: "AK0", SecretAccessKey: "x"}, bucket, 2)
 
-	logs := &syncBuffer{}
+	logs := &fusetest.LockedBuffer{All: true}
 	log, _ := logging.New(logs, "json", 10)
 	events := make(chan SwapEvent, 100)
 	ctx, cancel := context.WithCancel(context.Background())
