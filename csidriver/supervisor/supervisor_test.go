@@ -54,6 +54,19 @@ func setup(t *testing.T) (dir, bin string, k keys.Keys, s3 *fakes3.Server) {
 	return dir, bin, k, s3
 }
 
+// newTarget makes the mount target of a test and the Config of its
+// supervisors; the target is unmounted when the test ends.
+func newTarget(t *testing.T, dir, bin string) (mounter.Interface, string, supervisor.Config) {
+	t.Helper()
+	m := mounter.New()
+	target := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Unmount(target) })
+	return m, target, supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
+}
+
 // startOn mounts /dev/fuse at spec.Target and starts a FUSE server for it
 // with start (a Supervisor's or a Client's Start); it fills in the
 // connection ID.
@@ -83,14 +96,8 @@ func TestStartAdoptDie(t *testing.T) {
 	needRoot(t)
 	dir, bin, k, s3 := setup(t)
 
-	m := mounter.New()
-	target := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(target, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Unmount(target) })
+	m, target, cfg := newTarget(t, dir, bin)
 	ctx := context.Background()
-	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
 
 	sctx, stop := context.WithCancel(ctx)
 	sup, err := supervisor.New(sctx, cfg)
@@ -187,14 +194,8 @@ func TestStartAdoptDie(t *testing.T) {
 func TestUnmountedServerExitsQuietly(t *testing.T) {
 	needRoot(t)
 	dir, bin, k, s3 := setup(t)
-	m := mounter.New()
-	target := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(target, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Unmount(target) })
+	m, target, cfg := newTarget(t, dir, bin)
 	ctx := context.Background()
-	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
 	sup, err := supervisor.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -238,13 +239,7 @@ func TestUnmountedServerExitsQuietly(t *testing.T) {
 func TestReportWhileNoSupervisor(t *testing.T) {
 	needRoot(t)
 	dir, bin, k, s3 := setup(t)
-	m := mounter.New()
-	target := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(target, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Unmount(target) })
-	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t)}
+	m, target, cfg := newTarget(t, dir, bin)
 	ctx := context.Background()
 
 	ctx1, stop1 := context.WithCancel(ctx)
@@ -333,12 +328,7 @@ func TestReportWhileNoSupervisor(t *testing.T) {
 func TestPodSocketOnTmpfs(t *testing.T) {
 	needRoot(t)
 	dir, bin, k, s3 := setup(t)
-	m := mounter.New()
-	target := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(target, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Unmount(target) })
+	m, target, cfg := newTarget(t, dir, bin)
 	const sidecarUID = 65532
 	podDir := filepath.Join(dir, "kubelet", "pods", "0d9c6e8a-5f7b-4c1e-9a43-2b8d7e6f1a90", "volumes",
 		"kubernetes.io~empty-dir", "rekey-sockets")
@@ -347,8 +337,7 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 		t.Fatalf("pod socket path %d bytes, want one over the sun_path limit", len(podSocket))
 	}
 	ctx := context.Background()
-	cfg := supervisor.Config{FuseBinary: bin, StateDir: filepath.Join(dir, "state"), Aborter: m, Log: testr.New(t),
-		AllowedUIDs: []uint32{sidecarUID}}
+	cfg.AllowedUIDs = []uint32{sidecarUID}
 	sup, err := supervisor.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
