@@ -88,9 +88,9 @@ func mount(t *testing.T, srv *fusetest.Server, opts s3fs.Options) *mounted {
 	}
 	opts.Bucket = fusetest.Bucket
 	opts.StagingDir = filepath.Join(t.TempDir(), "staging")
-	if testing.Verbose() {
-		opts.Logger = testr.NewWithOptions(t, testr.Options{Verbosity: 0})
-	}
+	// t.Log output shows only for a failed test (or -v): the S3 error
+	// behind an errno is then in the failure report.
+	opts.Logger = testr.NewWithOptions(t, testr.Options{Verbosity: 0})
 	fsys, err := s3fs.New(srv.Client(k), opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
