@@ -255,6 +255,13 @@ type SecretSource struct {
 // is passed to Fail once, not again on every poll while it lasts.
 func (s *SecretSource) Check() {
 	data, err := ReadSecretDir(s.Dir)
+	if errors.Is(err, ErrSecretChanging) {
+		// Kubelet is still writing: each update that got in the way is an
+		// event of its own, so the watcher calls Check again once the
+		// directory is quiet (the poll is the safety net). Not a failure.
+		s.seen = false
+		return
+	}
 	if err != nil {
 		s.seen = false // whatever comes back must be looked at
 		s.fail(fmt.Sprintf("cannot read the projected secret: %v", err))
