@@ -3,7 +3,6 @@ package csidriver
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -11,30 +10,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/envtest"
 )
 
 // TestEventsOnAPIServer posts the driver's Events through client-go's
 // recorder to a real kube-apiserver + etcd (envtest; binaries from
 // tests/cluster/build.sh) and reads them back with their exact messages.
 func TestEventsOnAPIServer(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		msg := "KUBEBUILDER_ASSETS is not set; run: export KUBEBUILDER_ASSETS=\"$(tests/cluster/build.sh)\""
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg, _ := envtest.Start(t)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

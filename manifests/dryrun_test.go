@@ -9,10 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"rekey.dev/rekey/internal/fusetest"
+	"rekey.dev/rekey/internal/envtest"
 )
 
 // warnings collects the API server's warning headers.
@@ -34,22 +33,13 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
 // namespace is created for real first. cert-manager's kinds are skipped
 // (no CRDs). Skipped without KUBEBUILDER_ASSETS, failed when CI=true.
 func TestServerSideDryRun(t *testing.T) {
-	dir := fusetest.Binary(t, "KUBEBUILDER_ASSETS", "tests/cluster/build.sh")
+	envtest.Assets(t)
 	streams := map[string][]byte{}
 	for _, v := range variants {
 		streams[v.name] = kustomizeBuild(t, v.kustomize) // before starting the API server: skips early
 	}
 	logf.SetLogger(logr.Discard())
-	env := &envtest.Environment{BinaryAssetsDirectory: dir}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Logf("stop envtest: %v", err)
-		}
-	})
+	cfg, _ := envtest.Start(t)
 	w := &warnings{}
 	cfg = rest.CopyConfig(cfg)
 	cfg.WarningHandler = w

@@ -27,32 +27,17 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
 	"rekey.dev/rekey/certs"
 	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/envtest"
 	"rekey.dev/rekey/webhook"
 )
 
 const webhookNamespace = "rekey-system"
-
-// assets answers the directory of kube-apiserver and etcd, or skips the test
-// (fails it when CI=true) when KUBEBUILDER_ASSETS is not set.
-func assets(tb testing.TB) string {
-	tb.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		msg := "KUBEBUILDER_ASSETS is not set; run: export KUBEBUILDER_ASSETS=\"$(tests/cluster/build.sh)\""
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
-	return dir
-}
 
 // warningRecorder collects the API server's warning headers.
 type warningRecorder struct {
@@ -92,21 +77,12 @@ type clusterOptions struct {
 
 func startCluster(tb testing.TB, opts clusterOptions) *cluster {
 	tb.Helper()
-	env := &envtest.Environment{BinaryAssetsDirectory: assets(tb)}
 	logf.SetLogger(logr.Discard())
 	log := logr.Discard()
 	if os.Getenv("REKEY_TEST_LOG") != "" {
 		log = zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true))
 	}
-	restCfg, err := env.Start()
-	if err != nil {
-		tb.Fatalf("start envtest: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			tb.Logf("stop envtest: %v", err)
-		}
-	})
+	restCfg, _ := envtest.Start(tb)
 	rec := &warningRecorder{}
 	withWarnings := rest.CopyConfig(restCfg)
 	withWarnings.WarningHandler = rec

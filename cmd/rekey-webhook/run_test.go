@@ -15,7 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"rekey.dev/rekey/internal/envtest"
 )
 
 func freePort(t *testing.T) int {
@@ -31,21 +33,8 @@ func freePort(t *testing.T) int {
 // TestRun starts the binary's run against a real API server in self-signed
 // mode and waits for /readyz.
 func TestRun(t *testing.T) {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		msg := "KUBEBUILDER_ASSETS is not set; run: export KUBEBUILDER_ASSETS=\"$(tests/cluster/build.sh)\""
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: dir}
-	restCfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	user, err := env.ControlPlane.AddUser(envtest.User{Name: "rekey", Groups: []string{"system:masters"}}, nil)
+	restCfg, env := envtest.Start(t)
+	user, err := env.ControlPlane.AddUser(crenvtest.User{Name: "rekey", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
