@@ -12,6 +12,8 @@ import (
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/fuseserver/s3client"
+	"rekey.dev/rekey/internal/contract"
+	"rekey.dev/rekey/internal/sts"
 )
 
 // PrecheckKind classifies why a volume cannot be mounted.
@@ -72,17 +74,17 @@ func refusal(v volumecontext.Volume, host string, ref *rotation.RefusalError) *P
 	if _, after, ok := strings.Cut(ref.Message, "code="); ok {
 		code = strings.TrimSuffix(after, ")")
 	}
-	ak := v.Keys.AccessKeyID
+	ak, from := v.Keys.AccessKeyID, keySource(v)
 	switch ref.Reason {
 	case rotation.ReasonInvalidAccessKey:
 		if code == "" || code == "InvalidAccessKeyId" {
 			code = "InvalidAccessKeyId"
 		}
 		return &PrecheckError{Kind: PrecheckDenied, Message: fmt.Sprintf(
-			"access key does not exist (%s): access key ID %q from the Secret is unknown to %s", code, ak, host)}
+			"access key does not exist (%s): access key ID %q from %s is unknown to %s", code, ak, from, host)}
 	case rotation.ReasonSignatureMismatch:
 		return &PrecheckError{Kind: PrecheckDenied, Message: fmt.Sprintf(
-			"secret key mismatch (SignatureDoesNotMatch): the Secret's secret key does not belong to access key ID %q", ak)}
+			"secret key mismatch (SignatureDoesNotMatch): the secret key from %s does not belong to access key ID %q", from, ak)}
 	case rotation.ReasonAccessDenied:
 		return &PrecheckError{Kind: PrecheckDenied, Message: fmt.Sprintf(
 			"no read permission on bucket/prefix (AccessDenied): access key ID %q may not list bucket %q path %q", ak, v.Bucket, v.Prefix)}
@@ -99,7 +101,21 @@ func refusal(v volumecontext.Volume, host string, ref *rotation.RefusalError) *P
 		return &PrecheckError{Kind: PrecheckUnreachable, Message: fmt.Sprintf("endpoint unreachable: %s (%s)", host, why)}
 	case rotation.ReasonExpiredToken:
 		return &PrecheckError{Kind: PrecheckDenied, Message: fmt.Sprintf(
-			"session token expired (ExpiredToken): the Secret's STS keys for access key ID %q", ak)}
+			"session token expired (ExpiredToken): the temporary keys from %s for access key ID %q", from, ak)}
 	}
 	return &PrecheckError{Kind: PrecheckDenied, Message: "S3 refused the keys: " + ref.Message}
+}
+
+// keySource names where v's keys came from, for messages: the Secret, or
+// the STS that exchanged the service-account token (NodePublishVolume
+// replaces v.Keys with the exchanged keys when kubelet passed a token).
+func keySource(v volumecontext.Volume) string {
+	if v.Token.IsZero() {
+		return "the Secret"
+	}
+	action := sts.WebIdentityAction
+	if v.AuthType == contract.AuthTypeRRSA {
+		action = sts.OIDCAction
+	}
+	return "the STS (" + action + ")"
 }
