@@ -23,6 +23,8 @@ func (in *Injector) sidecar(pod *corev1.Pod, sources []contract.Source, nSources
 		return corev1.Container{}, nil, fmt.Errorf("webhook: encode sources: %w", err)
 	}
 	resources, warnings := in.resources(pod.Annotations)
+	stsArgs, w := stsDurationArgs(pod.Annotations, sources)
+	warnings = append(warnings, w...)
 	mounts := []corev1.VolumeMount{{Name: contract.SocketVolumeName, MountPath: contract.SocketDir}}
 	for i := range nSources {
 		idx := fmt.Sprint(i)
@@ -36,11 +38,11 @@ func (in *Injector) sidecar(pod *corev1.Pod, sources []contract.Source, nSources
 		Name:            contract.SidecarContainerName,
 		Image:           in.cfg.Image,
 		ImagePullPolicy: in.cfg.ImagePullPolicy,
-		Args: []string{
+		Args: append([]string{
 			"--" + contract.SidecarSocketDirFlag + "=" + contract.SocketDir,
 			"--" + contract.SidecarPodUIDFlag + "=$(" + podUIDEnv + ")",
 			"--" + contract.SidecarSourcesFlag + "=" + string(sourcesJSON),
-		},
+		}, stsArgs...),
 		Env: []corev1.EnvVar{{
 			Name: podUIDEnv,
 			ValueFrom: &corev1.EnvVarSource{

@@ -11,6 +11,9 @@ const (
 	// SidecarMetricsAddrFlag makes the sidecar serve Prometheus /metrics
 	// ("host:port" or "unix:/path"; it may equal the health address).
 	SidecarMetricsAddrFlag = "metrics-addr"
+	// SidecarSTSDurationFlag is the requested lifetime of temporary keys
+	// (STS DurationSeconds), a Go duration; 0 or absent lets STS choose.
+	SidecarSTSDurationFlag = "sts-duration"
 	// SidecarHealthPort is the port suggested for SidecarHealthAddrFlag.
 	SidecarHealthPort = 9809
 )

@@ -15,6 +15,13 @@ const (
 	SidecarMemoryLimitAnnotation   = "rekey.dev/sidecar-memory-limit"
 )
 
+// SidecarSTSDurationAnnotation on a pod sets the lifetime of the temporary
+// keys the injected sidecar asks STS for (its SidecarSTSDurationFlag), for
+// rrsa/irsa volumes. The value is a Go duration ("1h", "90m") of whole
+// seconds within the range STS accepts; a bad value keeps the STS default and
+// the webhook answers an admission warning.
+const SidecarSTSDurationAnnotation = "rekey.dev/sidecar-sts-duration"
+
 const (
 	// SidecarPodUIDFlag carries the pod's UID (from the downward API). The
 	// sidecar needs it to compute EphemeralVolumeID for inline volumes.
