@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.MetricsAddr, contract.SidecarMetricsAddrFlag, "", "serve Prometheus /metrics on host:port or unix:/path (empty: off)")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", sidecar.DefaultPollInterval, "safety-net poll of files and sockets")
 	fs.DurationVar(&cfg.RefreshMargin, "refresh-margin", sidecar.DefaultRefreshMargin, "refresh temporary keys at the latest this long before expiry")
-	fs.DurationVar(&cfg.STSDuration, "sts-duration", 0, "requested lifetime of temporary keys (0: the STS default)")
+	fs.DurationVar(&cfg.STSDuration, contract.SidecarSTSDurationFlag, 0, "requested lifetime of temporary keys (0: the STS default)")
 	fs.StringVar(&cfg.STSSessionName, "sts-session-name", "rekey-sidecar", "RoleSessionName sent to STS")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity")

@@ -2,8 +2,6 @@ package s3fs
 
 import (
 	"context"
-	"errors"
-	"io"
 	"sync"
 	"syscall"
 
@@ -51,9 +49,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	if file := h.st.stagedFile(); file != nil {
-		n, err := file.ReadAt(dest, off)
-		if err != nil && !errors.Is(err, io.EOF) {
+	if n, staged, err := h.fsys.readStaged(ctx, h.st, dest, off); staged {
+		if err != nil {
+			h.fsys.log.Error(err, "read", "offset", off)
 			return nil, Errno(err)
 		}
 		return fuse.ReadResultData(dest[:n]), 0
@@ -111,6 +109,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		h.fsys.log.Error(err, "write", "offset", off)
 		return uint32(n), Errno(err)
 	}
+	h.fsys.waitStream(ctx, h.st)
 	return uint32(n), 0
 }
 

@@ -3,6 +3,7 @@ package s3fs
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,8 +24,11 @@ const testBucket = fusetest.Bucket
 type countingAPI struct {
 	API
 	heads, lists, gets, puts, parts, completes, aborts atomic.Int64
-	// failParts makes UploadPart fail with a 500 InternalError.
-	failParts atomic.Bool
+	// failParts makes UploadPart, failCompletes CompleteMultipartUpload
+	// fail with a 500 InternalError.
+	failParts, failCompletes atomic.Bool
+	// holdParts, while locked by a test, holds every UploadPart back.
+	holdParts sync.RWMutex
 }
 
 func (c *countingAPI) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
@@ -48,6 +52,8 @@ func (c *countingAPI) PutObject(ctx context.Context, in *s3.PutObjectInput, o ..
 }
 
 func (c *countingAPI) UploadPart(ctx context.Context, in *s3.UploadPartInput, o ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	c.holdParts.RLock()
+	c.holdParts.RUnlock() //nolint:staticcheck // waits while a test holds parts back
 	c.parts.Add(1)
 	if c.failParts.Load() {
 		return nil, &smithy.GenericAPIError{Code: "InternalError", Message: "injected"}
@@ -57,6 +63,9 @@ func (c *countingAPI) UploadPart(ctx context.Context, in *s3.UploadPartInput, o 
 
 func (c *countingAPI) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
 	c.completes.Add(1)
+	if c.failCompletes.Load() {
+		return nil, &smithy.GenericAPIError{Code: "InternalError", Message: "injected"}
+	}
 	return c.API.CompleteMultipartUpload(ctx, in, o...)
 }
 

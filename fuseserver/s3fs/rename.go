@@ -105,6 +105,11 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	if st != nil {
 		st.uploadMu.Lock()
 		defer st.uploadMu.Unlock()
+		// A stream that released parts completes at src first; the
+		// object is then copied like any other.
+		if err := f.settleLocked(ctx, st); err != nil {
+			return err
+		}
 		_, _, staged = st.staged()
 	}
 	if staged {

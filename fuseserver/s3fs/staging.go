@@ -2,10 +2,13 @@ package s3fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -37,6 +40,11 @@ type fileState struct {
 	// so far, so it may be uploaded while written (stream.go).
 	streamable bool
 	stream     *stream // the upload running while the file is written
+	// released marks, by part index (releasedPart bytes each), the parts
+	// of a stream punched out of the staging file after the server had
+	// them: the staging file is then no full copy of the file.
+	released     []bool
+	releasedPart int64
 }
 
 // dirtyLocked reports whether staged data has not reached the bucket yet.
@@ -52,14 +60,6 @@ func (s *fileState) staged() (size int64, mtime time.Time, ok bool) {
 		return 0, time.Time{}, false
 	}
 	return s.size, s.mtime, true
-}
-
-// stagedFile returns the staging file or nil. The file stays open while
-// the caller holds an open reference (opens > 0).
-func (s *fileState) stagedFile() *os.File {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.file
 }
 
 // acquireState returns the state of key with one more open reference,
@@ -131,7 +131,7 @@ func (f *FS) maybeDrop(st *fileState) {
 		delete(f.files, st.key)
 	}
 	file := st.file
-	st.file = nil
+	st.file, st.released = nil, nil
 	st.mu.Unlock()
 	f.mu.Unlock()
 	if file != nil {
@@ -229,6 +229,9 @@ func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, ti
 // truncate sets the staged size of st, staging the object first unless the
 // new size is 0.
 func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
+	if err := f.settle(ctx, st); err != nil {
+		return err
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.file == nil {
@@ -255,6 +258,10 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 
 // writeAt writes data at off into the staging of st, staging the object
 // first if needed. With appendMode the data goes to the end.
+//
+// A write below the parts a stream has handed to the upload drops the
+// stream, or, if parts were already released from staging, first completes
+// the upload and stages the object again (settle, then load).
 func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64, appendMode bool) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -265,6 +272,17 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 		off = st.size
 	}
 	if st.stream != nil && off < st.stream.frozen() {
+		if st.hasReleasedLocked() {
+			st.mu.Unlock()
+			err := f.settle(ctx, st)
+			st.mu.Lock()
+			if err != nil {
+				return 0, err
+			}
+			if err := f.loadLocked(ctx, st); err != nil {
+				return 0, err
+			}
+		}
 		st.streamable = false // rewrites data already uploading
 		f.breakStreamLocked(st)
 	}
@@ -275,12 +293,73 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 	if n > 0 {
 		st.mtime = time.Now()
 		st.gen++
-		f.streamLocked(st)
+		if serr := f.streamLocked(st); serr != nil && err == nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		return n, fmt.Errorf("write staging of %s: %w", st.key, err)
 	}
 	return n, nil
+}
+
+// waitStream blocks a writer that is more than streamWindow parts ahead of
+// the streamed upload of st (see stream), so staging stays bounded.
+func (f *FS) waitStream(ctx context.Context, st *fileState) {
+	st.mu.Lock()
+	s := st.stream
+	st.mu.Unlock()
+	if s != nil {
+		s.waitWindow(ctx)
+	}
+}
+
+// readStaged reads from the staging file of st if the file is staged
+// (staged false: read the bucket). A read of parts a stream released
+// completes the upload first (settle), after which the file is read from
+// the bucket; the released parts of an unlinked file are gone (EIO).
+func (f *FS) readStaged(ctx context.Context, st *fileState, dest []byte, off int64) (n int, staged bool, err error) {
+	st.mu.Lock()
+	if st.overlapsReleasedLocked(off, int64(len(dest))) {
+		deleted := st.deleted
+		st.mu.Unlock()
+		if deleted {
+			return 0, true, fmt.Errorf("read %s at %d: unlinked while written, and the range was released from staging: %w", st.key, off, syscall.EIO)
+		}
+		if err := f.settle(ctx, st); err != nil {
+			return 0, true, err
+		}
+		st.mu.Lock()
+	}
+	defer st.mu.Unlock()
+	if st.file == nil {
+		return 0, false, nil
+	}
+	n, err = st.file.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, true, fmt.Errorf("read staging of %s: %w", st.key, err)
+	}
+	return n, true, nil
+}
+
+// settle completes the streamed upload of st if parts of it were released
+// from staging, and drops the staging file: the file is then an ordinary
+// object. Whatever needs the released bytes back calls it first.
+func (f *FS) settle(ctx context.Context, st *fileState) error {
+	st.uploadMu.Lock()
+	defer st.uploadMu.Unlock()
+	return f.settleLocked(ctx, st)
+}
+
+// settleLocked is settle with st.uploadMu held.
+func (f *FS) settleLocked(ctx context.Context, st *fileState) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.hasReleasedLocked() || st.deleted || st.stream == nil {
+		return nil
+	}
+	_, err := f.finishStreamLocked(ctx, st)
+	return err
 }
 
 // sync uploads the staged content of st if it is dirty. On failure the
@@ -302,10 +381,16 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 		st.mu.Unlock()
 		return 0, nil
 	}
-	var s *stream
+	if own && st.stream != nil {
+		defer st.mu.Unlock()
+		return f.finishStreamLocked(ctx, st)
+	}
+	if st.hasReleasedLocked() {
+		st.mu.Unlock()
+		return 0, fmt.Errorf("upload %s as %s: staging misses released parts (not settled)", st.key, key)
+	}
 	if own {
 		key = st.key
-		s, st.stream = st.stream, nil // finished here or, on failure, aborted
 	} else {
 		f.breakStreamLocked(st)
 	}
@@ -313,12 +398,7 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	st.mu.Unlock()
 
 	start := time.Now()
-	var err error
-	if s != nil {
-		err = s.finish(ctx, size)
-	} else {
-		err = f.putFile(ctx, key, file, size)
-	}
+	err := f.putFile(ctx, key, file, size)
 	if err != nil {
 		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
 		return 0, err
@@ -329,6 +409,38 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	}
 	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime})
 	f.listings.set(key, statEntry{kind: kindFile, size: size, mtime: mtime})
+	return gen, nil
+}
+
+// finishStreamLocked completes the stream of st at the staged size (st.mu
+// and st.uploadMu held: no write changes the file meanwhile; the part
+// uploads take neither lock). On failure a stream that released nothing is
+// aborted and the next sync uploads the staging whole; one that released
+// parts stays for the next sync to upload what is missing and complete.
+// After success a staging file with released parts is dropped.
+func (f *FS) finishStreamLocked(ctx context.Context, st *fileState) (uint64, error) {
+	s := st.stream
+	gen, size, mtime := st.gen, st.size, st.mtime
+	start := time.Now()
+	if err := s.finish(ctx, size); err != nil {
+		if !st.hasReleasedLocked() {
+			f.breakStreamLocked(st)
+		}
+		f.log.Error(err, "upload failed, data stays staged", "key", st.key, "size", size, "streamed", true)
+		return 0, err
+	}
+	st.stream = nil
+	if gen > st.uploaded {
+		st.uploaded = gen
+	}
+	if st.hasReleasedLocked() {
+		file := st.file
+		st.file, st.released, st.streamable = nil, nil, false
+		f.removeStagingFile(file)
+	}
+	f.log.V(1).Info("uploaded", "key", st.key, "size", size, "duration", time.Since(start), "streamed", true)
+	f.cache.put(st.key, statEntry{kind: kindFile, size: size, mtime: mtime})
+	f.listings.set(st.key, statEntry{kind: kindFile, size: size, mtime: mtime})
 	return gen, nil
 }
 

@@ -2,7 +2,11 @@ package s3fs
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,8 +42,9 @@ func TestStreamingUpload(t *testing.T) {
 	}
 }
 
-// TestStreamingRewrite: a write into a part already uploading breaks the
-// stream; close uploads the staged file whole, with the rewrite.
+// TestStreamingRewrite: a write into a part handed to the upload but not
+// acknowledged yet (nothing released from staging) breaks the stream; close
+// uploads the staged file whole, with the rewrite.
 func TestStreamingRewrite(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
@@ -48,6 +53,7 @@ func TestStreamingRewrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.api.holdParts.Lock()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +62,7 @@ func TestStreamingRewrite(t *testing.T) {
 	if _, err := f.WriteAt(patch, 0); err != nil {
 		t.Fatal(err)
 	}
+	e.api.holdParts.Unlock()
 	if err := f.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
@@ -63,4 +70,219 @@ func TestStreamingRewrite(t *testing.T) {
 		t.Fatalf("object after rewrite differs")
 	}
 	eventually(t, 10*time.Second, "broken stream aborted", func() bool { return e.api.aborts.Load() >= 1 })
+}
+
+// stagingBytes is the disk space the staging files of e take now.
+func stagingBytes(t *testing.T, e *env) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(e.fsys.opts.StagingDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, ent := range entries {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(e.fsys.opts.StagingDir, ent.Name()), &st); err == nil {
+			total += st.Blocks * 512
+		}
+	}
+	return total
+}
+
+// writeReleased creates name, writes data to it in 1 MiB writes and
+// returns the open file once the upload has released at least two parts
+// from staging. It returns the most staging disk seen after any write.
+func writeReleased(t *testing.T, e *env, name string, data []byte) (*os.File, int64) {
+	t.Helper()
+	f, err := os.Create(e.path(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	var peak int64
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := f.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+		peak = max(peak, stagingBytes(t, e))
+	}
+	// Acknowledged parts are released on the next write: rewrite the last
+	// byte until two parts are gone from staging.
+	eventually(t, 10*time.Second, "two parts released from staging", func() bool {
+		if _, err := f.WriteAt(data[len(data)-1:], int64(len(data)-1)); err != nil {
+			t.Fatal(err)
+		}
+		return stagingBytes(t, e) <= int64(len(data))-2*MinPartSize
+	})
+	return f, peak
+}
+
+// TestStreamingBoundedStaging: a streamed file needs a bounded window of
+// staging disk, not a full copy; the object is complete and the staging
+// file gone after close.
+func TestStreamingBoundedStaging(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	data := randomBytes(t, 96<<20+123)
+	f, peak := writeReleased(t, e, "big.bin", data)
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	// Pending parts (streamWindow), one acknowledged but not yet
+	// released, the one being written, and the tail.
+	limit := int64(streamWindow+3) * MinPartSize
+	t.Logf("staging peak %d MiB for a %d MiB file (limit %d MiB)", peak>>20, len(data)>>20, limit>>20)
+	if peak > limit {
+		t.Fatalf("staging peaked at %d bytes, want at most %d", peak, limit)
+	}
+	if got := e.mustGet("big.bin"); sum(got) != sum(data) {
+		t.Fatalf("streamed object differs")
+	}
+	if used := stagingBytes(t, e); used != 0 {
+		t.Fatalf("staging holds %d bytes after close", used)
+	}
+	if a := e.api.aborts.Load(); a != 0 {
+		t.Fatalf("%d uploads aborted", a)
+	}
+}
+
+// TestStreamingReadReleased: reading back a released range completes the
+// upload and reads the object; the writer then goes on appending, and the
+// final object has every byte.
+func TestStreamingReadReleased(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	data := randomBytes(t, 30<<20)
+	f, _ := writeReleased(t, e, "rb.bin", data[:20<<20+777])
+	r, err := os.Open(e.path("rb.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1<<20)
+	if _, err := r.ReadAt(got, 1<<20); err != nil {
+		t.Fatalf("read back a released range: %v", err)
+	}
+	if !bytes.Equal(got, data[1<<20:2<<20]) {
+		t.Fatal("read back a released range: wrong bytes")
+	}
+	_ = r.Close()
+	if _, err := f.Write(data[20<<20+777:]); err != nil {
+		t.Fatalf("append after read-back: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if got := e.mustGet("rb.bin"); sum(got) != sum(data) {
+		t.Fatalf("object differs after read-back and append")
+	}
+}
+
+// TestStreamingReleasedThenChanged: a write into a released range, or a
+// rename, completes the upload first (settle); the write then stages the
+// object again, the rename copies it. Close leaves the right object.
+func TestStreamingReleasedThenChanged(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		// change acts on the open file f (written from data as "src")
+		// and returns the key that must hold want afterwards.
+		change func(t *testing.T, e *env, f *os.File, want []byte) string
+	}{
+		{"rewrite", func(t *testing.T, e *env, f *os.File, want []byte) string {
+			patch := []byte("patched inside the first part")
+			copy(want[100:], patch)
+			if _, err := f.WriteAt(patch, 100); err != nil {
+				t.Fatalf("rewrite a released range: %v", err)
+			}
+			return "src"
+		}},
+		{"rename", func(t *testing.T, e *env, f *os.File, want []byte) string {
+			if err := os.Rename(e.path("src"), e.path("dst")); err != nil {
+				t.Fatalf("rename: %v", err)
+			}
+			return "dst"
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+			data := randomBytes(t, 24<<20)
+			f, _ := writeReleased(t, e, "src", data)
+			key := tc.change(t, e, f, data)
+			if err := f.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			if got := e.mustGet(key); sum(got) != sum(data) {
+				t.Fatalf("%s differs after %s", key, tc.name)
+			}
+			if key != "src" {
+				e.assertAbsent("src")
+			}
+		})
+	}
+}
+
+// TestStreamingUnlinkReleased: after an unlink the released ranges of the
+// still open file are gone; reading them fails with EIO instead of
+// returning zeros.
+func TestStreamingUnlinkReleased(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	data := randomBytes(t, 24<<20)
+	f, _ := writeReleased(t, e, "gone.bin", data)
+	if err := os.Remove(e.path("gone.bin")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a released range after unlink: %v, want EIO", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	e.assertAbsent("gone.bin")
+}
+
+// TestStreamingFailureAfterRelease: once parts were released, a failed
+// part or a failed completion fails the close but does not abort the
+// upload; the background retry uploads what is missing, completes it with
+// the parts the server has, and the object is whole.
+func TestStreamingFailureAfterRelease(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		fail *atomic.Bool
+	}{
+		{"part", nil}, {"complete", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+			fail := &e.api.failParts
+			if tc.name == "complete" {
+				fail = &e.api.failCompletes
+			}
+			data := randomBytes(t, 30<<20+5)
+			f, _ := writeReleased(t, e, "retry.bin", data[:20<<20+777])
+			fail.Store(true)
+			if _, err := f.Write(data[20<<20+777:]); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if err := f.Close(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("close while %s fails: %v, want EIO", tc.name, err)
+			}
+			if a := e.api.aborts.Load(); a != 0 {
+				t.Fatalf("upload aborted %d times after parts were released", a)
+			}
+			if p := e.fsys.Pending(); len(p) != 1 {
+				t.Fatalf("pending %v, want retry.bin", p)
+			}
+			fail.Store(false)
+			eventually(t, 20*time.Second, "background retry completes", func() bool { return len(e.fsys.Pending()) == 0 })
+			if got := e.mustGet("retry.bin"); sum(got) != sum(data) {
+				t.Fatalf("object differs after retry")
+			}
+		})
+	}
 }
