@@ -46,6 +46,10 @@ type Options struct {
 	PartSizeMiB   int           // multipart_size
 	ThresholdMiB  int           // multipart_threshold: larger files upload in parts (streamed while written)
 	ReadAheadMiB  int           // readahead_mb: memory for sequential read-ahead, all files together; 0 disables
+	// ReaddirPlusAlways (readdirplus=always) makes the kernel ask for
+	// attributes with every listing page; the default (readdirplus=auto)
+	// asks only when the application stats what it lists.
+	ReaddirPlusAlways bool
 }
 
 // Default returns the options in effect when none are given.
@@ -102,6 +106,17 @@ var allowlist = map[string]option{
 		o.ReadAheadMiB = n
 		return err
 	}, help: "MiB of memory for sequential read-ahead, shared by all open files (0 disables)"},
+	"readdirplus": {apply: func(o *Options, v string) error {
+		switch v {
+		case "auto":
+			o.ReaddirPlusAlways = false
+		case "always":
+			o.ReaddirPlusAlways = true
+		default:
+			return fmt.Errorf("%q is neither auto nor always", printable(v))
+		}
+		return nil
+	}, help: "auto (attributes with a listing only when the application stats its entries) or always"},
 }
 
 // Names lists the allowed options, for error messages and docs.
@@ -204,6 +219,9 @@ func (o Options) String() string {
 	}
 	if o.ReadAheadMiB != d.ReadAheadMiB {
 		out = append(out, "readahead_mb="+strconv.Itoa(o.ReadAheadMiB))
+	}
+	if o.ReaddirPlusAlways {
+		out = append(out, "readdirplus=always")
 	}
 	return strings.Join(out, ",")
 }

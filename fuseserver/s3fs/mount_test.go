@@ -102,3 +102,50 @@ func TestKernelReadahead(t *testing.T) {
 		t.Fatalf("read_ahead_kb = %s, want %s", got, want)
 	}
 }
+
+// TestReaddirPlus: by default a plain listing (readdir without stat) gets
+// attributes with its first page only, so go-fuse makes no inode for most
+// entries; with ReaddirPlusAlways every entry comes with attributes.
+func TestReaddirPlus(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	for _, tc := range []struct {
+		always  bool
+		wantAll bool
+	}{{always: false, wantAll: false}, {always: true, wantAll: true}} {
+		t.Run(fmt.Sprintf("always=%v", tc.always), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, Options{ReaddirPlusAlways: tc.always}, false)
+			for i := range n {
+				e.put(fmt.Sprintf("d/entry-with-a-longish-name-%04d", i), []byte("x"))
+			}
+			e.dir = t.TempDir()
+			srv, err := Mount(e.dir, e.fsys, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unmount(t, srv) })
+			d, err := os.Open(e.path("d"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			names, err := d.Readdirnames(-1)
+			_ = d.Close()
+			if err != nil || len(names) != n {
+				t.Fatalf("readdir: %d names, %v", len(names), err)
+			}
+			dir := e.fsys.root.GetChild("d")
+			if dir == nil {
+				t.Fatal("no inode for d")
+			}
+			got := len(dir.Children())
+			t.Logf("always=%v: %d of %d entries got an inode from the listing", tc.always, got, n)
+			if tc.wantAll && got != n {
+				t.Fatalf("%d inodes, want %d (READDIRPLUS for every page)", got, n)
+			}
+			if !tc.wantAll && got >= n/2 {
+				t.Fatalf("%d inodes for a plain listing of %d, want only the first page's", got, n)
+			}
+		})
+	}
+}

@@ -91,6 +91,14 @@ type Options struct {
 	// DefaultReadAheadMemory (128 MiB); negative disables read-ahead.
 	ReadAheadMemory int64
 
+	// ReaddirPlusAlways makes the kernel ask for every listing page with
+	// the attributes of its entries (READDIRPLUS). By default it asks so
+	// for the first page, and for later pages only if the application
+	// stats the entries it lists (READDIRPLUS_AUTO): a plain listing then
+	// costs no lookup per entry, a stat of each entry after a listing
+	// costs one LOOKUP request each (answered from the listing cache).
+	ReaddirPlusAlways bool
+
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
 	Logger logr.Logger
