@@ -57,8 +57,8 @@ demo: build ## Mount a bucket of an embedded S3 server, rotate keys 10 times und
 	$(BIN)/rekey-demo --fuse-binary $(BIN)/rekey-fuse --sidecar-binary $(BIN)/rekey-sidecar --csi-binary $(BIN)/rekey-csi
 
 .PHONY: bench
-bench: build ## Time rekey-fuse against s3fs, rclone and the raw SDK on MinIO and versitygw; medians and ratios (root; QUICK=1 for small sizes).
-	$(GO) run ./tests/bench
+bench: build ## Time rekey-fuse against s3fs, rclone, the raw SDK (and geesefs once tests/s3servers/build-geesefs.sh built it) on MinIO and versitygw; medians and ratios (root; QUICK=1 for small sizes).
+	GEESEFS_BIN="$${GEESEFS_BIN:-$$(ls tools/cache/geesefs-*/geesefs 2>/dev/null | tail -1)}" $(GO) run ./tests/bench
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (swap latency, sidecar rotation, NodePublishVolume, admission) and print their results.

@@ -317,6 +317,11 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 		ReaddirPlusAlways:  o.ReaddirPlusAlways,
 		Logger:             log.WithName("fs"),
 	}
+	if o.WriteCacheMiB == 0 {
+		fo.WriteCacheSize = -1
+	} else {
+		fo.WriteCacheSize = int64(o.WriteCacheMiB) << 20
+	}
 	if o.ReadAheadMiB == 0 {
 		fo.ReadAheadMemory = -1
 	} else {

@@ -25,6 +25,8 @@ const (
 	DefaultReadAheadMiB  = 128
 	MaxThresholdMiB      = 5 << 10
 	MaxReadAheadMiB      = 4 << 10
+	DefaultWriteCacheMiB = 256
+	MaxWriteCacheMiB     = 64 << 10
 	MinPartSizeMiB       = 5
 	MaxPartSizeMiB       = 5 << 10
 	maxOptionsLen        = 4096
@@ -50,6 +52,10 @@ type Options struct {
 	// attributes with every listing page; the default (readdirplus=auto)
 	// asks only when the application stats what it lists.
 	ReaddirPlusAlways bool
+	// WriteCacheMiB (write_cache_mb) bounds the staging disk that keeps
+	// files written through the mount after their upload, for reading them
+	// back within stat_cache_expire without a request; 0 disables.
+	WriteCacheMiB int
 }
 
 // Default returns the options in effect when none are given.
@@ -62,6 +68,7 @@ func Default() Options {
 		PartSizeMiB:   DefaultPartSizeMiB,
 		ThresholdMiB:  DefaultThresholdMiB,
 		ReadAheadMiB:  DefaultReadAheadMiB,
+		WriteCacheMiB: DefaultWriteCacheMiB,
 	}
 }
 
@@ -106,6 +113,11 @@ var allowlist = map[string]option{
 		o.ReadAheadMiB = n
 		return err
 	}, help: "MiB of memory for sequential read-ahead, shared by all open files (0 disables)"},
+	"write_cache_mb": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, 0, MaxWriteCacheMiB)
+		o.WriteCacheMiB = n
+		return err
+	}, help: "MiB of staging disk keeping files written through the mount for reading back within stat_cache_expire (0 disables)"},
 	"readdirplus": {apply: func(o *Options, v string) error {
 		switch v {
 		case "auto":
@@ -222,6 +234,9 @@ func (o Options) String() string {
 	}
 	if o.ReaddirPlusAlways {
 		out = append(out, "readdirplus=always")
+	}
+	if o.WriteCacheMiB != d.WriteCacheMiB {
+		out = append(out, "write_cache_mb="+strconv.Itoa(o.WriteCacheMiB))
 	}
 	return strings.Join(out, ",")
 }

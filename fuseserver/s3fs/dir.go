@@ -157,9 +157,10 @@ func (f *FS) stagedUnder(dk string) map[string]statEntry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make(map[string]statEntry)
+	now := time.Now()
 	for key, st := range f.files {
 		name, ok := strings.CutPrefix(key, dk)
-		if !ok || !validName(name) {
+		if !ok || !validName(name) || staleLocked(st, now) {
 			continue
 		}
 		st.mu.Lock()
@@ -175,8 +176,9 @@ func (f *FS) stagedUnder(dk string) map[string]statEntry {
 func (f *FS) hasStagedUnder(dk string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	now := time.Now()
 	for key, st := range f.files {
-		if !strings.HasPrefix(key, dk) {
+		if !strings.HasPrefix(key, dk) || staleLocked(st, now) {
 			continue
 		}
 		st.mu.Lock()

@@ -194,7 +194,8 @@ func TestModify(t *testing.T) {
 
 func TestSharedStaging(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Options{}, true)
+	// Without the write cache, which would keep the clean staging file.
+	e := newEnv(t, Options{WriteCacheSize: -1}, true)
 	p := e.path("shared.txt")
 	a, err := os.Create(p)
 	if err != nil {

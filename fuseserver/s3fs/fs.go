@@ -1,6 +1,7 @@
 package s3fs
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -39,12 +40,14 @@ type FS struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool                  // Close was called: no new retries
-	files   map[string]*fileState // by object key
-	inos    map[string]uint64     // inode number by key ("dir/" for directories)
-	inoKeys map[uint64]string     // reverse of inos
-	nextIno uint64
+	mu        sync.Mutex
+	closed    bool                  // Close was called: no new retries
+	files     map[string]*fileState // by object key
+	kept      *list.List            // write cache: closed clean states, most recent first (datacache.go)
+	keptBytes int64
+	inos      map[string]uint64 // inode number by key ("dir/" for directories)
+	inoKeys   map[uint64]string // reverse of inos
+	nextIno   uint64
 }
 
 // New validates opts and returns a filesystem that serves opts.Bucket
@@ -65,6 +68,7 @@ func New(api API, opts Options) (*FS, error) {
 		listings: newListCache(opts.StatCacheTTL, opts.StatCacheSize),
 		started:  time.Now(),
 		files:    make(map[string]*fileState),
+		kept:     newKeptList(),
 		inos:     make(map[string]uint64),
 		inoKeys:  make(map[uint64]string),
 		nextIno:  2, // 1 is the root
@@ -80,14 +84,17 @@ func New(api API, opts Options) (*FS, error) {
 // Root is the root directory node to mount. An FS can be mounted once.
 func (f *FS) Root() fs.InodeEmbedder { return f.root }
 
-// Close stops background upload retries and waits for them. It uploads
-// nothing and deletes no staged data: call FlushAll first.
+// Close stops background upload retries and waits for them, and removes
+// the staging copies the write cache kept (their data is in the bucket).
+// It uploads nothing and deletes no data that is not uploaded: call
+// FlushAll first.
 func (f *FS) Close() error {
 	f.mu.Lock()
 	f.closed = true
 	f.mu.Unlock()
 	f.bgCancel()
 	f.bg.Wait()
+	f.dropAllKept()
 	return nil
 }
 

@@ -19,6 +19,7 @@ const (
 	DefaultPartSize           int64  = 16 << 20
 	DefaultRequestTimeout            = 60 * time.Second
 	DefaultReadAheadMemory    int64  = 128 << 20
+	DefaultWriteCacheSize     int64  = 256 << 20
 )
 
 // MinPartSize is the smallest part S3 accepts in a multipart upload (all
@@ -99,6 +100,13 @@ type Options struct {
 	// costs one LOOKUP request each (answered from the listing cache).
 	ReaddirPlusAlways bool
 
+	// WriteCacheSize bounds, in bytes, the files written through the mount
+	// whose staging copy is kept after they were uploaded and closed, so
+	// that reading them back (or rewriting them) within StatCacheTTL needs
+	// no request (datacache.go). Only files up to MultipartThreshold are
+	// kept. Zero means DefaultWriteCacheSize; negative disables it.
+	WriteCacheSize int64
+
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
 	Logger logr.Logger
@@ -165,6 +173,12 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
+	}
+	switch {
+	case o.WriteCacheSize == 0:
+		o.WriteCacheSize = DefaultWriteCacheSize
+	case o.WriteCacheSize < 0:
+		o.WriteCacheSize = 0
 	}
 	switch {
 	case o.ReadAheadMemory == 0:

@@ -1,6 +1,7 @@
 package s3fs
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,12 @@ type fileState struct {
 	// them: the staging file is then no full copy of the file.
 	released     []bool
 	releasedPart int64
+
+	// kept is the state's element in FS.kept while the write cache keeps
+	// it (datacache.go; guarded by FS.mu, like keptUntil and keptSize).
+	kept      *list.Element
+	keptUntil time.Time
+	keptSize  int64
 }
 
 // dirtyLocked reports whether staged data has not reached the bucket yet.
@@ -66,15 +73,22 @@ func (s *fileState) staged() (size int64, mtime time.Time, ok bool) {
 // creating it if needed.
 func (f *FS) acquireState(key string) *fileState {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	st, ok := f.files[key]
-	if !ok {
+	var stale []*fileState
+	if ok && f.expiredLocked(st, time.Now()) {
+		stale, ok = []*fileState{st}, false
+	}
+	if ok {
+		f.unkeepLocked(st) // open: no longer evictable
+	} else {
 		st = &fileState{key: key}
 		f.files[key] = st
 	}
 	st.mu.Lock()
 	st.opens++
 	st.mu.Unlock()
+	f.mu.Unlock()
+	f.dropKept(stale)
 	return st
 }
 
@@ -88,6 +102,9 @@ func (f *FS) createState(key string) (*fileState, error) {
 	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, opens: 1, streamable: true}
 	f.mu.Lock()
 	old := f.files[key]
+	if old != nil {
+		f.unkeepLocked(old)
+	}
 	f.files[key] = st
 	f.mu.Unlock()
 	if old != nil {
@@ -99,8 +116,14 @@ func (f *FS) createState(key string) (*fileState, error) {
 // stateOf returns the current state of key without taking a reference.
 func (f *FS) stateOf(key string) *fileState {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.files[key]
+	st := f.files[key]
+	if st != nil && f.expiredLocked(st, time.Now()) {
+		f.mu.Unlock()
+		f.dropKept([]*fileState{st})
+		return nil
+	}
+	f.mu.Unlock()
+	return st
 }
 
 // releaseState drops one open reference. A state left dirty is retried in
@@ -118,7 +141,7 @@ func (f *FS) releaseState(st *fileState) {
 }
 
 // maybeDrop forgets st and its staging file if nobody uses it and it holds
-// nothing that still has to be uploaded.
+// nothing that still has to be uploaded, unless the write cache keeps it.
 func (f *FS) maybeDrop(st *fileState) {
 	f.mu.Lock()
 	st.mu.Lock()
@@ -127,6 +150,14 @@ func (f *FS) maybeDrop(st *fileState) {
 		f.mu.Unlock()
 		return
 	}
+	if f.keepableLocked(st) {
+		evicted := f.keepLocked(st)
+		st.mu.Unlock()
+		f.mu.Unlock()
+		f.dropKept(evicted)
+		return
+	}
+	f.unkeepLocked(st)
 	if f.files[st.key] == st {
 		delete(f.files, st.key)
 	}
@@ -146,6 +177,7 @@ func (f *FS) markDeleted(st *fileState) {
 	st.mu.Lock()
 	st.deleted = true
 	f.breakStreamLocked(st)
+	f.unkeepLocked(st)
 	if f.files[st.key] == st {
 		delete(f.files, st.key)
 	}

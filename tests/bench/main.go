@@ -9,9 +9,12 @@
 //
 // Knobs (environment): QUICK=1 runs small sizes once (64 MiB, 100 small
 // files, ls 500); BENCH_BIG_MIB, BENCH_SMALL, BENCH_LS and BENCH_REPEAT set
-// each size; BENCH_TOOLS (rekey,s3fs,rclone,raw) and BENCH_SERVERS
-// (minio,versitygw) pick what runs; REKEY_FUSE_BIN and REKEY_VERSITYGW_BIN
-// point at binaries. s3fs and rclone are installed with apt if missing.
+// each size; BENCH_TOOLS (rekey,s3fs,rclone,raw, and geesefs if asked for)
+// and BENCH_SERVERS (minio,versitygw) pick what runs; REKEY_FUSE_BIN,
+// REKEY_VERSITYGW_BIN and GEESEFS_BIN point at binaries. s3fs and rclone
+// are installed with apt if missing; geesefs has no Debian package and no
+// module on the Go proxy, so it runs only when GEESEFS_BIN names a binary
+// built from its repository (docs/performance.md, "geesefs").
 package main
 
 import (
@@ -72,7 +75,11 @@ func run() error {
 	sz.small = envInt("BENCH_SMALL", sz.small)
 	sz.listing = envInt("BENCH_LS", sz.listing)
 	sz.repeat = envInt("BENCH_REPEAT", sz.repeat)
-	tools := flag.String("tools", envStr("BENCH_TOOLS", "rekey,s3fs,rclone,raw"), "comma-separated: rekey,s3fs,rclone,raw")
+	defTools := "rekey,s3fs,rclone,raw"
+	if os.Getenv("GEESEFS_BIN") != "" {
+		defTools = "rekey,geesefs,s3fs,rclone,raw"
+	}
+	tools := flag.String("tools", envStr("BENCH_TOOLS", defTools), "comma-separated: rekey,s3fs,rclone,raw,geesefs (default adds geesefs when GEESEFS_BIN is set)")
 	servers := flag.String("servers", envStr("BENCH_SERVERS", "minio,versitygw"), "comma-separated: minio,versitygw (skipped if not built)")
 	rekeyBin := flag.String("rekey-fuse", envStr("REKEY_FUSE_BIN", "bin/rekey-fuse"), "rekey-fuse binary")
 	compat := flag.Bool("compat", os.Getenv("BENCH_COMPAT") == "1", "run the POSIX behaviour cases on each mount instead of timing")
@@ -125,7 +132,7 @@ func benchServer(srv *server, sz sizes, tools []string, rekeyBin, work string) e
 		switch tool {
 		case "raw":
 			err = benchRaw(ctx, api, sz, res)
-		case "rekey", "s3fs", "rclone":
+		case "rekey", "s3fs", "rclone", "geesefs":
 			var m *mount
 			m, err = startMount(tool, srv, rekeyBin, work)
 			if err != nil {
@@ -372,6 +379,20 @@ func startMount(tool string, srv *server, rekeyBin, work string) (*mount, error)
 		env := slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "AWS_CA_BUNDLE=") })
 		cmd.Env = append(env, "RCLONE_S3_PROVIDER=Minio", "RCLONE_S3_ENDPOINT="+srv.endpoint,
 			"RCLONE_S3_ACCESS_KEY_ID="+accessKey, "RCLONE_S3_SECRET_ACCESS_KEY="+secretKey, "RCLONE_CONFIG=/dev/null")
+	case "geesefs":
+		bin := os.Getenv("GEESEFS_BIN")
+		if bin == "" {
+			return nil, errors.New("GEESEFS_BIN is not set (no package or module to install it from)")
+		}
+		// Keys in a shared-credentials file; the environment names only
+		// the file.
+		creds := filepath.Join(work, "geesefs.credentials")
+		if err := os.WriteFile(creds, []byte("[default]\naws_access_key_id = "+accessKey+"\naws_secret_access_key = "+secretKey+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		cmd = exec.Command(bin, "-f", "--endpoint", srv.endpoint, bucket, dir)
+		env := slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "AWS_") })
+		cmd.Env = append(env, "AWS_SHARED_CREDENTIALS_FILE="+creds)
 	}
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()

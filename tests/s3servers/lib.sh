@@ -6,15 +6,12 @@
 # unless it is there already, and prints the binary's path last.
 go_install_cached() {
 	local name=$1 tag=$2 pkg=$3 ldflags=${4:-}
-	local root dir bin tmp
-	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-	dir="$root/tools/cache/$name-$tag"
-	bin="$dir/$name"
+	local dir bin tmp
+	cache_paths "$name" "$tag"
 	if [[ -x "$bin" ]]; then
 		echo "$bin"
 		return 0
 	fi
-	mkdir -p "$dir"
 	tmp=$(mktemp -d "$dir/.build.XXXXXX")
 	# shellcheck disable=SC2064 # expand $tmp now
 	trap "rm -rf '$tmp'" EXIT
@@ -24,4 +21,14 @@ go_install_cached() {
 	local built=${pkg%@*}
 	mv "$tmp/${built##*/}" "$bin"
 	echo "$bin"
+}
+
+# cache_paths NAME TAG sets dir (tools/cache/NAME-TAG, created) and bin
+# (dir/NAME) in the caller's scope.
+cache_paths() {
+	local root
+	root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	dir="$root/tools/cache/$1-$2"
+	bin="$dir/$1"
+	mkdir -p "$dir"
 }

@@ -1,0 +1,117 @@
+package s3fs
+
+import (
+	"container/list"
+	"time"
+)
+
+// The write cache keeps the staging copy of a file written through the
+// mount after it was uploaded and closed, so that reading it back or
+// writing it again soon needs no request: a checkpoint read after it is
+// written, a build output consumed by the next step, the small-file phase
+// of the benchmark. A kept copy answers for StatCacheTTL after its last
+// close, the same staleness the stat and listing caches allow: a change
+// another client makes to the object within that time is not seen, after
+// it the object is asked for again. Kept copies are bounded by
+// Options.WriteCacheSize bytes in total (least recently closed first
+// out), only files up to MultipartThreshold are kept, and they are clean:
+// the bucket has every byte, so dropping one loses nothing.
+//
+// A kept file is a fileState with opens == 0 that stays in FS.files and in
+// FS.kept; everything here runs with FS.mu held.
+
+// keepableLocked reports whether st, just closed and clean, may be kept
+// (FS.mu and st.mu held).
+func (f *FS) keepableLocked(st *fileState) bool {
+	return f.opts.WriteCacheSize > 0 && f.opts.StatCacheTTL > 0 && !f.closed && !st.deleted && st.file != nil &&
+		st.stream == nil && len(st.released) == 0 &&
+		st.size <= f.opts.MultipartThreshold && st.size <= f.opts.WriteCacheSize && f.files[st.key] == st
+}
+
+// keepLocked keeps st (FS.mu and st.mu held) and returns the kept states
+// evicted to make room; the caller drops them with dropKept once it holds
+// no lock.
+func (f *FS) keepLocked(st *fileState) []*fileState {
+	f.unkeepLocked(st)
+	st.keptUntil = time.Now().Add(f.opts.StatCacheTTL)
+	st.keptSize = st.size
+	st.kept = f.kept.PushFront(st)
+	f.keptBytes += st.keptSize
+	var evicted []*fileState
+	for f.keptBytes > f.opts.WriteCacheSize {
+		victim := f.kept.Back().Value.(*fileState)
+		f.unkeepLocked(victim)
+		if f.files[victim.key] == victim {
+			delete(f.files, victim.key)
+		}
+		evicted = append(evicted, victim)
+	}
+	return evicted
+}
+
+// unkeepLocked takes st out of the write cache if it is in it.
+func (f *FS) unkeepLocked(st *fileState) {
+	if st.kept == nil {
+		return
+	}
+	f.kept.Remove(st.kept)
+	st.kept = nil
+	f.keptBytes -= st.keptSize
+}
+
+// expiredLocked takes st out of the write cache and FS.files if it is a
+// kept copy older than StatCacheTTL, and reports whether it did.
+func (f *FS) expiredLocked(st *fileState, now time.Time) bool {
+	if st.kept == nil || !now.After(st.keptUntil) {
+		return false
+	}
+	f.unkeepLocked(st)
+	if f.files[st.key] == st {
+		delete(f.files, st.key)
+	}
+	return true
+}
+
+// staleLocked reports whether st is a kept copy past its time, without
+// changing anything (for listings that only read FS.files).
+func staleLocked(st *fileState, now time.Time) bool {
+	return st.kept != nil && now.After(st.keptUntil)
+}
+
+// dropKept removes the staging files of states taken out of the write
+// cache. Call it without holding FS.mu.
+func (f *FS) dropKept(states []*fileState) {
+	for _, st := range states {
+		st.mu.Lock()
+		file := st.file
+		if st.opens == 0 {
+			st.file = nil
+		} else {
+			file = nil // reopened meanwhile through an old reference
+		}
+		st.mu.Unlock()
+		if file != nil {
+			f.removeStagingFile(file)
+		}
+	}
+}
+
+// dropAllKept empties the write cache (at Close).
+func (f *FS) dropAllKept() {
+	f.mu.Lock()
+	var all []*fileState
+	for e := f.kept.Front(); e != nil; e = e.Next() {
+		all = append(all, e.Value.(*fileState))
+	}
+	for _, st := range all {
+		f.unkeepLocked(st)
+		if f.files[st.key] == st {
+			delete(f.files, st.key)
+		}
+	}
+	f.mu.Unlock()
+	f.dropKept(all)
+}
+
+// newKeptList is the empty write cache.
+func newKeptList() *list.List { return list.New() }
