@@ -314,7 +314,7 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 		StatCacheTTL: o.StatCacheTTL, StatCacheSize: o.StatCacheSize,
 		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
 		MultipartThreshold: int64(o.ThresholdMiB) << 20,
-		ReaddirPlusAlways:  o.ReaddirPlusAlways,
+		ReaddirPlusAuto:    o.ReaddirPlusAuto,
 		Logger:             log.WithName("fs"),
 	}
 	if o.WriteCacheMiB == 0 {

@@ -48,10 +48,10 @@ type Options struct {
 	PartSizeMiB   int           // multipart_size
 	ThresholdMiB  int           // multipart_threshold: larger files upload in parts (streamed while written)
 	ReadAheadMiB  int           // readahead_mb: memory for sequential read-ahead, all files together; 0 disables
-	// ReaddirPlusAlways (readdirplus=always) makes the kernel ask for
-	// attributes with every listing page; the default (readdirplus=auto)
-	// asks only when the application stats what it lists.
-	ReaddirPlusAlways bool
+	// ReaddirPlusAuto (readdirplus=auto) lets the kernel ask for entry
+	// attributes with a listing only when the application stats what it
+	// lists; the default (readdirplus=always) asks with every page.
+	ReaddirPlusAuto bool
 	// WriteCacheMiB (write_cache_mb) bounds the staging disk that keeps
 	// files written through the mount after their upload, for reading them
 	// back within stat_cache_expire without a request; 0 disables.
@@ -121,14 +121,14 @@ var allowlist = map[string]option{
 	"readdirplus": {apply: func(o *Options, v string) error {
 		switch v {
 		case "auto":
-			o.ReaddirPlusAlways = false
+			o.ReaddirPlusAuto = true
 		case "always":
-			o.ReaddirPlusAlways = true
+			o.ReaddirPlusAuto = false
 		default:
 			return fmt.Errorf("%q is neither auto nor always", printable(v))
 		}
 		return nil
-	}, help: "auto (attributes with a listing only when the application stats its entries) or always"},
+	}, help: "always (attributes with every listing page) or auto (only when the application stats the entries it lists)"},
 }
 
 // Names lists the allowed options, for error messages and docs.
@@ -232,8 +232,8 @@ func (o Options) String() string {
 	if o.ReadAheadMiB != d.ReadAheadMiB {
 		out = append(out, "readahead_mb="+strconv.Itoa(o.ReadAheadMiB))
 	}
-	if o.ReaddirPlusAlways {
-		out = append(out, "readdirplus=always")
+	if o.ReaddirPlusAuto {
+		out = append(out, "readdirplus=auto")
 	}
 	if o.WriteCacheMiB != d.WriteCacheMiB {
 		out = append(out, "write_cache_mb="+strconv.Itoa(o.WriteCacheMiB))

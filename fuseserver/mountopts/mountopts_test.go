@@ -27,8 +27,8 @@ func TestParse(t *testing.T) {
 		{in: "-o multipart_threshold=8,readahead_mb=0", check: func(o mountopts.Options) bool { return o.ThresholdMiB == 8 && o.ReadAheadMiB == 0 }},
 		{in: "multipart_threshold=4", wantErr: "between 5 and"},
 		{in: "readahead_mb=-1", wantErr: "between 0 and"},
-		{in: "readdirplus=always", check: func(o mountopts.Options) bool { return o.ReaddirPlusAlways }},
-		{in: "readdirplus=auto", check: func(o mountopts.Options) bool { return !o.ReaddirPlusAlways }},
+		{in: "readdirplus=auto", check: func(o mountopts.Options) bool { return o.ReaddirPlusAuto }},
+		{in: "readdirplus=always", check: func(o mountopts.Options) bool { return !o.ReaddirPlusAuto }},
 		{in: "readdirplus=sometimes", wantErr: "neither auto nor always"},
 		{in: "write_cache_mb=0", check: func(o mountopts.Options) bool { return o.WriteCacheMiB == 0 }},
 		{in: "write_cache_mb=-5", wantErr: "between 0 and"},
@@ -66,7 +66,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestStringRoundTrip(t *testing.T) {
-	in := "uid=1000,gid=1000,umask=0027,mp_umask=0002,allow_other,ro,use_path_request_style,stat_cache_expire=5,max_stat_cache_size=10,multipart_size=32,multipart_threshold=100,readahead_mb=256,readdirplus=always,write_cache_mb=0"
+	in := "uid=1000,gid=1000,umask=0027,mp_umask=0002,allow_other,ro,use_path_request_style,stat_cache_expire=5,max_stat_cache_size=10,multipart_size=32,multipart_threshold=100,readahead_mb=256,readdirplus=auto,write_cache_mb=0"
 	o, err := mountopts.Parse(in)
 	if err != nil {
 		t.Fatal(err)

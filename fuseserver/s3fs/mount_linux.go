@@ -44,10 +44,7 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		UID:             f.opts.UID,
 		GID:             f.opts.GID,
 	}
-	if !f.opts.ReaddirPlusAlways {
-		// READDIRPLUS only where it pays (Options.ReaddirPlusAlways):
-		// plain READDIR for ls or find -name spares go-fuse a lookup and
-		// an inode per entry.
+	if f.opts.ReaddirPlusAuto {
 		o.ExtraCapabilities = fuse.CAP_READDIRPLUS_AUTO
 	}
 	if f.opts.ReadOnly {

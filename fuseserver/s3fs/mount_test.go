@@ -103,19 +103,20 @@ func TestKernelReadahead(t *testing.T) {
 	}
 }
 
-// TestReaddirPlus: by default a plain listing (readdir without stat) gets
-// attributes with its first page only, so go-fuse makes no inode for most
-// entries; with ReaddirPlusAlways every entry comes with attributes.
+// TestReaddirPlus: by default every listed entry comes with attributes
+// (READDIRPLUS); with ReaddirPlusAuto a plain listing (readdir without stat)
+// gets them with its first page only, so go-fuse makes no inode for most
+// entries.
 func TestReaddirPlus(t *testing.T) {
 	t.Parallel()
 	const n = 300
 	for _, tc := range []struct {
-		always  bool
+		auto    bool
 		wantAll bool
-	}{{always: false, wantAll: false}, {always: true, wantAll: true}} {
-		t.Run(fmt.Sprintf("always=%v", tc.always), func(t *testing.T) {
+	}{{auto: false, wantAll: true}, {auto: true, wantAll: false}} {
+		t.Run(fmt.Sprintf("auto=%v", tc.auto), func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, Options{ReaddirPlusAlways: tc.always}, false)
+			e := newEnv(t, Options{ReaddirPlusAuto: tc.auto}, false)
 			for i := range n {
 				e.put(fmt.Sprintf("d/entry-with-a-longish-name-%04d", i), []byte("x"))
 			}
@@ -139,7 +140,7 @@ func TestReaddirPlus(t *testing.T) {
 				t.Fatal("no inode for d")
 			}
 			got := len(dir.Children())
-			t.Logf("always=%v: %d of %d entries got an inode from the listing", tc.always, got, n)
+			t.Logf("auto=%v: %d of %d entries got an inode from the listing", tc.auto, got, n)
 			if tc.wantAll && got != n {
 				t.Fatalf("%d inodes, want %d (READDIRPLUS for every page)", got, n)
 			}

@@ -92,13 +92,15 @@ type Options struct {
 	// DefaultReadAheadMemory (128 MiB); negative disables read-ahead.
 	ReadAheadMemory int64
 
-	// ReaddirPlusAlways makes the kernel ask for every listing page with
-	// the attributes of its entries (READDIRPLUS). By default it asks so
-	// for the first page, and for later pages only if the application
-	// stats the entries it lists (READDIRPLUS_AUTO): a plain listing then
-	// costs no lookup per entry, a stat of each entry after a listing
-	// costs one LOOKUP request each (answered from the listing cache).
-	ReaddirPlusAlways bool
+	// ReaddirPlusAuto lets the kernel ask for the attributes of listed
+	// entries (READDIRPLUS) with the first page of a listing only, and
+	// with later pages only if the application stats the entries
+	// (READDIRPLUS_AUTO). A plain listing (ls, find -name) then costs no
+	// lookup and no inode per entry, but a stat of each entry after the
+	// listing costs one LOOKUP round trip each, several times what
+	// READDIRPLUS costs per entry. By default every page comes with
+	// attributes (docs/performance.md, "Listings").
+	ReaddirPlusAuto bool
 
 	// WriteCacheSize bounds, in bytes, the files written through the mount
 	// whose staging copy is kept after they were uploaded and closed, so
