@@ -336,14 +336,21 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 }
 
 // waitStream blocks a writer that is more than streamWindow parts ahead of
-// the streamed upload of st (see stream), so staging stays bounded.
+// the streamed upload of st (see stream), so staging stays bounded, and
+// then releases the parts acknowledged meanwhile.
 func (f *FS) waitStream(ctx context.Context, st *fileState) {
 	st.mu.Lock()
 	s := st.stream
 	st.mu.Unlock()
-	if s != nil {
-		s.waitWindow(ctx)
+	if s == nil {
+		return
 	}
+	s.waitWindow(ctx)
+	st.mu.Lock()
+	if st.stream == s && st.file != nil && !st.deleted {
+		f.releaseUploaded(st)
+	}
+	st.mu.Unlock()
 }
 
 // readStaged reads from the staging file of st if the file is staged

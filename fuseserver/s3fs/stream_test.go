@@ -128,8 +128,9 @@ func TestStreamingBoundedStaging(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	// Pending parts (streamWindow), one acknowledged but not yet
-	// released, the one being written, and the tail.
+	// After a write returns: at most streamWindow parts queued and not
+	// acknowledged (acknowledged ones are released before it returns) and
+	// the part being written; two parts of slack for block allocation.
 	limit := int64(streamWindow+3) * MinPartSize
 	t.Logf("staging peak %d MiB for a %d MiB file (limit %d MiB)", peak>>20, len(data)>>20, limit>>20)
 	if peak > limit {
