@@ -72,12 +72,6 @@ func (f *FS) expiredLocked(st *fileState, now time.Time) bool {
 	return true
 }
 
-// staleLocked reports whether st is a kept copy past its time, without
-// changing anything (for listings that only read FS.files).
-func staleLocked(st *fileState, now time.Time) bool {
-	return st.kept != nil && now.After(st.keptUntil)
-}
-
 // dropKept removes the staging files of states taken out of the write
 // cache. Call it without holding FS.mu.
 func (f *FS) dropKept(states []*fileState) {

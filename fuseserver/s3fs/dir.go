@@ -157,10 +157,10 @@ func (f *FS) stagedUnder(dk string) map[string]statEntry {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make(map[string]statEntry)
-	now := time.Now()
 	for key, st := range f.files {
 		name, ok := strings.CutPrefix(key, dk)
-		if !ok || !validName(name) || staleLocked(st, now) {
+		// A kept copy (write cache) is in the bucket and its listing.
+		if !ok || !validName(name) || st.kept != nil {
 			continue
 		}
 		st.mu.Lock()
@@ -176,9 +176,8 @@ func (f *FS) stagedUnder(dk string) map[string]statEntry {
 func (f *FS) hasStagedUnder(dk string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := time.Now()
 	for key, st := range f.files {
-		if !strings.HasPrefix(key, dk) || staleLocked(st, now) {
+		if !strings.HasPrefix(key, dk) || st.kept != nil {
 			continue
 		}
 		st.mu.Lock()

@@ -56,6 +56,9 @@ type stream struct {
 	sem      chan struct{}
 	wg       sync.WaitGroup
 	queued   int // parts handed to the upload: [0, queued*partSize) is frozen
+	// releaseFrom: parts below it are released from staging (guarded by
+	// fileState.mu, like queued).
+	releaseFrom int
 
 	// pending counts parts handed to the upload and not yet answered;
 	// progress gets a token whenever one is answered.
@@ -190,8 +193,13 @@ func (f *FS) releaseUploaded(st *fileState) {
 	s := st.stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, p := range s.parts {
-		if p.ETag == nil || (i < len(st.released) && st.released[i]) {
+	// Parts below releaseFrom are all released: start after them, so a
+	// write costs O(parts in flight), not O(parts of the file).
+	for s.releaseFrom < len(st.released) && st.released[s.releaseFrom] {
+		s.releaseFrom++
+	}
+	for i := s.releaseFrom; i < len(s.parts); i++ {
+		if s.parts[i].ETag == nil || (i < len(st.released) && st.released[i]) {
 			continue
 		}
 		err := unix.Fallocate(int(st.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*s.partSize, s.partSize)
