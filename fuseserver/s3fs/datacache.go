@@ -1,9 +1,6 @@
 package s3fs
 
-import (
-	"container/list"
-	"time"
-)
+import "time"
 
 // The write cache keeps the staging copy of a file written through the
 // mount after it was uploaded and closed, so that reading it back or
@@ -76,13 +73,12 @@ func (f *FS) expiredLocked(st *fileState, now time.Time) bool {
 // cache. Call it without holding FS.mu.
 func (f *FS) dropKept(states []*fileState) {
 	for _, st := range states {
+		// Out of FS.files, st cannot be opened again; whoever else still
+		// holds it (an unlink, say) takes the file under st.mu too, so
+		// only one of us removes it.
 		st.mu.Lock()
 		file := st.file
-		if st.opens == 0 {
-			st.file = nil
-		} else {
-			file = nil // reopened meanwhile through an old reference
-		}
+		st.file = nil
 		st.mu.Unlock()
 		if file != nil {
 			f.removeStagingFile(file)
@@ -106,6 +102,3 @@ func (f *FS) dropAllKept() {
 	f.mu.Unlock()
 	f.dropKept(all)
 }
-
-// newKeptList is the empty write cache.
-func newKeptList() *list.List { return list.New() }

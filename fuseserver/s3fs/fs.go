@@ -68,7 +68,7 @@ func New(api API, opts Options) (*FS, error) {
 		listings: newListCache(opts.StatCacheTTL, opts.StatCacheSize),
 		started:  time.Now(),
 		files:    make(map[string]*fileState),
-		kept:     newKeptList(),
+		kept:     list.New(),
 		inos:     make(map[string]uint64),
 		inoKeys:  make(map[uint64]string),
 		nextIno:  2, // 1 is the root
