@@ -94,9 +94,10 @@ func (h *hub) publish(id string, k keys.Keys) {
 	v.keys = k
 	v.gen = h.nextGen()
 	gen := v.gen
+	// Counted before the kick: whoever sees the push sees the count.
+	h.metrics.refreshes.WithLabelValues(v.source, "success").Inc()
 	h.kickVolumeLocked(id)
 	h.mu.Unlock()
-	h.metrics.refreshes.WithLabelValues(v.source, "success").Inc()
 	h.metrics.setExpiry(id, k.Expiration)
 	kv := []any{"volumeId", id, "source", v.source, "fingerprint", k.Fingerprint(), "generation", gen}
 	if !k.Expiration.IsZero() {
@@ -111,9 +112,10 @@ func (h *hub) fail(id, reason string) {
 	v := h.vols[id]
 	v.report = reason
 	v.reportSeq++
+	// Counted before the kick: whoever sees the report sees the count.
+	h.metrics.refreshes.WithLabelValues(v.source, "failure").Inc()
 	h.kickVolumeLocked(id)
 	h.mu.Unlock()
-	h.metrics.refreshes.WithLabelValues(v.source, "failure").Inc()
 	h.log.Error(nil, "cannot refresh keys; the keys in use stay", "volumeId", id, "source", v.source, "reason", reason)
 }
 

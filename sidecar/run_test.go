@@ -204,9 +204,16 @@ func TestRunSecretToServer(t *testing.T) {
 	events, health := runSidecar(t, Config{SocketDir: sockDir,
 		Sources: []contract.Source{{VolumeID: "vol-1", AuthType: contract.AuthTypeSecret, SecretDir: secretDir}}})
 
-	// The socket appears after the sidecar started.
-	if body := waitReady(t, health, false); !strings.Contains(body, "no FUSE server socket") {
-		t.Errorf("readyz before the server = %q", body)
+	// The socket appears after the sidecar started. Until the sidecar read
+	// the Secret, readyz says "no keys yet"; then it waits for the socket.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		body := waitReady(t, health, false)
+		if strings.Contains(body, "no FUSE server socket") {
+			break
+		}
+		if !strings.Contains(body, "no keys yet") || time.Now().After(deadline) {
+			t.Fatalf("readyz before the server = %q", body)
+		}
 	}
 	sock := filepath.Join(sockDir, "vol-1.sock")
 	srv := startFakeServer(t, sock, "vol-1", k1, bucket, 1001)
