@@ -154,40 +154,49 @@ func (f *FS) listDir(ctx context.Context, dk string) (map[string]statEntry, erro
 
 // stagedUnder returns the staged files directly in the directory dk.
 func (f *FS) stagedUnder(dk string) map[string]statEntry {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	out := make(map[string]statEntry)
-	for key, st := range f.files {
-		name, ok := strings.CutPrefix(key, dk)
-		// A kept copy (write cache) is in the bucket and its listing.
-		if !ok || !validName(name) || st.kept != nil {
-			continue
+	for _, c := range f.statesUnder(dk, true) {
+		if size, mtime, ok := c.st.stagedLive(); ok {
+			out[c.name] = statEntry{kind: kindFile, size: size, mtime: mtime}
 		}
-		st.mu.Lock()
-		if st.file != nil && !st.deleted {
-			out[name] = statEntry{kind: kindFile, size: st.size, mtime: st.mtime}
-		}
-		st.mu.Unlock()
 	}
 	return out
 }
 
 // hasStagedUnder reports whether a staged file exists anywhere below dk.
 func (f *FS) hasStagedUnder(dk string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for key, st := range f.files {
-		if !strings.HasPrefix(key, dk) || st.kept != nil {
-			continue
-		}
-		st.mu.Lock()
-		staged := st.file != nil && !st.deleted
-		st.mu.Unlock()
-		if staged {
+	for _, c := range f.statesUnder(dk, false) {
+		if _, _, ok := c.st.stagedLive(); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// stateUnder is a state found by statesUnder, with its name below the
+// directory.
+type stateUnder struct {
+	name string
+	st   *fileState
+}
+
+// statesUnder returns the states of keys below dk (only those directly in
+// it if direct), except write-cache copies, which are in the bucket and
+// its listing already. It holds FS.mu only to walk FS.files: the caller
+// takes each state's mu afterwards, since an upload finishing may hold one
+// over network requests and FS.mu must never wait for that.
+func (f *FS) statesUnder(dk string, direct bool) []stateUnder {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []stateUnder
+	for key, st := range f.files {
+		name, ok := strings.CutPrefix(key, dk)
+		if !ok || st.kept != nil || (direct && !validName(name)) {
+			continue
+		}
+		out = append(out, stateUnder{name: name, st: st})
+	}
+	return out
 }
 
 // Create makes a new empty file, staged locally; close uploads it.
@@ -326,7 +335,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 func (f *FS) stageOpenForUnlink(ctx context.Context, st *fileState) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.opens == 0 || st.file != nil || st.deleted {
+	if st.opens.Load() == 0 || st.file != nil || st.deleted {
 		return nil
 	}
 	ent, ok := f.cache.get(st.key)

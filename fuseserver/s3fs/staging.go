@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -32,7 +33,12 @@ type fileState struct {
 	mtime    time.Time
 	gen      uint64 // bumped by every change of the staged content
 	uploaded uint64 // gen that last reached the bucket
-	opens    int
+	// opens counts open handles. It is atomic so that acquireState can
+	// count an open under FS.mu without waiting for mu, which an upload
+	// finishing may hold over network requests (FS.mu must never wait on
+	// one file). Increments happen under FS.mu, so maybeDrop, which
+	// checks it under FS.mu, never drops a state being opened.
+	opens    atomic.Int32
 	writers  int  // open handles that may write
 	deleted  bool // unlinked or overwritten: never upload again
 	retrying bool // a background retry goroutine runs
@@ -69,6 +75,16 @@ func (s *fileState) staged() (size int64, mtime time.Time, ok bool) {
 	return s.size, s.mtime, true
 }
 
+// stagedLive is staged for a file that was not unlinked or overwritten.
+func (s *fileState) stagedLive() (size int64, mtime time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil || s.deleted {
+		return 0, time.Time{}, false
+	}
+	return s.size, s.mtime, true
+}
+
 // acquireState returns the state of key with one more open reference,
 // creating it if needed.
 func (f *FS) acquireState(key string) *fileState {
@@ -84,9 +100,7 @@ func (f *FS) acquireState(key string) *fileState {
 		st = &fileState{key: key}
 		f.files[key] = st
 	}
-	st.mu.Lock()
-	st.opens++
-	st.mu.Unlock()
+	st.opens.Add(1)
 	f.mu.Unlock()
 	f.dropKept(stale)
 	return st
@@ -99,7 +113,8 @@ func (f *FS) createState(key string) (*fileState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, opens: 1, streamable: true}
+	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, streamable: true}
+	st.opens.Store(1)
 	f.mu.Lock()
 	old := f.files[key]
 	if old != nil {
@@ -130,7 +145,7 @@ func (f *FS) stateOf(key string) *fileState {
 // the background; a clean one is dropped.
 func (f *FS) releaseState(st *fileState) {
 	st.mu.Lock()
-	st.opens--
+	st.opens.Add(-1)
 	dirty := st.dirtyLocked()
 	st.mu.Unlock()
 	if dirty {
@@ -145,7 +160,7 @@ func (f *FS) releaseState(st *fileState) {
 func (f *FS) maybeDrop(st *fileState) {
 	f.mu.Lock()
 	st.mu.Lock()
-	if st.opens > 0 || st.retrying || st.dirtyLocked() {
+	if st.opens.Load() > 0 || st.retrying || st.dirtyLocked() {
 		st.mu.Unlock()
 		f.mu.Unlock()
 		return

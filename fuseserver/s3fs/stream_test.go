@@ -3,8 +3,10 @@ package s3fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -285,5 +287,108 @@ func TestStreamingFailureAfterRelease(t *testing.T) {
 				t.Fatalf("object differs after retry")
 			}
 		})
+	}
+}
+
+// TestStreamingFinishStallsOnlyItsFile: while a close waits for the parts
+// of a streamed upload (held back here), a listing of its directory and an
+// open of the file wait for it, but nothing else does: other directories,
+// other files and new files are served meanwhile.
+func TestStreamingFinishStallsOnlyItsFile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{MultipartThreshold: 5 << 20, PartSize: MinPartSize}, true)
+	e.put("other.txt", []byte("other"))
+	e.put("d2/old.txt", []byte("old"))
+	data := randomBytes(t, 12<<20)
+	f, err := os.Create(e.path("big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api.holdParts.Lock()
+	held := true
+	defer func() {
+		if held {
+			e.api.holdParts.Unlock()
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	st := e.fsys.stateOf("big.bin")
+	eventually(t, 10*time.Second, "close waiting for the held parts", func() bool {
+		if st.mu.TryLock() {
+			st.mu.Unlock()
+			return false
+		}
+		return true
+	})
+
+	// These wait for the upload: the size is not final until it is done.
+	listed := make(chan []string, 1)
+	go func() {
+		ents, err := os.ReadDir(e.dir)
+		if err != nil {
+			t.Errorf("readdir while finishing: %v", err)
+		}
+		var names []string
+		for _, ent := range ents {
+			names = append(names, ent.Name())
+		}
+		listed <- names
+	}()
+	readBack := make(chan []byte, 1)
+	go func() {
+		b, err := os.ReadFile(e.path("big.bin"))
+		if err != nil {
+			t.Errorf("read while finishing: %v", err)
+		}
+		readBack <- b
+	}()
+	time.Sleep(200 * time.Millisecond) // let both reach the file system
+
+	others := make(chan error, 1)
+	go func() {
+		others <- func() error {
+			if _, err := os.ReadDir(e.path("d2")); err != nil {
+				return err
+			}
+			if b, err := os.ReadFile(e.path("other.txt")); err != nil || string(b) != "other" {
+				return fmt.Errorf("read other.txt = %q, %v", b, err)
+			}
+			return os.WriteFile(e.path("d2/new.txt"), []byte("new"), 0o644)
+		}()
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("other files waited for an upload finishing elsewhere")
+	}
+	if got := e.mustGet("d2/new.txt"); string(got) != "new" {
+		t.Fatalf("d2/new.txt = %q", got)
+	}
+	select {
+	case <-closed:
+		t.Fatal("close returned while its parts were held back")
+	default:
+	}
+
+	e.api.holdParts.Unlock()
+	held = false
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if names := <-listed; !slices.Contains(names, "big.bin") || !slices.Contains(names, "other.txt") {
+		t.Fatalf("listing while finishing = %v", names)
+	}
+	if b := <-readBack; !bytes.Equal(b, data) {
+		t.Fatalf("read while finishing: %d bytes, differs from the %d written", len(b), len(data))
+	}
+	if got := e.mustGet("big.bin"); !bytes.Equal(got, data) {
+		t.Fatal("big.bin differs in the bucket")
 	}
 }
