@@ -180,7 +180,7 @@ func startProcess(t testing.TB, s *Server, cmd *exec.Cmd) {
 	t.Helper()
 	out := &LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	if err := forkSafe(cmd).Start(); err != nil {
 		t.Fatalf("start %s: %v", s.Name, err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
@@ -221,7 +221,7 @@ func StartMinIO(t testing.TB) *Server {
 		//nolint:gosec // the binary comes from the test environment by design, no shell
 		c := exec.CommandContext(ctx, mc, append([]string{"--config-dir", filepath.Join(dir, "mc"), "--quiet", "--no-color"}, args...)...)
 		c.Env = append(os.Environ(), alias)
-		if out, err := c.CombinedOutput(); err != nil {
+		if out, err := forkSafe(c).CombinedOutput(); err != nil {
 			return fmt.Errorf("mc %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 		}
 		return nil
@@ -261,7 +261,7 @@ func StartVersityGW(t testing.TB) *Server {
 	run := func(ctx context.Context, args ...string) error {
 		c := exec.CommandContext(ctx, bin, append([]string{"admin", "--access", s.Admin.AccessKeyID, "--secret", s.Admin.SecretAccessKey,
 			"--endpoint-url", s.URL}, args...)...)
-		if out, err := c.CombinedOutput(); err != nil {
+		if out, err := forkSafe(c).CombinedOutput(); err != nil {
 			return fmt.Errorf("versitygw admin %s: %w: %s", args[0], err, bytes.TrimSpace(out))
 		}
 		return nil
