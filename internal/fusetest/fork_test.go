@@ -93,6 +93,9 @@ func TestForkSafe(t *testing.T) {
 		defer func() { _ = unix.Close(target) }()
 		gate := make(chan struct{})
 		file.setGate(gate)
+		var opened sync.Once
+		openGate := func() { opened.Do(func() { file.setGate(nil); close(gate) }) }
+		defer openGate() // also on t.Fatal: a waiting FLUSH would keep the mount busy
 		started := make(chan error, 1)
 		tids := make(chan int, 1)
 		go func() {
@@ -120,8 +123,7 @@ func TestForkSafe(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("Start neither returned nor flushed")
 		}
-		file.setGate(nil)
-		close(gate)
+		openGate()
 		if flushed {
 			if err := <-started; err != nil {
 				t.Fatal(err)
