@@ -69,17 +69,21 @@ func (s *fileState) dirtyLocked() bool {
 func (s *fileState) staged() (size int64, mtime time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.file == nil {
-		return 0, time.Time{}, false
-	}
-	return s.size, s.mtime, true
+	return s.stagedLocked()
 }
 
 // stagedLive is staged for a file that was not unlinked or overwritten.
 func (s *fileState) stagedLive() (size int64, mtime time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.file == nil || s.deleted {
+	if s.deleted {
+		return 0, time.Time{}, false
+	}
+	return s.stagedLocked()
+}
+
+func (s *fileState) stagedLocked() (size int64, mtime time.Time, ok bool) {
+	if s.file == nil {
 		return 0, time.Time{}, false
 	}
 	return s.size, s.mtime, true

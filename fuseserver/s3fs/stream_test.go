@@ -354,8 +354,12 @@ func TestStreamingFinishStallsOnlyItsFile(t *testing.T) {
 			if _, err := os.ReadDir(e.path("d2")); err != nil {
 				return err
 			}
-			if b, err := os.ReadFile(e.path("other.txt")); err != nil || string(b) != "other" {
-				return fmt.Errorf("read other.txt = %q, %v", b, err)
+			b, err := os.ReadFile(e.path("other.txt"))
+			if err != nil {
+				return err
+			}
+			if string(b) != "other" {
+				return fmt.Errorf("read other.txt = %q", b)
 			}
 			return os.WriteFile(e.path("d2/new.txt"), []byte("new"), 0o644)
 		}()
@@ -372,8 +376,8 @@ func TestStreamingFinishStallsOnlyItsFile(t *testing.T) {
 		t.Fatalf("d2/new.txt = %q", got)
 	}
 	select {
-	case <-closed:
-		t.Fatal("close returned while its parts were held back")
+	case err := <-closed:
+		t.Fatalf("close returned (%v) while its parts were held back", err)
 	default:
 	}
 
