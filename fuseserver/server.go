@@ -39,9 +39,14 @@ type Config struct {
 	FuseFD int
 
 	// KeysFD is an inherited pipe carrying the initial keys; KeysFile is a
-	// 0600 file holding them, removed once read. Exactly one is set.
+	// 0600 file holding them, removed once read. At most one is set; one is
+	// needed unless KeyCustodyFD holds keys.
 	KeysFD   int
 	KeysFile string
+	// KeyCustodyFD, optional, is an inherited key custody file (package
+	// keycustody) that the supervisor holds too: every swap is saved there,
+	// and a server that finds keys in it starts on them.
+	KeyCustodyFD int
 
 	// StagingDir holds written data until it is uploaded.
 	StagingDir string
@@ -82,7 +87,7 @@ const DefaultPodSocketWait = 10 * time.Minute
 
 // DefaultConfig returns a Config with every descriptor unset.
 func DefaultConfig() Config {
-	return Config{FuseFD: -1, KeysFD: -1, ControlFD: -1, EventsFD: -1, ReadyFD: -1,
+	return Config{FuseFD: -1, KeysFD: -1, KeyCustodyFD: -1, ControlFD: -1, EventsFD: -1, ReadyFD: -1,
 		SocketUID: -1, SocketGID: -1, ShutdownTimeout: 30 * time.Second, PodSocketWait: DefaultPodSocketWait}
 }
 
@@ -94,8 +99,11 @@ func (c Config) validate() error {
 	if (c.Mountpoint == "") == (c.FuseFD < 0) {
 		errs = append(errs, errors.New("exactly one of mountpoint and fuse fd is required"))
 	}
-	if (c.KeysFile == "") == (c.KeysFD < 0) {
-		errs = append(errs, errors.New("exactly one of keys fd and keys file is required"))
+	if c.KeysFile != "" && c.KeysFD >= 0 {
+		errs = append(errs, errors.New("keys fd and keys file are exclusive"))
+	}
+	if c.KeysFile == "" && c.KeysFD < 0 && c.KeyCustodyFD < 0 {
+		errs = append(errs, errors.New("one of keys fd, keys file and key custody fd is required"))
 	}
 	if c.StagingDir == "" {
 		errs = append(errs, errors.New("staging dir is required"))
@@ -119,10 +127,11 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("fuseserver: %w", err)
 	}
-	initial, err := readInitialKeys(cfg)
+	start, err := loadStartKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("fuseserver: initial keys: %w", err)
 	}
+	initial := start.keys
 
 	client, err := s3client.New(s3client.Config{
 		Endpoint: cfg.Endpoint, Region: cfg.Region, Bucket: cfg.Bucket, Prefix: normPrefix(cfg.Prefix),
@@ -132,7 +141,14 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		return fmt.Errorf("fuseserver: %w", err)
 	}
 	if err := client.Validate(ctx, initial); err != nil {
-		return fmt.Errorf("fuseserver: initial keys refused: %w", err)
+		if !start.fromCustody {
+			return fmt.Errorf("fuseserver: initial keys refused: %w", err)
+		}
+		// A resumed mount is served whatever its keys: the sidecar or the
+		// next republish delivers newer ones, and refusing to serve would
+		// end the mount.
+		log.Error(err, "the newest keys of this mount are refused now; serving on them until new keys arrive",
+			"fingerprint", initial.Fingerprint())
 	}
 
 	fsys, err := s3fs.New(client.API(), fsOptions(cfg, opts, log))
@@ -157,7 +173,8 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		"fuseFd", cfg.FuseFD, "volumeId", cfg.VolumeID, "fingerprint", initial.Fingerprint())
 
 	mgr := rotation.New(rotation.Identity{VolumeID: cfg.VolumeID, Bucket: cfg.Bucket, Prefix: cfg.Prefix,
-		AuthType: cfg.AuthType, SecretRef: cfg.SecretRef, RoleARN: cfg.RoleARN}, initial, client, client, rotation.Options{})
+		AuthType: cfg.AuthType, SecretRef: cfg.SecretRef, RoleARN: cfg.RoleARN}, initial, client, applier(start, client, log),
+		rotation.Options{Generation: start.generation})
 	done := make(chan struct{})
 	defer close(done)
 	var events *os.File
@@ -195,6 +212,14 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	}
 	unmount(srv, cfg, log)
 	return flushErr
+}
+
+// applier is the S3 client, saving to custody first when there is one.
+func applier(start startKeys, client rotation.Applier, log logr.Logger) rotation.Applier {
+	if start.custody == nil {
+		return client
+	}
+	return custodyApplier{store: start.custody, next: client, log: log.WithName("custody")}
 }
 
 func allowedUIDs(cfg Config) []uint32 {

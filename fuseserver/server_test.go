@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"rekey.dev/rekey/fuseserver/keycustody"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/fusetest"
 	"rekey.dev/rekey/internal/fusetest/rekeyfuse"
@@ -150,5 +151,49 @@ func TestSecretsNeverLogged(t *testing.T) {
 		if strings.Contains(out, s) {
 			t.Fatalf("a secret appears in logs or errors:\n%s", out)
 		}
+	}
+}
+
+// TestKeyCustody: a server started on a custody file that holds newer keys
+// (what an earlier server of the mount last used) starts on those, with
+// their generation, not on the keys delivered at start; every swap is saved
+// there before it is answered.
+func TestKeyCustody(t *testing.T) {
+	srv := fusetest.StartFake(t)
+	initial, newer, newest := fakes3.NewKeys("AKINIT"), fakes3.NewKeys("AKNEWER"), fakes3.NewKeys("AKNEWEST")
+	for _, k := range []keys.Keys{initial, newer, newest} {
+		srv.Fake().AddKeys(k)
+	}
+	f, err := keycustody.Create("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	store, _, _, err := keycustody.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(keycustody.Record{Keys: newer, Generation: 5}); err != nil {
+		t.Fatal(err)
+	}
+	m := rekeyfuse.RunWith(t, srv, initial, rekeyfuse.Options{KeyCustody: f})
+	ctx := context.Background()
+	st, err := m.Client.Status(ctx, &credentialsv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetFingerprint() != newer.Fingerprint() || st.GetGeneration() != 5 {
+		t.Fatalf("started on %s generation %d, want %s generation 5", st.GetFingerprint(), st.GetGeneration(), newer.Fingerprint())
+	}
+	writeAndCheck(t, filepath.Join(m.Dir, "f"), "on the custody keys")
+	if resp, err := m.Swap(ctx, initial, 4); err != nil || resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_STALE {
+		t.Fatalf("swap of an older generation = %v, %v; want stale", resp, err)
+	}
+	if err := m.SwapApplied(ctx, newest, 9); err != nil {
+		t.Fatal(err)
+	}
+	_, rec, ok, err := keycustody.Open(f)
+	if err != nil || !ok || !rec.Keys.Equal(newest) || rec.Generation != 9 {
+		t.Fatalf("custody after the swap = %s gen %d (%v, %v), want AKNEWEST gen 9", rec.Keys.AccessKeyID, rec.Generation, ok, err)
 	}
 }

@@ -41,6 +41,7 @@ func run() error {
 	fs.IntVar(&cfg.FuseFD, "fuse-fd", -1, "descriptor mode: inherited /dev/fuse fd, already mounted")
 	fs.IntVar(&cfg.KeysFD, "keys-fd", -1, "inherited pipe carrying the initial keys (JSON)")
 	fs.StringVar(&cfg.KeysFile, "keys-file", "", "0600 file with the initial keys (JSON); removed once read")
+	fs.IntVar(&cfg.KeyCustodyFD, "key-custody-fd", -1, "inherited key custody memfd: every swap is saved there; keys found there win over --keys-fd")
 	fs.StringVar(&cfg.StagingDir, "staging-dir", "", "local directory for data not yet uploaded (required)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "path of the control API unix socket")
 	fs.IntVar(&cfg.ControlFD, "control-fd", -1, "inherited listening unix socket for the control API")

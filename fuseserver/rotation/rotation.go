@@ -159,6 +159,8 @@ func (k EventKind) String() string {
 		return "refused"
 	case EventReported:
 		return "reported"
+	case EventStagedDataRetained:
+		return "retained"
 	}
 	return "unknown"
 }
@@ -175,6 +177,8 @@ type Event struct {
 	Fingerprint string
 	Source      string
 	Time        time.Time
+	// Keys are the objects of an EventStagedDataRetained.
+	Keys []string
 }
 
 // Limits on Report input, which comes from another process.
@@ -221,9 +225,14 @@ type Options struct {
 	EventLog int
 	// Now replaces time.Now in tests.
 	Now func() time.Time
+	// Generation is the generation of the initial keys: 0 for a new
+	// mount, the saved one for a server that resumes a mount (so a swap
+	// of an older generation is still refused).
+	Generation uint64
 }
 
-// New returns a Manager that starts on the initial keys with generation 0.
+// New returns a Manager that starts on the initial keys with
+// opts.Generation.
 func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *Manager {
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 64
@@ -244,6 +253,7 @@ func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *
 		events:    make(chan Event, opts.EventBuffer),
 		startedAt: opts.Now(),
 		current:   initial,
+		gen:       opts.Generation,
 	}
 }
 

@@ -37,6 +37,21 @@ type Mount struct {
 // It skips unless the test runs as root.
 func Run(t testing.TB, s *fusetest.Server, initial keys.Keys, mountOptions string) *Mount {
 	t.Helper()
+	return RunWith(t, s, initial, Options{MountOptions: mountOptions})
+}
+
+// Options are the optional settings of RunWith.
+type Options struct {
+	// MountOptions are appended to use_path_request_style.
+	MountOptions string
+	// KeyCustody, if set, is passed (as a duplicate) as the key custody file.
+	KeyCustody *os.File
+}
+
+// RunWith is Run with more options.
+func RunWith(t testing.TB, s *fusetest.Server, initial keys.Keys, o Options) *Mount {
+	t.Helper()
+	mountOptions := o.MountOptions
 	if os.Geteuid() != 0 {
 		t.Skip("FUSE mounts need root")
 	}
@@ -78,6 +93,11 @@ func Run(t testing.TB, s *fusetest.Server, initial keys.Keys, mountOptions strin
 	}
 	_ = readyW.Close()
 	cfg.ControlSocket, cfg.VolumeID, cfg.ReadyFD = filepath.Join(dir, "ctl.sock"), "vol-1", readyFD
+	if o.KeyCustody != nil {
+		if cfg.KeyCustodyFD, err = syscall.Dup(int(o.KeyCustody.Fd())); err != nil {
+			t.Fatal(err)
+		}
+	}
 	log, err := logging.New(logs, "text", 2)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,171 @@
+package keycustody
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"rekey.dev/rekey/internal/keys"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/v1.bin")
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	f, err := Create("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	s, _, ok, err := Open(f)
+	if err != nil || ok {
+		t.Fatalf("Open(new) = ok %v, %v; want empty", ok, err)
+	}
+	return s
+}
+
+func reopen(t *testing.T, s *Store) (Record, bool, error) {
+	t.Helper()
+	_, rec, ok, err := Open(s.File())
+	return rec, ok, err
+}
+
+func TestSaveLoadAlternates(t *testing.T) {
+	s := newStore(t)
+	exp := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for i, k := range []keys.Keys{
+		{AccessKeyID: "AK1", SecretAccessKey: "S1"},
+		{AccessKeyID: "AK2", SecretAccessKey: "S2", SessionToken: "T2", Expiration: exp},
+		{AccessKeyID: "AK3", SecretAccessKey: "S3"},
+	} {
+		if err := s.Save(Record{Keys: k, Generation: uint64(10 + i)}); err != nil {
+			t.Fatal(err)
+		}
+		rec, ok, err := reopen(t, s)
+		if err != nil || !ok || !rec.Keys.Equal(k) || rec.Generation != uint64(10+i) {
+			t.Fatalf("after save %d: %v %v %+v", i, ok, err, rec)
+		}
+	}
+	// A second Store on the same file continues the sequence.
+	s2, _, _, err := Open(s.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k4 := keys.Keys{AccessKeyID: "AK4", SecretAccessKey: "S4"}
+	if err := s2.Save(Record{Keys: k4, Generation: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, _ := reopen(t, s); !rec.Keys.Equal(k4) {
+		t.Fatalf("newest = %s, want AK4", rec.Keys.AccessKeyID)
+	}
+}
+
+// A writer killed in the middle of a save tears the slot it wrote; the
+// previous record is still whole and is what a reader gets.
+func TestTornSaveKeepsPrevious(t *testing.T) {
+	s := newStore(t)
+	k1 := keys.Keys{AccessKeyID: "AK1", SecretAccessKey: "S1"}
+	if err := s.Save(Record{Keys: k1, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(Record{Keys: keys.Keys{AccessKeyID: "AK2", SecretAccessKey: "S2"}, Generation: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// seq 2 went to slot 0: damage its payload.
+	if _, err := s.File().WriteAt([]byte("xx"), headerSize+3); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, err := reopen(t, s)
+	if err != nil || !ok || !rec.Keys.Equal(k1) || rec.Generation != 1 {
+		t.Fatalf("got %+v ok=%v err=%v, want AK1 generation 1", rec, ok, err)
+	}
+	// Both damaged: an error, never made-up keys.
+	if _, err := s.File().WriteAt([]byte("xx"), SlotSize+headerSize+3); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reopen(t, s); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestUnsupportedVersion(t *testing.T) {
+	s := newStore(t)
+	if err := s.Save(Record{Keys: keys.Keys{AccessKeyID: "AK1", SecretAccessKey: "S1"}, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var v [2]byte
+	binary.LittleEndian.PutUint16(v[:], FormatVersion+1)
+	if _, err := s.File().WriteAt(v[:], SlotSize+4); err != nil { // seq 1 is in slot 1
+		t.Fatal(err)
+	}
+	if _, _, err := reopen(t, s); !errors.Is(err, ErrUnsupportedVersion) {
+		t.Fatalf("err = %v, want ErrUnsupportedVersion", err)
+	}
+}
+
+func TestNotCustody(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, _, err := Open(f); !errors.Is(err, ErrNotCustody) {
+		t.Fatalf("err = %v, want ErrNotCustody", err)
+	}
+}
+
+func TestSecretNotInErrors(t *testing.T) {
+	s := newStore(t)
+	big := keys.Keys{AccessKeyID: "AK", SecretAccessKey: "SECRETVALUE", SessionToken: string(make([]byte, SlotSize))}
+	err := s.Save(Record{Keys: big})
+	if err == nil {
+		t.Fatal("oversized keys saved")
+	}
+	for _, bad := range []string{"SECRETVALUE"} {
+		if strings.Contains(err.Error(), bad) {
+			t.Fatalf("error %q contains the secret", err)
+		}
+	}
+}
+
+// TestFormatV1Fixture reads a custody file written by format version 1 (a
+// checked-in fixture, fake keys): a newer build must keep reading what an
+// older server left behind. -update rewrites it from this build.
+func TestFormatV1Fixture(t *testing.T) {
+	path := filepath.Join("testdata", "v1.bin")
+	want := Record{Keys: keys.Keys{AccessKeyID: "AKFIXTURE", SecretAccessKey: "fixture-secret",
+		SessionToken: "fixture-token", Expiration: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}, Generation: 1733400000000000000}
+	if *update {
+		s := newStore(t)
+		if err := s.Save(Record{Keys: keys.Keys{AccessKeyID: "AKOLD", SecretAccessKey: "old"}, Generation: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Save(want); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, fileSize)
+		if _, err := s.File().ReadAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, rec, ok, err := Open(f)
+	if err != nil || !ok {
+		t.Fatalf("Open(fixture) = %v, %v", ok, err)
+	}
+	if !rec.Keys.Equal(want.Keys) || rec.Generation != want.Generation {
+		t.Fatalf("fixture = %s gen %d, want %s gen %d", rec.Keys.AccessKeyID, rec.Generation, want.Keys.AccessKeyID, want.Generation)
+	}
+}
