@@ -99,7 +99,11 @@ func Serve(fd int, f *FS, allowOther bool) (*fuse.Server, error) {
 	if fd <= 0 {
 		return nil, fmt.Errorf("s3fs: serve: invalid fuse fd %d", fd)
 	}
-	opts := f.MountOptions(allowOther)
+	return serveFD(fd, f, f.MountOptions(allowOther))
+}
+
+// serveFD serves f on fd, mounted by someone else, with opts.
+func serveFD(fd int, f *FS, opts *fs.Options) (*fuse.Server, error) {
 	// With DirectMount set go-fuse would try mount(2) on /dev/fd/N first.
 	opts.DirectMount = false
 	opts.DirectMountStrict = false
