@@ -51,6 +51,15 @@ type Config struct {
 	// StagingDir holds written data until it is uploaded.
 	StagingDir string
 
+	// SessionFile, for descriptor mode, records the INIT settings of the
+	// connection (package session) once the server serves, so that a later
+	// server can resume the connection.
+	SessionFile string
+	// Resume, for descriptor mode, takes over FuseFD's live connection
+	// with the settings in SessionFile instead of answering an INIT, and
+	// asks the kernel to resend what an earlier server left unanswered.
+	Resume bool
+
 	// ControlSocket is the path of the control API's unix socket; ControlFD
 	// an inherited listening socket instead. Neither: no control API.
 	ControlSocket string
@@ -108,6 +117,9 @@ func (c Config) validate() error {
 	if c.StagingDir == "" {
 		errs = append(errs, errors.New("staging dir is required"))
 	}
+	if c.Resume && (c.FuseFD < 0 || c.SessionFile == "") {
+		errs = append(errs, errors.New("resume needs a fuse fd and a session file"))
+	}
 	if c.ControlSocket != "" && c.ControlFD >= 0 {
 		errs = append(errs, errors.New("control socket and control fd are exclusive"))
 	}
@@ -155,19 +167,17 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("fuseserver: %w", err)
 	}
-	var srv *fuse.Server
-	if cfg.FuseFD >= 0 {
-		srv, err = s3fs.Serve(cfg.FuseFD, fsys, opts.AllowOther)
-	} else {
-		srv, err = s3fs.Mount(cfg.Mountpoint, fsys, opts.AllowOther)
-	}
+	srv, err := serve(cfg, fsys, opts)
 	if err != nil {
-		return fmt.Errorf("fuseserver: mount: %w", err)
+		return err
 	}
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
 	if err := srv.WaitMount(); err != nil {
 		return fmt.Errorf("fuseserver: mount did not come up: %w", err)
+	}
+	if err := afterServing(cfg, srv, log); err != nil {
+		return err
 	}
 	log.Info("serving", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "mountpoint", cfg.Mountpoint,
 		"fuseFd", cfg.FuseFD, "volumeId", cfg.VolumeID, "fingerprint", initial.Fingerprint())

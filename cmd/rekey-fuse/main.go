@@ -42,6 +42,8 @@ func run() error {
 	fs.IntVar(&cfg.KeysFD, "keys-fd", -1, "inherited pipe carrying the initial keys (JSON)")
 	fs.StringVar(&cfg.KeysFile, "keys-file", "", "0600 file with the initial keys (JSON); removed once read")
 	fs.IntVar(&cfg.KeyCustodyFD, "key-custody-fd", -1, "inherited key custody memfd: every swap is saved there; keys found there win over --keys-fd")
+	fs.StringVar(&cfg.SessionFile, "session-file", "", "descriptor mode: file recording the connection's INIT settings, for a later --resume")
+	fs.BoolVar(&cfg.Resume, "resume", false, "descriptor mode: take over the live connection of --fuse-fd with the settings in --session-file (no INIT)")
 	fs.StringVar(&cfg.StagingDir, "staging-dir", "", "local directory for data not yet uploaded (required)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "path of the control API unix socket")
 	fs.IntVar(&cfg.ControlFD, "control-fd", -1, "inherited listening unix socket for the control API")
