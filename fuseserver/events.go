@@ -20,12 +20,15 @@ type EventRecord struct {
 	Fingerprint string    `json:"fingerprint,omitempty"`
 	Source      string    `json:"source,omitempty"`
 	Time        time.Time `json:"time"`
+	// Keys are the objects of a "retained" event (staged data kept on
+	// the node because it could not be uploaded).
+	Keys []string `json:"keys,omitempty"`
 }
 
 // NewEventRecord converts a rotation.Event.
 func NewEventRecord(ev rotation.Event) EventRecord {
 	return EventRecord{Kind: ev.Kind.String(), VolumeID: ev.VolumeID, Reason: ev.Reason,
-		Generation: ev.Generation, Fingerprint: ev.Fingerprint, Source: ev.Source, Time: ev.Time}
+		Generation: ev.Generation, Fingerprint: ev.Fingerprint, Source: ev.Source, Time: ev.Time, Keys: ev.Keys}
 }
 
 // forwardEvents copies events to w as JSON lines (when w is set) and logs
@@ -43,9 +46,13 @@ func forwardEvents(events <-chan rotation.Event, done <-chan struct{}, w io.Writ
 			rec := NewEventRecord(ev)
 			kv := []any{"kind", rec.Kind, "volumeId", rec.VolumeID, "generation", rec.Generation,
 				"fingerprint", rec.Fingerprint, "source", rec.Source}
-			if rec.Kind == "applied" {
+			switch rec.Kind {
+			case "applied":
 				log.Info("keys swapped", kv...)
-			} else {
+			case "retained":
+				log.Info("staged data kept on the node: it could not be uploaded", "volumeId", rec.VolumeID,
+					"keys", rec.Keys, "reason", rec.Reason)
+			default:
 				log.Info("credential refresh failed", append(kv, "reason", rec.Reason)...)
 			}
 			if enc != nil {

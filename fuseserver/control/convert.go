@@ -168,7 +168,10 @@ func eventToProto(ev rotation.Event) *credentialsv1.Event {
 		kind = credentialsv1.EventKind_EVENT_KIND_REFUSED
 	case rotation.EventReported:
 		kind = credentialsv1.EventKind_EVENT_KIND_REPORTED
+	case rotation.EventStagedDataRetained:
+		kind = credentialsv1.EventKind_EVENT_KIND_STAGED_DATA_RETAINED
 	}
 	return &credentialsv1.Event{Sequence: ev.Sequence, Kind: kind, VolumeId: ev.VolumeID, Reason: ev.Reason,
-		Generation: ev.Generation, Fingerprint: ev.Fingerprint, Source: ev.Source, Time: timestamp(ev.Time)}
+		Generation: ev.Generation, Fingerprint: ev.Fingerprint, Source: ev.Source, Time: timestamp(ev.Time),
+		ObjectKeys: ev.Keys}
 }

@@ -50,6 +50,11 @@ const (
 	EventKind_EVENT_KIND_REFUSED EventKind = 2
 	// EVENT_KIND_REPORTED: a client called Report; reason is its text.
 	EventKind_EVENT_KIND_REPORTED EventKind = 3
+	// EVENT_KIND_STAGED_DATA_RETAINED: data an application wrote could not be
+	// uploaded and is kept in the server's staging directory on the node;
+	// object_keys names the objects, reason says why. Sent by the server
+	// itself, never by a client.
+	EventKind_EVENT_KIND_STAGED_DATA_RETAINED EventKind = 4
 )
 
 // Enum value maps for EventKind.
@@ -59,12 +64,14 @@ var (
 		1: "EVENT_KIND_APPLIED",
 		2: "EVENT_KIND_REFUSED",
 		3: "EVENT_KIND_REPORTED",
+		4: "EVENT_KIND_STAGED_DATA_RETAINED",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED": 0,
-		"EVENT_KIND_APPLIED":     1,
-		"EVENT_KIND_REFUSED":     2,
-		"EVENT_KIND_REPORTED":    3,
+		"EVENT_KIND_UNSPECIFIED":          0,
+		"EVENT_KIND_APPLIED":              1,
+		"EVENT_KIND_REFUSED":              2,
+		"EVENT_KIND_REPORTED":             3,
+		"EVENT_KIND_STAGED_DATA_RETAINED": 4,
 	}
 )
 
@@ -361,7 +368,11 @@ type Event struct {
 	// source is the Swap's or Report's source.
 	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
 	// time is when the event happened.
-	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	// object_keys are the objects of an EVENT_KIND_STAGED_DATA_RETAINED
+	// event (bucket keys, or "stage-… (no record)" for staging files that
+	// name none); empty for other kinds.
+	ObjectKeys    []string `protobuf:"bytes,9,rep,name=object_keys,json=objectKeys,proto3" json:"object_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +459,13 @@ func (x *Event) GetSource() string {
 func (x *Event) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *Event) GetObjectKeys() []string {
+	if x != nil {
+		return x.ObjectKeys
 	}
 	return nil
 }
@@ -1062,7 +1080,7 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"\x12WatchEventsRequest\x12%\n" +
 	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\"H\n" +
 	"\x13WatchEventsResponse\x121\n" +
-	"\x05event\x18\x01 \x01(\v2\x1b.rekey.credentials.v1.EventR\x05event\"\x97\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x1b.rekey.credentials.v1.EventR\x05event\"\xb8\x02\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.rekey.credentials.v1.EventKindR\x04kind\x12\x1b\n" +
@@ -1073,7 +1091,9 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"generation\x12 \n" +
 	"\vfingerprint\x18\x06 \x01(\tR\vfingerprint\x12\x16\n" +
 	"\x06source\x18\a \x01(\tR\x06source\x12.\n" +
-	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x82\x02\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1f\n" +
+	"\vobject_keys\x18\t \x03(\tR\n" +
+	"objectKeys\"\x82\x02\n" +
 	"\vSwapRequest\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x120\n" +
 	"\x11secret_access_key\x18\x02 \x01(\tB\x04\x88\xaa\x19\x01R\x0fsecretAccessKey\x12)\n" +
@@ -1125,12 +1145,13 @@ const file_rekey_credentials_v1_credentials_proto_rawDesc = "" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x10\n" +
-	"\x0eReportResponse*p\n" +
+	"\x0eReportResponse*\x95\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EVENT_KIND_APPLIED\x10\x01\x12\x16\n" +
 	"\x12EVENT_KIND_REFUSED\x10\x02\x12\x17\n" +
-	"\x13EVENT_KIND_REPORTED\x10\x03*\x8d\x01\n" +
+	"\x13EVENT_KIND_REPORTED\x10\x03\x12#\n" +
+	"\x1fEVENT_KIND_STAGED_DATA_RETAINED\x10\x04*\x8d\x01\n" +
 	"\n" +
 	"SwapResult\x12\x1b\n" +
 	"\x17SWAP_RESULT_UNSPECIFIED\x10\x00\x12\x17\n" +
