@@ -163,7 +163,10 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 			"fingerprint", initial.Fingerprint())
 	}
 
-	fsys, err := s3fs.New(client.API(), fsOptions(cfg, opts, log))
+	retained := &retainedEvents{}
+	fo := fsOptions(cfg, opts, log)
+	fo.OnRetained = retained.add // staged data kept on the node, as events
+	fsys, err := s3fs.New(client.API(), fo)
 	if err != nil {
 		return fmt.Errorf("fuseserver: %w", err)
 	}
@@ -193,6 +196,7 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		defer events.Close()
 	}
 	go forwardEvents(mgr.Events(), done, writerOrNil(events), log.WithName("events"))
+	retained.attach(mgr)
 
 	stopControl, err := startControl(ctx, cfg, mgr, log.WithName("control"))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"rekey.dev/rekey/fuseserver/journal"
 	"rekey.dev/rekey/internal/fusetest"
 )
 
@@ -110,10 +112,20 @@ func TestKeyRevoked(t *testing.T) {
 	if err := e.fsys.FlushAll(t.Context()); !errors.Is(err, ErrNotUploaded) {
 		t.Fatalf("FlushAll with revoked key: %v, want ErrNotUploaded", err)
 	}
-	// The staged data is on disk, private to the server.
+	// The staged data is on disk, private to the server, and its journal
+	// says which objects it belongs to and that they are not uploaded.
+	entries, _, err := journal.Scan(e.fsys.opts.StagingDir)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("staging dir: %v, %v; want 2 files", entries, err)
+	}
+	for _, ent := range entries {
+		if !ent.HasData || ent.Err != nil || ent.Record.State != journal.StateDirty || !strings.HasPrefix(ent.Record.Key, "by-") {
+			t.Fatalf("journal entry %+v, want a dirty record of a by-* file", ent)
+		}
+	}
 	staged, err := os.ReadDir(e.fsys.opts.StagingDir)
-	if err != nil || len(staged) != 2 {
-		t.Fatalf("staging dir: %v, %v; want 2 files", staged, err)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, dir := range []string{e.fsys.opts.StagingDir, e.fsys.opts.StagingDir + "/" + staged[0].Name()} {
 		fi, err := os.Stat(dir)

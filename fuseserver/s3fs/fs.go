@@ -40,6 +40,8 @@ type FS struct {
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
+	retainedState // staged data kept on the node, not uploaded (journal.go)
+
 	mu        sync.Mutex
 	closed    bool                  // Close was called: no new retries
 	files     map[string]*fileState // by object key
@@ -78,6 +80,9 @@ func New(api API, opts Options) (*FS, error) {
 	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))
 	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
 	f.root = &dirNode{node: node{fsys: f}}
+	// Staged data an earlier process left is uploaded in the background
+	// (journal.go); what cannot be is reported through opts.OnRetained.
+	f.recoverStaging()
 	return f, nil
 }
 

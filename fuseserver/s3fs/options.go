@@ -72,8 +72,14 @@ type Options struct {
 
 	// StagingDir is the local directory where written files are staged
 	// until they are uploaded. Required; created with mode 0700 if missing.
-	// Staged data of files that could not be uploaded stays there.
+	// Staged data of files that could not be uploaded stays there, with a
+	// journal record each (package journal): New uploads what an earlier
+	// process left there (journal.go).
 	StagingDir string
+	// OnRetained, optional, is called with staged data kept on the node
+	// instead of uploaded (recovery conflicts, unrecognised staging files,
+	// uploads that cannot complete). It must not block for long.
+	OnRetained func([]Retained)
 	// MultipartThreshold: files larger than this upload with multipart.
 	// Zero means DefaultMultipartThreshold.
 	MultipartThreshold int64

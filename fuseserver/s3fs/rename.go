@@ -100,6 +100,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	st := f.stateOf(src)
 	var (
 		gen    uint64
+		etag   string
 		staged bool
 	)
 	if st != nil {
@@ -114,7 +115,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	}
 	if staged {
 		var err error
-		if gen, err = f.syncLocked(ctx, st, dst); err != nil {
+		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
 	} else if err := f.copyObjectSized(ctx, src, dst, size); err != nil {
@@ -129,7 +130,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	if st != nil {
 		f.moveStates(src, dst)
 		if staged {
-			st.markUploaded(gen)
+			f.markUploaded(st, gen, etag) // records the new key too
 		}
 	}
 	f.cache.put(src, statEntry{kind: kindMissing})
@@ -230,6 +231,13 @@ func (f *FS) moveStates(src, dst string) {
 		st.mu.Unlock()
 	}
 	f.mu.Unlock()
+	for _, st := range moved { // the journal names the new keys
+		st.mu.Lock()
+		if err := f.writeRecordLocked(st, st.dirtyLocked()); err != nil {
+			f.log.Error(err, "staging record keeps the old key", "key", st.key)
+		}
+		st.mu.Unlock()
+	}
 	for _, old := range overwritten {
 		old.mu.Lock()
 		old.deleted = true

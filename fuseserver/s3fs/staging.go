@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"rekey.dev/rekey/fuseserver/journal"
 )
 
 // fileState is the local state of one object key while it is open or has
@@ -58,6 +60,15 @@ type fileState struct {
 	kept      *list.Element
 	keptUntil time.Time
 	keptSize  int64
+
+	// The journal (journal.go): rec is the record of the staging file;
+	// recoveredFrom marks a state recovery made from an earlier process's
+	// journal, verify that its conflict check has not run yet, and
+	// failureReported that its first failed upload was reported.
+	rec             jrec
+	recoveredFrom   bool
+	verify          bool
+	failureReported bool
 }
 
 // dirtyLocked reports whether staged data has not reached the bucket yet.
@@ -113,11 +124,11 @@ func (f *FS) acquireState(key string) *fileState {
 // createState starts key as a new empty file with one open reference. It
 // replaces any state the key had.
 func (f *FS) createState(key string) (*fileState, error) {
-	file, err := f.newStagingFile()
+	file, rec, err := f.newStagingFile(key, true, &journal.Base{Absent: true})
 	if err != nil {
 		return nil, err
 	}
-	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, streamable: true}
+	st := &fileState{key: key, file: file, mtime: time.Now(), gen: 1, streamable: true, rec: rec}
 	st.opens.Store(1)
 	f.mu.Lock()
 	old := f.files[key]
@@ -202,21 +213,22 @@ func (f *FS) markDeleted(st *fileState) {
 	}
 	st.mu.Unlock()
 	f.mu.Unlock()
+	st.mu.Lock() // not under FS.mu: a record is disk I/O
+	f.recordDeletedLocked(st)
+	st.mu.Unlock()
 	f.maybeDrop(st)
 }
 
-func (f *FS) newStagingFile() (*os.File, error) {
-	file, err := os.CreateTemp(f.opts.StagingDir, "stage-*") // mode 0600
-	if err != nil {
-		return nil, fmt.Errorf("create staging file: %w", err)
-	}
-	return file, nil
-}
-
+// removeStagingFile removes a staging file whose data the bucket has (or
+// that was deleted), then its record.
 func (f *FS) removeStagingFile(file *os.File) {
 	_ = file.Close()
 	if err := os.Remove(file.Name()); err != nil {
 		f.log.Error(err, "remove staging file", "path", file.Name())
+		return // the record keeps describing what is left
+	}
+	if err := os.Remove(journal.RecordPath(file.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.log.Error(err, "remove staging record", "path", journal.RecordPath(file.Name()))
 	}
 }
 
@@ -226,25 +238,30 @@ func (f *FS) loadLocked(ctx context.Context, st *fileState) error {
 	if st.file != nil {
 		return nil
 	}
-	file, err := f.newStagingFile()
+	file, rec, err := f.newStagingFile(st.key, false, nil)
 	if err != nil {
 		return err
 	}
-	size, mtime, err := f.download(ctx, st.key, file)
+	size, mtime, etag, err := f.download(ctx, st.key, file)
 	if err != nil {
 		f.removeStagingFile(file)
 		return err
 	}
-	st.file, st.size, st.mtime = file, size, mtime
+	st.file, st.size, st.mtime, st.rec = file, size, mtime, rec
 	// Staged content equals the bucket: clean.
 	st.uploaded = st.gen
+	st.rec.base = &journal.Base{ETag: etag, Absent: etag == ""}
+	if err := f.writeRecordLocked(st, false); err != nil {
+		f.log.V(1).Info("staging record has no base", "key", st.key, "error", err.Error())
+	}
 	return nil
 }
 
 // download copies key into file in PartSize ranges, each its own request,
 // pinned to the ETag of the first so that a concurrent overwrite fails the
-// download instead of mixing versions.
-func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, time.Time, error) {
+// download instead of mixing versions. It returns the size, the mtime and
+// the ETag ("" for a missing object).
+func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, time.Time, string, error) {
 	chunk := f.opts.PartSize
 	var (
 		off   int64
@@ -255,9 +272,9 @@ func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, ti
 		res, err := f.getRange(ctx, key, off, chunk, etag)
 		if err != nil {
 			if off == 0 && isNotFound(err) {
-				return 0, mtime, nil
+				return 0, mtime, "", nil
 			}
-			return 0, mtime, err
+			return 0, mtime, "", err
 		}
 		if off == 0 {
 			etag = res.etag
@@ -267,12 +284,12 @@ func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, ti
 		}
 		if len(res.data) > 0 {
 			if _, err := file.WriteAt(res.data, off); err != nil {
-				return 0, mtime, fmt.Errorf("stage %s: %w", key, err)
+				return 0, mtime, "", fmt.Errorf("stage %s: %w", key, err)
 			}
 		}
 		off += int64(len(res.data))
 		if int64(len(res.data)) < chunk {
-			return off, mtime, nil
+			return off, mtime, etag, nil
 		}
 	}
 }
@@ -287,14 +304,17 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 	defer st.mu.Unlock()
 	if st.file == nil {
 		if size == 0 {
-			file, err := f.newStagingFile()
+			file, rec, err := f.newStagingFile(st.key, true, nil)
 			if err != nil {
 				return err
 			}
-			st.file, st.size = file, 0
+			st.file, st.size, st.rec = file, 0, rec
 		} else if err := f.loadLocked(ctx, st); err != nil {
 			return err
 		}
+	}
+	if err := f.markDirtyLocked(st); err != nil {
+		return err
 	}
 	f.breakStreamLocked(st)
 	st.streamable = size == 0
@@ -336,6 +356,9 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 		}
 		st.streamable = false // rewrites data already uploading
 		f.breakStreamLocked(st)
+	}
+	if err := f.markDirtyLocked(st); err != nil {
+		return 0, err
 	}
 	n, err := st.file.WriteAt(data, off)
 	if end := off + int64(n); end > st.size {
@@ -421,31 +444,44 @@ func (f *FS) settleLocked(ctx context.Context, st *fileState) error {
 }
 
 // sync uploads the staged content of st if it is dirty. On failure the
-// state stays dirty so that a later sync retries.
+// state stays dirty so that a later sync retries, unless the failure means
+// the data can never be uploaded: it is then kept on the node and
+// reported (uploadFailed), and the error wraps errRetained.
 func (f *FS) sync(ctx context.Context, st *fileState) error {
 	st.uploadMu.Lock()
 	defer st.uploadMu.Unlock()
-	_, err := f.syncLocked(ctx, st, "")
+	_, _, err := f.syncLocked(ctx, st, "")
+	if err != nil && !errors.Is(err, errRetained) && f.uploadFailed(st, err) {
+		return fmt.Errorf("%w: %w", errRetained, err)
+	}
 	return err
 }
 
 // syncLocked is sync with st.uploadMu held. A non-empty key uploads the
 // staged content there instead, dirty or not, and leaves marking it clean
-// to the caller (rename); it returns the generation it uploaded.
-func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64, error) {
+// to the caller (rename); it returns the generation it uploaded and the
+// new object's ETag. A state recovered from the journal is checked
+// against the object before its first upload of its own key.
+func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64, string, error) {
+	if key == "" {
+		if done, err := f.checkRecoveredLocked(ctx, st); done || err != nil {
+			return 0, "", err
+		}
+	}
 	st.mu.Lock()
 	own := key == ""
 	if st.file == nil || st.deleted || (own && st.gen == st.uploaded) {
 		st.mu.Unlock()
-		return 0, nil
+		return 0, "", nil
 	}
 	if own && st.stream != nil {
 		defer st.mu.Unlock()
-		return f.finishStreamLocked(ctx, st)
+		gen, err := f.finishStreamLocked(ctx, st)
+		return gen, "", err
 	}
 	if st.hasReleasedLocked() {
 		st.mu.Unlock()
-		return 0, fmt.Errorf("upload %s as %s: staging misses released parts (not settled)", st.key, key)
+		return 0, "", fmt.Errorf("upload %s as %s: staging misses released parts (not settled)", st.key, key)
 	}
 	if own {
 		key = st.key
@@ -456,18 +492,18 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	st.mu.Unlock()
 
 	start := time.Now()
-	err := f.putFile(ctx, key, file, size)
+	etag, err := f.putFile(ctx, key, file, size)
 	if err != nil {
 		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
-		return 0, err
+		return 0, "", err
 	}
 	f.log.V(1).Info("uploaded", "key", key, "size", size, "duration", time.Since(start))
 	if own {
-		st.markUploaded(gen)
+		f.markUploaded(st, gen, etag)
 	}
 	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime})
 	f.listings.set(key, statEntry{kind: kindFile, size: size, mtime: mtime})
-	return gen, nil
+	return gen, etag, nil
 }
 
 // finishStreamLocked completes the stream of st at the staged size (st.mu
@@ -491,10 +527,13 @@ func (f *FS) finishStreamLocked(ctx context.Context, st *fileState) (uint64, err
 	if gen > st.uploaded {
 		st.uploaded = gen
 	}
+	st.verify = false
 	if st.hasReleasedLocked() {
 		file := st.file
 		st.file, st.released, st.streamable = nil, nil, false
 		f.removeStagingFile(file)
+	} else {
+		f.recordUploadedLocked(st, gen, s.etag)
 	}
 	f.log.V(1).Info("uploaded", "key", st.key, "size", size, "duration", time.Since(start), "streamed", true)
 	f.cache.put(st.key, statEntry{kind: kindFile, size: size, mtime: mtime})
@@ -502,13 +541,16 @@ func (f *FS) finishStreamLocked(ctx context.Context, st *fileState) (uint64, err
 	return gen, nil
 }
 
-// markUploaded records that generation gen reached the bucket.
-func (s *fileState) markUploaded(gen uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if gen > s.uploaded {
-		s.uploaded = gen
+// markUploaded records that generation gen of st reached the bucket as an
+// object with etag, in st and in its journal record.
+func (f *FS) markUploaded(st *fileState, gen uint64, etag string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if gen > st.uploaded {
+		st.uploaded = gen
 	}
+	st.verify = false
+	f.recordUploadedLocked(st, gen, etag)
 }
 
 // Retry backoff of released dirty files.
@@ -519,7 +561,10 @@ const (
 
 // scheduleRetry uploads st in the background with exponential backoff until
 // it is clean, deleted, or the FS is closed.
-func (f *FS) scheduleRetry(st *fileState) {
+func (f *FS) scheduleRetry(st *fileState) { f.scheduleUpload(st, retryFirst) }
+
+// scheduleUpload is scheduleRetry with the first attempt after first.
+func (f *FS) scheduleUpload(st *fileState, first time.Duration) {
 	st.mu.Lock()
 	if st.retrying || !st.dirtyLocked() {
 		st.mu.Unlock()
@@ -540,11 +585,11 @@ func (f *FS) scheduleRetry(st *fileState) {
 	f.mu.Unlock()
 	go func() {
 		defer f.bg.Done()
-		delay := retryFirst
+		delay, wait := retryFirst, first
 		for {
 			// Wait first: the release that scheduled this follows a
 			// flush that has just failed.
-			timer := time.NewTimer(delay)
+			timer := time.NewTimer(wait)
 			select {
 			case <-f.bgCtx.Done():
 				timer.Stop()
@@ -571,6 +616,7 @@ func (f *FS) scheduleRetry(st *fileState) {
 				f.log.Info("background upload failed, will retry", "key", key, "retryIn", delay, "error", err.Error())
 			}
 			delay = min(delay*2, retryMax)
+			wait = delay
 		}
 	}()
 }

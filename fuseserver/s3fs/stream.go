@@ -68,6 +68,7 @@ type stream struct {
 	mu    sync.Mutex
 	parts []types.CompletedPart // by index; ETag nil until uploaded
 	err   error
+	etag  string // of the completed object, once finish succeeded
 }
 
 // streamWindow is how many parts a writer may be ahead of the upload.
@@ -198,10 +199,22 @@ func (f *FS) releaseUploaded(st *fileState) {
 	for s.releaseFrom < len(st.released) && st.released[s.releaseFrom] {
 		s.releaseFrom++
 	}
+	var acked []int
 	for i := s.releaseFrom; i < len(s.parts); i++ {
-		if s.parts[i].ETag == nil || (i < len(st.released) && st.released[i]) {
-			continue
+		if s.parts[i].ETag != nil && (i >= len(st.released) || !st.released[i]) {
+			acked = append(acked, i)
 		}
+	}
+	if len(acked) == 0 {
+		return
+	}
+	// The journal names the parts before their bytes leave the node, so
+	// that a later process can complete the upload (journal.go).
+	if err := f.recordAckedLocked(st, s, acked); err != nil {
+		f.log.Error(err, "acknowledged parts stay staged: their record could not be written", "key", st.key)
+		return
+	}
+	for _, i := range acked {
 		err := unix.Fallocate(int(st.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*s.partSize, s.partSize)
 		if err != nil {
 			f.log.V(1).Info("cannot release uploaded parts from staging", "key", st.key, "error", err.Error())
@@ -289,7 +302,7 @@ func (s *stream) finish(ctx context.Context, size int64) (err error) {
 	s.mu.Lock()
 	parts := append([]types.CompletedPart(nil), s.parts[:s.queued]...)
 	s.mu.Unlock()
-	_, err = s.f.api.CompleteMultipartUpload(rctx, &s3.CompleteMultipartUploadInput{
+	out, err := s.f.api.CompleteMultipartUpload(rctx, &s3.CompleteMultipartUploadInput{
 		Bucket: &s.f.opts.Bucket, Key: &s.key, UploadId: s.uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
@@ -297,6 +310,7 @@ func (s *stream) finish(ctx context.Context, size int64) (err error) {
 		err = fmt.Errorf("complete multipart upload %s: %w", s.key, err)
 		return err
 	}
+	s.etag = aws.ToString(out.ETag)
 	s.cancel()
 	return nil
 }
@@ -322,6 +336,7 @@ func (f *FS) breakStreamLocked(st *fileState) {
 	}
 	s := st.stream
 	st.stream = nil
+	st.rec.uploadID, st.rec.partSize, st.rec.acked = "", 0, nil
 	go s.abort(f.bgCtx)
 }
 

@@ -16,15 +16,16 @@ import (
 const partConcurrency = 4
 
 // putFile uploads size bytes of r as key: one PutObject up to
-// MultipartThreshold, a multipart upload above it.
-func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64) error {
+// MultipartThreshold, a multipart upload above it. It returns the ETag of
+// the new object (empty if the server sent none).
+func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64) (string, error) {
 	if size > f.opts.MultipartThreshold {
 		return f.putMultipart(ctx, key, r, size)
 	}
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	f.count(opPut)
-	_, err := f.api.PutObject(ctx, &s3.PutObjectInput{
+	out, err := f.api.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &f.opts.Bucket,
 		Key:           &key,
 		Body:          io.NewSectionReader(r, 0, size),
@@ -32,9 +33,9 @@ func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64)
 		ContentType:   aws.String(contentType(key)),
 	})
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return "", fmt.Errorf("put %s: %w", key, err)
 	}
-	return nil
+	return aws.ToString(out.ETag), nil
 }
 
 // partSizeFor returns the part size for an object of size bytes, raised
@@ -49,7 +50,7 @@ func (f *FS) partSizeFor(size int64) int64 {
 
 // putMultipart uploads r as key in parts, partConcurrency at a time, and
 // aborts the upload if any step fails.
-func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64) (err error) {
+func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64) (etag string, err error) {
 	cctx, cancel := f.reqCtx(ctx)
 	f.count(opCreateMultipart)
 	created, err := f.api.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
@@ -59,7 +60,7 @@ func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size i
 	})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("create multipart upload %s: %w", key, err)
+		return "", fmt.Errorf("create multipart upload %s: %w", key, err)
 	}
 	uploadID := created.UploadId
 	defer func() {
@@ -121,26 +122,26 @@ feed:
 	close(next)
 	wg.Wait()
 	if firstErr != nil {
-		return firstErr
+		return "", firstErr
 	}
 	if err := pctx.Err(); err != nil {
-		return fmt.Errorf("upload %s: %w", key, err)
+		return "", fmt.Errorf("upload %s: %w", key, err)
 	}
 	sort.Slice(parts, func(a, b int) bool { return aws.ToInt32(parts[a].PartNumber) < aws.ToInt32(parts[b].PartNumber) })
 
 	cctx, cancel = f.reqCtx(ctx)
 	defer cancel()
 	f.count(opCompleteMultipart)
-	_, err = f.api.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
+	done, err := f.api.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          &f.opts.Bucket,
 		Key:             &key,
 		UploadId:        uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
 	if err != nil {
-		return fmt.Errorf("complete multipart upload %s: %w", key, err)
+		return "", fmt.Errorf("complete multipart upload %s: %w", key, err)
 	}
-	return nil
+	return aws.ToString(done.ETag), nil
 }
 
 // abortMultipart aborts a multipart upload (or copy) that failed, so the
