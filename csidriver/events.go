@@ -3,6 +3,7 @@ package csidriver
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,7 +92,23 @@ func (p *eventPoster) Handle(ev supervisor.Event) {
 		p.metrics.serverDeaths.Inc()
 		p.post(ev.Spec, corev1.EventTypeWarning, contract.EventReasonFUSEServerDied,
 			fmt.Sprintf(contract.EventMessageFUSEServerDiedFormat, ev.Spec.VolumeID, ev.Reason))
+	case supervisor.EventStagedDataRetained:
+		p.post(ev.Spec, corev1.EventTypeWarning, contract.EventReasonStagedDataRetained, retainedMessage(ev))
 	}
+}
+
+// maxRetainedInMessage bounds the keys named in a StagedDataRetained
+// Event (the API server cuts messages at 1 KiB); the log has them all.
+const maxRetainedInMessage = 10
+
+func retainedMessage(ev supervisor.Event) string {
+	keys := ev.Keys
+	more := ""
+	if len(keys) > maxRetainedInMessage {
+		keys, more = keys[:maxRetainedInMessage], fmt.Sprintf(" and %d more", len(ev.Keys)-maxRetainedInMessage)
+	}
+	return fmt.Sprintf(contract.EventMessageStagedDataRetainedFormat, ev.Spec.VolumeID, len(ev.Keys), ev.Reason,
+		strings.Join(keys, ", ")+more)
 }
 
 // watchEvents feeds Events from a supervisor Client (reconnecting) or an

@@ -48,11 +48,16 @@ func TestEventsOnAPIServer(t *testing.T) {
 	p.Handle(supervisor.Event{Kind: "applied", Spec: spec, Fingerprint: "AK1:abcd", Source: "secret"})
 	p.Handle(supervisor.Event{Kind: "applied", Spec: spec, Fingerprint: "AK2:abcd", Source: "secret"}) // rate-limited
 	p.Handle(supervisor.Event{Kind: supervisor.EventDied, Spec: spec, Reason: "process 42 exited"})
+	retained := supervisor.Event{Kind: supervisor.EventStagedDataRetained, Spec: spec, Keys: []string{"a.txt", "dir/b.bin"},
+		Reason: "another client changed the object while this data was staged"}
+	p.Handle(retained)
 
 	want := map[string]string{
 		contract.EventReasonRefreshFailed:  fmt.Sprintf("failed to refresh ak/sk for pv-a, reason: %s", reason),
 		contract.EventReasonRefreshed:      "refreshed ak/sk for pv-a, key AK1:abcd (source secret)",
 		contract.EventReasonFUSEServerDied: fmt.Sprintf(contract.EventMessageFUSEServerDiedFormat, "pv-a", "process 42 exited"),
+		contract.EventReasonStagedDataRetained: "data written to pv-a was not uploaded and is kept on the node (2 object(s)): " +
+			"another client changed the object while this data was staged; objects: a.txt, dir/b.bin",
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -77,7 +82,8 @@ func TestEventsOnAPIServer(t *testing.T) {
 			if got[contract.EventReasonRefreshed].Count != 1 {
 				t.Errorf("CredentialRefreshed count = %d, want 1 (rate-limited)", got[contract.EventReasonRefreshed].Count)
 			}
-			if got[contract.EventReasonRefreshFailed].Type != corev1.EventTypeWarning || got[contract.EventReasonFUSEServerDied].Type != corev1.EventTypeWarning {
+			if got[contract.EventReasonRefreshFailed].Type != corev1.EventTypeWarning || got[contract.EventReasonFUSEServerDied].Type != corev1.EventTypeWarning ||
+				got[contract.EventReasonStagedDataRetained].Type != corev1.EventTypeWarning {
 				t.Errorf("failure Events are not Warnings: %+v", got)
 			}
 			return

@@ -77,4 +77,6 @@ type Event struct {
 	Fingerprint string    `json:"fingerprint,omitempty"`
 	Source      string    `json:"source,omitempty"`
 	Time        time.Time `json:"time"`
+	// Keys are the objects of an EventStagedDataRetained.
+	Keys []string `json:"keys,omitempty"`
 }

@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 	if err := s.adoptAll(ctx); err != nil {
 		return nil, err
 	}
+	s.reportOrphanStaging()
 	return s, nil
 }
 
@@ -428,13 +429,17 @@ func removeSocket(path string) {
 	}
 }
 
+// removeState forgets mount id. Its staging directory goes only as far as
+// its journal says the data is uploaded: whatever else is in it stays and
+// is reported (pruneStaging).
 func (s *Supervisor) removeState(id string) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
+	spec := s.stateSpec(id)
 	for _, ext := range []string{".json", ".sock"} {
 		_ = os.Remove(s.statePath(id, ext))
 	}
-	_ = os.RemoveAll(s.statePath(id, ".staging"))
+	s.pruneStaging(id, spec)
 }
 
 type state struct {
@@ -604,7 +609,7 @@ func (s *Supervisor) streamEvents(ctx context.Context, info Info, after uint64) 
 			continue
 		}
 		s.publish(Event{Kind: kind, MountID: info.ID, Spec: info.Spec, Reason: ev.GetReason(), Fingerprint: ev.GetFingerprint(),
-			Source: ev.GetSource(), Time: ev.GetTime().AsTime()}, func() { s.ackEvent(info.ID, seq) })
+			Source: ev.GetSource(), Time: ev.GetTime().AsTime(), Keys: ev.GetObjectKeys()}, func() { s.ackEvent(info.ID, seq) })
 	}
 }
 
@@ -616,6 +621,8 @@ func eventKind(k credentialsv1.EventKind) string {
 		return "refused"
 	case credentialsv1.EventKind_EVENT_KIND_REPORTED:
 		return "reported"
+	case credentialsv1.EventKind_EVENT_KIND_STAGED_DATA_RETAINED:
+		return EventStagedDataRetained
 	}
 	return ""
 }

@@ -37,6 +37,14 @@ const (
 	EventReasonFUSEServerDied = "FUSEServerDied"
 	// EventMessageFUSEServerDiedFormat formats it: the volume, then the exit status.
 	EventMessageFUSEServerDiedFormat = "FUSE server for %s died (%s); I/O on the volume fails until the pod is restarted: delete the pod so it gets a fresh mount"
+	// EventReasonStagedDataRetained is the Warning Event posted on a pod
+	// when data it wrote could not be uploaded and is kept in the mount's
+	// staging directory on the node instead (never deleted; see "Recovering
+	// retained staged data" in docs/fuse-server.md).
+	EventReasonStagedDataRetained = "StagedDataRetained"
+	// EventMessageStagedDataRetainedFormat formats it: the volume, the
+	// number of objects, the reason, then the object keys.
+	EventMessageStagedDataRetainedFormat = "data written to %s was not uploaded and is kept on the node (%d object(s)): %s; objects: %s"
 	// EventReasonRepublishFailed is the Warning Event posted when a
 	// republish of a live mount could not apply its Secret; the republish
 	// itself succeeds.

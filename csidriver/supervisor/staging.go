@@ -1,0 +1,88 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"rekey.dev/rekey/fuseserver/journal"
+)
+
+// EventStagedDataRetained: data an application wrote is kept in the
+// mount's staging directory on the node because it was not uploaded (sent
+// by a FUSE server, or by the supervisor when a mount's server is gone).
+// Keys names the objects.
+const EventStagedDataRetained = "retained"
+
+// pruneStaging removes from the staging directory of mount id what its
+// journal says is uploaded (journal.Prune), and keeps, logs and reports
+// everything else: dirty data, staging files without a record (rekey 0.1),
+// records this build cannot read. The next server for the same target
+// path (same mount ID, same staging directory: kubelet republishes after a
+// node reboot) uploads what it can. spec may be zero (no pod to tell).
+// Called with stateMu held.
+func (s *Supervisor) pruneStaging(id string, spec Spec) {
+	dir := s.statePath(id, ".staging")
+	kept, err := journal.Prune(dir)
+	if err != nil {
+		s.cfg.Log.Error(err, "staging directory not fully cleaned", "mountId", id, "stagingDir", dir)
+	}
+	if len(kept) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(kept))
+	for _, e := range kept {
+		keys = append(keys, e.Describe())
+	}
+	s.cfg.Log.Info("staged data that was not uploaded is kept on the node; the next server of this mount uploads it",
+		"mountId", id, "volumeId", spec.VolumeID, "stagingDir", dir, "keys", keys)
+	s.publish(Event{Kind: EventStagedDataRetained, MountID: id, Spec: spec, Keys: keys, Time: time.Now(),
+		Reason: fmt.Sprintf("its FUSE server stopped before uploading it; it is kept in %s on the node", dir)}, nil)
+}
+
+// stateSpec returns the Spec recorded for mount id, or a zero Spec.
+func (s *Supervisor) stateSpec(id string) Spec {
+	b, err := os.ReadFile(s.statePath(id, ".json"))
+	if err != nil {
+		return Spec{}
+	}
+	var st state
+	if json.Unmarshal(b, &st) != nil {
+		return Spec{}
+	}
+	return st.Info.Spec
+}
+
+// reportOrphanStaging logs the staging directories that hold data of a
+// mount without a state file (its server stopped before the data could be
+// uploaded, and no server runs for it now). They stay until a server for
+// the same target path uploads them, or an operator does (docs/fuse-server.md).
+func (s *Supervisor) reportOrphanStaging() {
+	dirs, err := filepath.Glob(filepath.Join(s.cfg.StateDir, "*.staging"))
+	if err != nil {
+		return
+	}
+	for _, dir := range dirs {
+		id := strings.TrimSuffix(filepath.Base(dir), ".staging")
+		if _, err := os.Stat(s.statePath(id, ".json")); err == nil {
+			continue // a mount this supervisor knows
+		}
+		entries, _, err := journal.Scan(dir)
+		if err != nil {
+			continue
+		}
+		var keys []string
+		for _, e := range entries {
+			if !e.Removable() {
+				keys = append(keys, e.Describe())
+			}
+		}
+		if len(keys) > 0 {
+			s.cfg.Log.Info("staged data of a mount without a server is kept on the node; a server for its target path uploads it",
+				"mountId", id, "stagingDir", dir, "keys", keys)
+		}
+	}
+}
