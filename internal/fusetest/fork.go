@@ -32,6 +32,13 @@ func forkSafe(cmd *exec.Cmd) *exec.Cmd {
 	return cmd
 }
 
+// ForkSafe is forkSafe for tests in other packages. It applies to any
+// test process that may start a child while it has files open on a
+// FUSE mount whose server cannot answer at that moment: one it serves
+// itself (the stopped world above), or one whose server process is
+// gone or not yet started (a FLUSH then waits until a server comes).
+func ForkSafe(cmd *exec.Cmd) *exec.Cmd { return forkSafe(cmd) }
+
 // highDevNull is /dev/null open at a high fd number (once per process;
 // nil if that is not possible). The number stays well below RLIMIT_NOFILE
 // so that the fd above it is valid too.

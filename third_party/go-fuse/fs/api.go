@@ -368,6 +368,27 @@ type NodeOpener interface {
 	Open(ctx context.Context, flags uint32) (fh FileHandle, fuseFlags uint32, errno syscall.Errno)
 }
 
+// NodeReopener opens a node again for a file handle that an earlier
+// server on the same FUSE connection issued (see
+// fuse.MountOptions.Resume): the kernel still holds that number and
+// sends it with READ, WRITE, FLUSH, FSYNC, GETATTR, SETATTR, READDIR,
+// LSEEK and so on. On the first such request, Reopen is called and
+// the FileHandle it returns (nil is fine) is bound to the kernel's
+// number until RELEASE. flags are the open flags of the file as READ,
+// WRITE and READDIR carry them (O_ACCMODE, O_APPEND, ...), or O_RDWR
+// for requests that carry none, such as FLUSH. The kernel checked
+// access when the file was opened, so Reopen should not check it
+// again.
+//
+// On a directory, a nil FileHandle (or no NodeReopener) gets a new
+// directory stream, as OPENDIR would open it. Without NodeReopener, a
+// file's handle is bound to a nil FileHandle, so that file systems
+// without handles need nothing. A RELEASE of a handle that was never
+// used again succeeds without a call into the file system.
+type NodeReopener interface {
+	Reopen(ctx context.Context, flags uint32) (fh FileHandle, errno syscall.Errno)
+}
+
 // Reads data from a file. The data should be returned as
 // ReadResult, which may be constructed from the incoming
 // `dest` buffer. If the file was opened without FileHandle,
@@ -526,7 +547,11 @@ type NodeLookuper interface {
 // NodeLookupNoder looks up a node ID without path context. It is only
 // called on the root node. This is called on files exported as NFS,
 // if a client holds a reference predating the start of this file
-// system, e.g. in case of server reboot.
+// system, e.g. in case of server reboot. With Options.ExternalNodeID,
+// it is also called for any request carrying a node ID the file
+// system has not handed out, as the IDs of an earlier server on the
+// same connection (fuse.MountOptions.Resume); ENOENT is answered with
+// ESTALE.
 //
 // LookupNode must return a node whose StableAttr.Ino == id.
 type NodeLookupNoder interface {
@@ -867,5 +892,23 @@ type Options struct {
 	// the file system over NFS. In this case, it is important to
 	// ensure StableAttr.Gen is increased each time the same inode
 	// number is reused.
+	//
+	// It is also what lets a server take over a connection from an
+	// earlier one (fuse.MountOptions.Resume): node IDs the kernel
+	// got from that server are resolved with NodeLookupNoder on
+	// first use, and the kernel may hold lookup references to a
+	// node that this server never counted. A FORGET of more
+	// references than the bridge counted therefore drops the node
+	// rather than failing; if the kernel still uses the node ID
+	// afterwards, it is looked up again.
 	ExternalNodeID bool
+
+	// FileHandleEpoch goes into the upper 32 bits of the file
+	// handle numbers handed to the kernel. A server that takes over
+	// a connection (fuse.MountOptions.Resume) must use an epoch that
+	// no earlier server on the connection used, so that its handles
+	// never collide with the ones the kernel still holds: those are
+	// opened again on first use (see NodeReopener), while an unknown
+	// handle of the server's own epoch is answered with EBADF.
+	FileHandleEpoch uint32
 }

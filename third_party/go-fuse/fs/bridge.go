@@ -50,7 +50,7 @@ type fileEntry struct {
 	nodeIndex int
 
 	// Handle number which we communicate to the kernel.
-	fh uint32
+	fh uint64
 
 	// Protects directory fields. Must be acquired before rawBridge.ids'
 	// and rawBridge.backingMu's locks.
@@ -307,7 +307,7 @@ func NewNodeFS(root InodeEmbedder, opts *Options) fuse.RawFileSystem {
 		server:  opts.ServerCallbacks,
 		options: *opts,
 	}
-	bridge.ids.initIdentityTable(opts.FirstAutomaticIno, opts.ExternalNodeID)
+	bridge.ids.initIdentityTable(opts.FirstAutomaticIno, opts.ExternalNodeID, opts.FileHandleEpoch)
 
 	stableAttr := StableAttr{
 		Ino:  root.embed().StableAttr().Ino,
@@ -341,27 +341,112 @@ func (b *rawBridge) String() string {
 	return "rawBridge"
 }
 
-// entry resolves a (nodeid, fh) pair as sent by the kernel, panicking
-// if nodeID is unknown. Prefer inode() when only the *Inode is needed;
-// use entry() when the caller also wants to reuse the *nodeEntry (eg.
-// for registerFile/addBackingID) without a second lookup.
-func (b *rawBridge) entry(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
+// anyOpenFlags are the open flags passed to NodeReopener for requests
+// that carry none.
+const anyOpenFlags = syscall.O_RDWR
+
+// entry resolves a (nodeid, fh) pair as sent by the kernel. Prefer
+// inode() when only the *Inode is needed; use entry() when the caller
+// also wants to reuse the *nodeEntry (eg. for registerFile/
+// addBackingID) without a second lookup. Numbers an earlier server on
+// the connection handed out (see fuse.MountOptions.Resume) are
+// resolved with node() and file(); flags are the open flags for
+// file(), if the request carries them, or anyOpenFlags.
+func (b *rawBridge) entry(ctx context.Context, nodeID uint64, fh uint64, flags uint32) (*nodeEntry, *fileEntry, syscall.Errno) {
 	e, f := b.ids.node(nodeID, fh)
+	if e != nil && f != nil {
+		return e, f, 0
+	}
+	var errno syscall.Errno
 	if e == nil {
-		log.Panicf("unknown node %d", nodeID)
+		if e, errno = b.node(ctx, nodeID); errno != 0 {
+			return nil, nil, errno
+		}
 	}
 	if f == nil {
-		// The kernel sends RELEASE only after every request that
-		// carries the handle has completed, so a released handle here
-		// is a protocol error.
-		log.Panicf("unknown file handle %d", fh)
+		if f, errno = b.file(ctx, e, fh, flags); errno != 0 {
+			return nil, nil, errno
+		}
 	}
-	return e, f
+	return e, f, 0
 }
 
-func (b *rawBridge) inode(id uint64, fh uint64) (*Inode, *fileEntry) {
-	e, f := b.entry(id, fh)
-	return e.inode.Load(), f
+// inode resolves a node ID as sent by the kernel, see node().
+func (b *rawBridge) inode(ctx context.Context, nodeID uint64) (*Inode, syscall.Errno) {
+	e, errno := b.node(ctx, nodeID)
+	if errno != 0 {
+		return nil, errno
+	}
+	return e.inode.Load(), 0
+}
+
+// inodeFile is entry() returning the *Inode.
+func (b *rawBridge) inodeFile(ctx context.Context, nodeID uint64, fh uint64, flags uint32) (*Inode, *fileEntry, syscall.Errno) {
+	e, f, errno := b.entry(ctx, nodeID, fh, flags)
+	if errno != 0 {
+		return nil, nil, errno
+	}
+	return e.inode.Load(), f, 0
+}
+
+// node resolves a node ID as sent by the kernel. With
+// Options.ExternalNodeID, an ID the bridge does not know, as one an
+// earlier server on the connection handed out, is looked up with the
+// root's NodeLookupNoder and registered, as a LOOKUP of "." would.
+// Otherwise, or if LookupNode returns ENOENT, the answer is ESTALE.
+func (b *rawBridge) node(ctx context.Context, nodeID uint64) (*nodeEntry, syscall.Errno) {
+	if e, _ := b.ids.node(nodeID, 0); e != nil {
+		return e, 0
+	}
+	if !b.options.ExternalNodeID {
+		b.logf("unknown node %d", nodeID)
+		return nil, syscall.ESTALE
+	}
+	var out fuse.EntryOut
+	if _, errno := b.lookupNode(ctx, nodeID, &out); errno != 0 {
+		if errno == syscall.ENOENT {
+			errno = syscall.ESTALE
+		}
+		return nil, errno
+	}
+	// The kernel does not forget a node while it sends requests
+	// for it, so the node stays registered.
+	if e, _ := b.ids.node(nodeID, 0); e != nil {
+		return e, 0
+	}
+	return nil, syscall.ESTALE
+}
+
+// file resolves the kernel's file handle fh on the node behind e. A
+// handle an earlier server on the connection issued is opened again
+// on its first use (see NodeReopener) and bound to fh until RELEASE;
+// requests for the same fh wait for that.
+func (b *rawBridge) file(ctx context.Context, e *nodeEntry, fh uint64, flags uint32) (*fileEntry, syscall.Errno) {
+	f, claimed := b.ids.claimFile(fh)
+	if f != nil {
+		return f, 0
+	}
+	if !claimed {
+		// The kernel sends RELEASE only after every request
+		// that carries the handle has completed, so an unknown
+		// handle of our own is a protocol error.
+		b.logf("unknown file handle %d", fh)
+		return nil, syscall.EBADF
+	}
+	n := e.inode.Load()
+	var fh2 FileHandle
+	var errno syscall.Errno
+	if ro, ok := n.ops.(NodeReopener); ok {
+		fh2, errno = ro.Reopen(ctx, flags)
+	}
+	if errno == 0 && fh2 == nil && n.IsDir() {
+		fh2, _, errno = b.openDir(ctx, n, flags)
+	}
+	if errno != 0 {
+		b.ids.unclaimFile(fh)
+		return nil, errno
+	}
+	return b.ids.adoptFile(e, fh, fh2), 0
 }
 
 func (b *rawBridge) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
@@ -372,7 +457,10 @@ func (b *rawBridge) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name s
 	if name == ".." {
 		return b.lookupDotDot(ctx, header.NodeId, out)
 	}
-	parent, _ := b.inode(header.NodeId, 0)
+	parent, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	child, errno := b.lookup(ctx, parent, name, out)
 
 	if errno != 0 {
@@ -412,33 +500,42 @@ func (b *rawBridge) lookupDot(ctx *fuse.Context, nodeID uint64, out *fuse.EntryO
 		return fuse.OK
 	}
 
+	child, errno := b.lookupNode(ctx, nodeID, out)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	child.setEntryOut(out)
+	b.setEntryOutTimeout(out)
+	return fuse.OK
+}
+
+// lookupNode looks nodeID up with the root's NodeLookupNoder and
+// registers the node.
+func (b *rawBridge) lookupNode(ctx context.Context, nodeID uint64, out *fuse.EntryOut) (*Inode, syscall.Errno) {
 	lu, ok := b.root.ops.(NodeLookupNoder)
 	if !ok {
-		return errnoToStatus(syscall.ESTALE)
+		return nil, syscall.ESTALE
 	}
 	child, errno := lu.LookupNode(ctx, nodeID, out)
 	if errno != 0 {
-		return errnoToStatus(errno)
+		return nil, errno
 	}
 	if child.stableAttr.Ino != nodeID {
 		log.Panicf("NodeLookupNoder.LookupNode(%d) returned inode with Ino %d", nodeID, child.stableAttr.Ino)
 	}
 
 	child, _, _ = b.addNewNode(nil, "", child, nil, 0, out)
-	child.setEntryOut(out)
-	b.setEntryOutTimeout(out)
-	return fuse.OK
+	return child, 0
 }
 
 // lookupDotDot handles a LOOKUP with name==".." against nodeID, sent
 // by fuse_get_parent while reconnecting a disconnected dentry's
 // ancestors (see NodeLookupParenter).
 func (b *rawBridge) lookupDotDot(ctx *fuse.Context, nodeID uint64, out *fuse.EntryOut) fuse.Status {
-	e, _ := b.ids.node(nodeID, 0)
-	if e == nil {
-		return errnoToStatus(syscall.ESTALE)
+	child, errno := b.inode(ctx, nodeID)
+	if errno != 0 {
+		return errnoToStatus(errno)
 	}
-	child := e.inode.Load()
 
 	lp, ok := child.ops.(NodeLookupParenter)
 	if !ok {
@@ -481,10 +578,13 @@ func (b *rawBridge) lookup(ctx *fuse.Context, parent *Inode, name string, out *f
 }
 
 func (b *rawBridge) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
-	parent, _ := b.inode(header.NodeId, 0)
-	var errno syscall.Errno
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if mops, ok := parent.ops.(NodeRmdirer); ok {
-		errno = mops.Rmdir(&fuse.Context{Caller: header.Caller, Cancel: cancel}, name)
+		errno = mops.Rmdir(ctx, name)
 	}
 
 	// TODO - this should not succeed silently.
@@ -496,10 +596,13 @@ func (b *rawBridge) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name st
 }
 
 func (b *rawBridge) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
-	parent, _ := b.inode(header.NodeId, 0)
-	var errno syscall.Errno
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if mops, ok := parent.ops.(NodeUnlinker); ok {
-		errno = mops.Unlink(&fuse.Context{Caller: header.Caller, Cancel: cancel}, name)
+		errno = mops.Unlink(ctx, name)
 	}
 
 	// TODO - this should not succeed silently.
@@ -511,9 +614,11 @@ func (b *rawBridge) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name s
 }
 
 func (b *rawBridge) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	parent, _ := b.inode(input.NodeId, 0)
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	mops, ok := parent.ops.(NodeMkdirer)
 	if !ok {
 		return fuse.ENOTSUP
@@ -539,13 +644,15 @@ func (b *rawBridge) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name stri
 }
 
 func (b *rawBridge) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	parent, _ := b.inode(input.NodeId, 0)
-
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	mops, ok := parent.ops.(NodeMknoder)
 	if !ok {
 		return fuse.ENOTSUP
 	}
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	child, errno := mops.Mknod(ctx, name, input.Mode, input.Rdev, out)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -558,13 +665,15 @@ func (b *rawBridge) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name stri
 }
 
 func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	parent, _ := b.inode(input.NodeId, 0)
-
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	mops, ok := parent.ops.(NodeCreater)
 	if !ok {
 		return fuse.EROFS
 	}
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	child, f, flags, errno := mops.Create(ctx, name, input.Flags, input.Mode, &out.EntryOut)
 
 	if errno != 0 {
@@ -573,7 +682,7 @@ func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name st
 
 	child, fe, entry := b.addNewChild(parent, name, child, f, input.Flags|syscall.O_CREAT|syscall.O_EXCL, &out.EntryOut)
 	if fe != nil {
-		out.Fh = uint64(fe.fh)
+		out.Fh = fe.fh
 	}
 	out.OpenFlags = flags
 
@@ -586,13 +695,15 @@ func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name st
 }
 
 func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	parent, _ := b.inode(input.NodeId, 0)
-
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	mops, ok := parent.ops.(NodeTmpfiler)
 	if !ok {
 		return fuse.ENOTSUP
 	}
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	child, f, flags, errno := mops.Tmpfile(ctx, input.Flags, input.Mode, &out.EntryOut)
 
 	if errno != 0 {
@@ -601,7 +712,7 @@ func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *f
 
 	child, fe, entry := b.addNewNode(parent, "", child, f, input.Flags|syscall.O_CREAT|syscall.O_EXCL, &out.EntryOut)
 	if fe != nil {
-		out.Fh = uint64(fe.fh)
+		out.Fh = fe.fh
 	}
 	out.OpenFlags = flags
 
@@ -614,7 +725,12 @@ func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *f
 }
 
 func (b *rawBridge) Forget(nodeid, nlookup uint64) {
-	e, _ := b.entry(nodeid, 0)
+	e, _ := b.ids.node(nodeid, 0)
+	if e == nil {
+		// A node an earlier server on the connection handed
+		// out, and that this one never saw.
+		return
+	}
 	hasKernelRef, _, _ := e.inode.Load().removeRef(nlookup, false)
 	if !hasKernelRef {
 		b.ids.compact()
@@ -624,7 +740,11 @@ func (b *rawBridge) Forget(nodeid, nlookup uint64) {
 func (b *rawBridge) SetDebug(debug bool) {}
 
 func (b *rawBridge) GetAttr(cancel <-chan struct{}, input *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	e, fEntry := b.entry(input.NodeId, input.Fh())
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	e, fEntry, errno := b.entry(ctx, input.NodeId, input.Fh(), anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	n := e.inode.Load()
 	f := fEntry.file
 	if f == nil {
@@ -635,7 +755,6 @@ func (b *rawBridge) GetAttr(cancel <-chan struct{}, input *fuse.GetAttrIn, out *
 		f, done = b.ids.firstOpenFile(e)
 		defer done()
 	}
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	return errnoToStatus(b.getattr(ctx, n, f, out))
 }
 
@@ -667,10 +786,13 @@ func (b *rawBridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fus
 
 	fh, _ := in.GetFh()
 
-	n, fEntry := b.inode(in.NodeId, fh)
+	n, fEntry, errno := b.inodeFile(ctx, in.NodeId, fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	f := fEntry.file
 
-	var errno = syscall.ENOTSUP
+	errno = syscall.ENOTSUP
 	if fops, ok := n.ops.(NodeSetattrer); ok {
 		errno = fops.Setattr(ctx, f, in, out)
 	} else if fops, ok := f.(FileSetattrer); ok {
@@ -682,11 +804,18 @@ func (b *rawBridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fus
 }
 
 func (b *rawBridge) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName string, newName string) fuse.Status {
-	p1, _ := b.inode(input.NodeId, 0)
-	p2, _ := b.inode(input.Newdir, 0)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	p1, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	p2, errno := b.inode(ctx, input.Newdir)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
 	if mops, ok := p1.ops.(NodeRenamer); ok {
-		errno := mops.Rename(&fuse.Context{Caller: input.Caller, Cancel: cancel}, oldName, p2.ops, newName, input.Flags)
+		errno := mops.Rename(ctx, oldName, p2.ops, newName, input.Flags)
 		if errno == 0 {
 			if input.Flags&RENAME_EXCHANGE != 0 {
 				p1.ExchangeChild(oldName, p2, newName)
@@ -701,15 +830,21 @@ func (b *rawBridge) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName
 }
 
 func (b *rawBridge) Link(cancel <-chan struct{}, input *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	parent, _ := b.inode(input.NodeId, 0)
-	target, _ := b.inode(input.Oldnodeid, 0)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	target, errno := b.inode(ctx, input.Oldnodeid)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
 	mops, ok := parent.ops.(NodeLinker)
 	if !ok {
 		return fuse.ENOTSUP
 	}
 
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	child, errno := mops.Link(ctx, target.ops, name, out)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -722,13 +857,16 @@ func (b *rawBridge) Link(cancel <-chan struct{}, input *fuse.LinkIn, name string
 }
 
 func (b *rawBridge) Symlink(cancel <-chan struct{}, header *fuse.InHeader, target string, name string, out *fuse.EntryOut) fuse.Status {
-	parent, _ := b.inode(header.NodeId, 0)
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	parent, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
 	mops, ok := parent.ops.(NodeSymlinker)
 	if !ok {
 		return fuse.ENOTSUP
 	}
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
 	child, status := mops.Symlink(ctx, target, name, out)
 	if status != 0 {
 		return errnoToStatus(status)
@@ -741,13 +879,16 @@ func (b *rawBridge) Symlink(cancel <-chan struct{}, header *fuse.InHeader, targe
 }
 
 func (b *rawBridge) Readlink(cancel <-chan struct{}, header *fuse.InHeader) (out []byte, status fuse.Status) {
-	n, _ := b.inode(header.NodeId, 0)
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return nil, errnoToStatus(errno)
+	}
 
 	linker, ok := n.ops.(NodeReadlinker)
 	if !ok {
 		return nil, fuse.ENOTSUP
 	}
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
 	result, errno := linker.Readlink(ctx)
 	if errno != 0 {
 		return nil, errnoToStatus(errno)
@@ -757,9 +898,11 @@ func (b *rawBridge) Readlink(cancel <-chan struct{}, header *fuse.InHeader) (out
 }
 
 func (b *rawBridge) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.Status {
-	n, _ := b.inode(input.NodeId, 0)
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if a, ok := n.ops.(NodeAccesser); ok {
 		return errnoToStatus(a.Access(ctx, input.Mask))
 	}
@@ -781,10 +924,14 @@ func (b *rawBridge) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.St
 // Extended attributes.
 
 func (b *rawBridge) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string, data []byte) (uint32, fuse.Status) {
-	n, _ := b.inode(header.NodeId, 0)
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 
 	if xops, ok := n.ops.(NodeGetxattrer); ok {
-		nb, errno := xops.Getxattr(&fuse.Context{Caller: header.Caller, Cancel: cancel}, attr, data)
+		nb, errno := xops.Getxattr(ctx, attr, data)
 		return nb, errnoToStatus(errno)
 	}
 
@@ -792,39 +939,55 @@ func (b *rawBridge) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr
 }
 
 func (b *rawBridge) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byte) (sz uint32, status fuse.Status) {
-	n, _ := b.inode(header.NodeId, 0)
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 	if xops, ok := n.ops.(NodeListxattrer); ok {
-		sz, errno := xops.Listxattr(&fuse.Context{Caller: header.Caller, Cancel: cancel}, dest)
+		sz, errno := xops.Listxattr(ctx, dest)
 		return sz, errnoToStatus(errno)
 	}
 	return 0, fuse.OK
 }
 
 func (b *rawBridge) SetXAttr(cancel <-chan struct{}, input *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	n, _ := b.inode(input.NodeId, 0)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if xops, ok := n.ops.(NodeSetxattrer); ok {
-		return errnoToStatus(xops.Setxattr(&fuse.Context{Caller: input.Caller, Cancel: cancel}, attr, data, input.Flags))
+		return errnoToStatus(xops.Setxattr(ctx, attr, data, input.Flags))
 	}
 	return fuse.ENOATTR
 }
 
 func (b *rawBridge) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) fuse.Status {
-	n, _ := b.inode(header.NodeId, 0)
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, header.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if xops, ok := n.ops.(NodeRemovexattrer); ok {
-		return errnoToStatus(xops.Removexattr(&fuse.Context{Caller: header.Caller, Cancel: cancel}, attr))
+		return errnoToStatus(xops.Removexattr(ctx, attr))
 	}
 	return fuse.ENOATTR
 }
 
 func (b *rawBridge) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	e, _ := b.entry(input.NodeId, 0)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	e, errno := b.node(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	n := e.inode.Load()
 
 	op, ok := n.ops.(NodeOpener)
 	if !ok {
 		return fuse.ENOTSUP
 	}
-	f, flags, errno := op.Open(&fuse.Context{Caller: input.Caller, Cancel: cancel}, input.Flags)
+	f, flags, errno := op.Open(ctx, input.Flags)
 	if errno != 0 {
 		return errnoToStatus(errno)
 	}
@@ -832,7 +995,7 @@ func (b *rawBridge) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.O
 
 	if f != nil {
 		fe := b.ids.registerFile(e, f, input.Flags)
-		out.Fh = uint64(fe.fh)
+		out.Fh = fe.fh
 
 		b.backingMu.Lock()
 		defer b.backingMu.Unlock()
@@ -902,9 +1065,11 @@ func (b *rawBridge) releaseBackingIDRef(e *nodeEntry) {
 }
 
 func (b *rawBridge) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	n, f := b.inode(input.NodeId, input.Fh)
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
+	if errno != 0 {
+		return nil, errnoToStatus(errno)
+	}
 	if fops, ok := n.ops.(NodeReader); ok {
 		res, errno := fops.Read(ctx, f.file, buf, int64(input.Offset))
 		return res, errnoToStatus(errno)
@@ -918,9 +1083,11 @@ func (b *rawBridge) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte)
 }
 
 func (b *rawBridge) GetLk(cancel <-chan struct{}, input *fuse.LkIn, out *fuse.LkOut) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if lops, ok := n.ops.(NodeGetlker); ok {
 		return errnoToStatus(lops.Getlk(ctx, f.file, input.Owner, &input.Lk, input.LkFlags, &out.Lk))
 	}
@@ -931,8 +1098,11 @@ func (b *rawBridge) GetLk(cancel <-chan struct{}, input *fuse.LkIn, out *fuse.Lk
 }
 
 func (b *rawBridge) SetLk(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if lops, ok := n.ops.(NodeSetlker); ok {
 		return errnoToStatus(lops.Setlk(ctx, f.file, input.Owner, &input.Lk, input.LkFlags))
 	}
@@ -942,8 +1112,11 @@ func (b *rawBridge) SetLk(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status 
 	return fuse.ENOTSUP
 }
 func (b *rawBridge) SetLkw(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if lops, ok := n.ops.(NodeSetlkwer); ok {
 		return errnoToStatus(lops.Setlkw(ctx, f.file, input.Owner, &input.Lk, input.LkFlags))
 	}
@@ -973,7 +1146,7 @@ func (b *rawBridge) Release(cancel <-chan struct{}, input *fuse.ReleaseIn) {
 	defer b.backingMu.Unlock()
 
 	b.releaseBackingIDRef(e)
-	b.ids.recycleFile(uint32(input.Fh))
+	b.ids.recycleFile(input.Fh)
 }
 
 func (b *rawBridge) ReleaseDir(input *fuse.ReleaseIn) {
@@ -993,7 +1166,7 @@ func (b *rawBridge) ReleaseDir(input *fuse.ReleaseIn) {
 	b.backingMu.Lock()
 	defer b.backingMu.Unlock()
 	b.releaseBackingIDRef(e)
-	b.ids.recycleFile(uint32(input.Fh))
+	b.ids.recycleFile(input.Fh)
 }
 
 func (b *rawBridge) releaseFileEntry(nid uint64, fh uint64) (*nodeEntry, *fileEntry) {
@@ -1001,14 +1174,20 @@ func (b *rawBridge) releaseFileEntry(nid uint64, fh uint64) (*nodeEntry, *fileEn
 }
 
 func (b *rawBridge) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []byte) (written uint32, status fuse.Status) {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 	return b.write(ctx, n, f, data, nil, int64(input.Offset))
 }
 
 func (b *rawBridge) Writev(cancel <-chan struct{}, input *fuse.WriteIn, data [][]byte) (written uint32, status fuse.Status) {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 	if len(data) == 1 {
 		return b.write(ctx, n, f, data[0], nil, int64(input.Offset))
 	}
@@ -1057,8 +1236,11 @@ func (b *rawBridge) write(ctx *fuse.Context, n *Inode, f *fileEntry, data []byte
 }
 
 func (b *rawBridge) Flush(cancel <-chan struct{}, input *fuse.FlushIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if fl, ok := n.ops.(NodeFlusher); ok {
 		return errnoToStatus(fl.Flush(ctx, f.file))
 	}
@@ -1069,8 +1251,11 @@ func (b *rawBridge) Flush(cancel <-chan struct{}, input *fuse.FlushIn) fuse.Stat
 }
 
 func (b *rawBridge) Fsync(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if fs, ok := n.ops.(NodeFsyncer); ok {
 		return errnoToStatus(fs.Fsync(ctx, f.file, input.FsyncFlags))
 	}
@@ -1081,8 +1266,11 @@ func (b *rawBridge) Fsync(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Stat
 }
 
 func (b *rawBridge) Fallocate(cancel <-chan struct{}, input *fuse.FallocateIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if a, ok := n.ops.(NodeAllocater); ok {
 		return errnoToStatus(a.Allocate(ctx, f.file, input.Offset, input.Length, input.Mode))
 	}
@@ -1093,29 +1281,38 @@ func (b *rawBridge) Fallocate(cancel <-chan struct{}, input *fuse.FallocateIn) f
 }
 
 func (b *rawBridge) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	e, _ := b.entry(input.NodeId, 0)
-	n := e.inode.Load()
-
-	var fh FileHandle
-	var fuseFlags uint32
-	var errno syscall.Errno
-
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	e, errno := b.node(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	fh, fuseFlags, errno := b.openDir(ctx, e.inode.Load(), input.Flags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	fe := b.ids.registerFile(e, fh, 0)
+	out.Fh = fe.fh
+	out.OpenFlags = fuseFlags
+	return fuse.OK
+}
 
+// openDir opens the directory n, for OPENDIR, or again for a handle an
+// earlier server on the connection issued.
+func (b *rawBridge) openDir(ctx context.Context, n *Inode, flags uint32) (fh FileHandle, fuseFlags uint32, errno syscall.Errno) {
 	nod, _ := n.ops.(NodeOpendirer)
 	nrd, _ := n.ops.(NodeReaddirer)
 
 	if odh, ok := n.ops.(NodeOpendirHandler); ok {
-		fh, fuseFlags, errno = odh.OpendirHandle(ctx, input.Flags)
+		fh, fuseFlags, errno = odh.OpendirHandle(ctx, flags)
 
 		if errno != 0 {
-			return errnoToStatus(errno)
+			return nil, 0, errno
 		}
 	} else {
 		if nod != nil {
 			errno = nod.Opendir(ctx)
 			if errno != 0 {
-				return errnoToStatus(errno)
+				return nil, 0, errno
 			}
 		}
 
@@ -1135,10 +1332,7 @@ func (b *rawBridge) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fus
 	if fuseFlags&(fuse.FOPEN_CACHE_DIR|fuse.FOPEN_KEEP_CACHE) != 0 {
 		fuseFlags |= fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}
-	fe := b.ids.registerFile(e, fh, 0)
-	out.Fh = uint64(fe.fh)
-	out.OpenFlags = fuseFlags
-	return fuse.OK
+	return fh, fuseFlags, 0
 }
 
 func (n *Inode) childrenAsDirstream() DirStream {
@@ -1161,7 +1355,11 @@ func (b *rawBridge) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fus
 }
 
 func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList, lookup bool) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
 	direnter, ok := f.file.(FileReaddirenter)
 	if !ok {
@@ -1172,7 +1370,6 @@ func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadI
 	f.mu.Lock()
 	defer f.mu.Unlock()
 
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	interruptedRead := false
 	if input.Offset != f.dirOffset {
 		// If the last readdir(plus) was interrupted, the
@@ -1308,8 +1505,11 @@ func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadI
 }
 
 func (b *rawBridge) FsyncDir(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Status {
-	n, f := b.inode(input.NodeId, input.Fh)
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if fsd, ok := f.file.(FileFsyncdirer); ok {
 		return errnoToStatus(fsd.Fsyncdir(ctx, input.FsyncFlags))
 	} else if fs, ok := n.ops.(NodeFsyncer); ok {
@@ -1320,9 +1520,13 @@ func (b *rawBridge) FsyncDir(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.S
 }
 
 func (b *rawBridge) StatFs(cancel <-chan struct{}, input *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	n, _ := b.inode(input.NodeId, 0)
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	n, errno := b.inode(ctx, input.NodeId)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if sf, ok := n.ops.(NodeStatfser); ok {
-		return errnoToStatus(sf.Statfs(&fuse.Context{Caller: input.Caller, Cancel: cancel}, out))
+		return errnoToStatus(sf.Statfs(ctx, out))
 	}
 
 	// leave zeroed out
@@ -1334,29 +1538,38 @@ func (b *rawBridge) Init(s *fuse.Server) {
 }
 
 func (b *rawBridge) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (size uint32, status fuse.Status) {
-	n1, f1 := b.inode(in.NodeId, in.FhIn)
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	n1, f1, errno := b.inodeFile(ctx, in.NodeId, in.FhIn, anyOpenFlags)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 	cfr, ok := n1.ops.(NodeCopyFileRanger)
 	if !ok {
 		return 0, fuse.ENOTSUP
 	}
 
-	n2, f2 := b.inode(in.NodeIdOut, in.FhOut)
+	n2, f2, errno := b.inodeFile(ctx, in.NodeIdOut, in.FhOut, anyOpenFlags)
+	if errno != 0 {
+		return 0, errnoToStatus(errno)
+	}
 
-	sz, errno := cfr.CopyFileRange(&fuse.Context{Caller: in.Caller, Cancel: cancel},
+	sz, errno := cfr.CopyFileRange(ctx,
 		f1.file, in.OffIn, n2, f2.file, in.OffOut, in.Len, in.Flags)
 	return sz, errnoToStatus(errno)
 }
 
 func (b *rawBridge) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) (code fuse.Status) {
-	n, f := b.inode(in.NodeId, in.Fh)
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 	if nio, ok := n.ops.(NodeIoctler); ok {
-		ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
 		result, errno := nio.Ioctl(ctx, f.file, in.Cmd, in.Arg, inbuf, outbuf)
 		out.Result = result
 		return errnoToStatus(errno)
 	}
 	if fio, ok := f.file.(FileIoctler); ok {
-		ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
 		result, errno := fio.Ioctl(ctx, in.Cmd, in.Arg, inbuf, outbuf)
 		out.Result = result
 		return errnoToStatus(errno)
@@ -1365,9 +1578,11 @@ func (b *rawBridge) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte
 }
 
 func (b *rawBridge) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	n, f := b.inode(in.NodeId, in.Fh)
-
 	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	n, f, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
 
 	ls, ok := n.ops.(NodeLseeker)
 	if ok {

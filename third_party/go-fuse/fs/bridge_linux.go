@@ -31,15 +31,14 @@ func (b *rawBridge) setStatxTimeout(out *fuse.StatxOut) {
 }
 
 func (b *rawBridge) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	n, fe := b.inode(in.NodeId, in.Fh)
-	var fh FileHandle
-	if fe != nil {
-		fh = fe.file
-	}
-
 	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	n, fe, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
+	if errno != 0 {
+		return errnoToStatus(errno)
+	}
+	fh := fe.file
 
-	errno := syscall.ENOSYS
+	errno = syscall.ENOSYS
 	if sx, ok := n.ops.(NodeStatxer); ok {
 		errno = sx.Statx(ctx, fh, in.SxFlags, in.SxMask, out)
 	} else if fsx, ok := fh.(FileStatxer); ok {

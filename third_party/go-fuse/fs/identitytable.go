@@ -33,7 +33,7 @@ type nodeEntry struct {
 	lookupCount uint64
 
 	// file handles open on this node.
-	openFiles []uint32
+	openFiles []uint64
 
 	// backing-fd (passthrough) state. Protected by rawBridge.backingMu,
 	// not by mapIdentityTable.mu: addBackingID/releaseBackingIDRef
@@ -90,17 +90,30 @@ type mapIdentityTable struct {
 	files []*fileEntry
 	// indices of files that are not allocated.
 	freeFiles []uint32
+
+	// fhEpoch is Options.FileHandleEpoch, shifted into the high
+	// half of the file handle numbers this table issues.
+	fhEpoch uint64
+
+	// adopted holds the file handles an earlier server on this
+	// connection issued, and adopting the ones being reopened
+	// (see NodeReopener); both are keyed by the kernel's number.
+	adopted  map[uint64]*fileEntry
+	adopting map[uint64]chan struct{}
 }
 
 // initIdentityTable prepares a zero-value mapIdentityTable for use.
 // The pointer receiver ensures the embedding rawBridge - and its
 // mutex - is never copied.
-func (t *mapIdentityTable) initIdentityTable(firstAutomaticIno uint64, externalNodeID bool) {
+func (t *mapIdentityTable) initIdentityTable(firstAutomaticIno uint64, externalNodeID bool, fhEpoch uint32) {
 	t.automaticIno = firstAutomaticIno
 	if t.automaticIno == 0 {
 		t.automaticIno = 1 << 63
 	}
 	t.externalNodeID = externalNodeID
+	t.fhEpoch = uint64(fhEpoch) << 32
+	t.adopted = make(map[uint64]*fileEntry)
+	t.adopting = make(map[uint64]chan struct{})
 	t.stableAttrs = make(map[StableAttr]*Inode)
 	t.nodes = make(map[uint64]*nodeEntry)
 	// Fh 0 means no file handle.
@@ -210,7 +223,14 @@ func (t *mapIdentityTable) decLookup(nodeID uint64, nlookup uint64) (n *Inode, r
 		log.Panicf("decLookup: unknown node %d", nodeID)
 	}
 	if nlookup > e.lookupCount {
-		log.Panicf("n%d lookupCount underflow: lookupCount=%d, decrement=%d", nodeID, e.lookupCount, nlookup)
+		if !t.externalNodeID {
+			log.Panicf("n%d lookupCount underflow: lookupCount=%d, decrement=%d", nodeID, e.lookupCount, nlookup)
+		}
+		// An external node ID can carry references the kernel
+		// took from an earlier server on this connection (see
+		// NodeLookupNoder). The kernel only forgets more than
+		// this server handed out when it drops the node.
+		nlookup = e.lookupCount
 	}
 	e.lookupCount -= nlookup
 	return e.inode.Load(), e.lookupCount == 0
@@ -218,11 +238,76 @@ func (t *mapIdentityTable) decLookup(nodeID uint64, nlookup uint64) (n *Inode, r
 
 // node resolves a (nodeid, fh) pair as sent by the kernel. fh may be 0,
 // in which case the returned *fileEntry is the always-present
-// placeholder entry for "no file handle".
+// placeholder entry for "no file handle". Either result is nil if
+// the number is unknown.
 func (t *mapIdentityTable) node(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.nodes[nodeID], t.files[fh]
+	return t.nodes[nodeID], t.file(fh)
+}
+
+// file returns the entry of the kernel's file handle number fh, or
+// nil. Must hold mu.
+func (t *mapIdentityTable) file(fh uint64) *fileEntry {
+	if fh == 0 {
+		return t.files[0]
+	}
+	if fh&^0xffffffff != t.fhEpoch {
+		return t.adopted[fh]
+	}
+	if idx := fh & 0xffffffff; idx < uint64(len(t.files)) {
+		return t.files[idx]
+	}
+	return nil
+}
+
+// isOwnFile reports whether fh is a number this table issues, as
+// opposed to one an earlier server on the connection issued.
+func (t *mapIdentityTable) isOwnFile(fh uint64) bool {
+	return fh&^0xffffffff == t.fhEpoch
+}
+
+// claimFile returns the entry of fh. If there is none and fh was
+// issued by an earlier server, it returns claimed == true once no
+// other request is reopening fh: the caller must then call adoptFile
+// or unclaimFile.
+func (t *mapIdentityTable) claimFile(fh uint64) (fe *fileEntry, claimed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		if fe := t.file(fh); fe != nil || t.isOwnFile(fh) {
+			return fe, false
+		}
+		wait := t.adopting[fh]
+		if wait == nil {
+			t.adopting[fh] = make(chan struct{})
+			return nil, true
+		}
+		t.mu.Unlock()
+		<-wait
+		t.mu.Lock()
+	}
+}
+
+// unclaimFile gives up a claim of claimFile.
+func (t *mapIdentityTable) unclaimFile(fh uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	close(t.adopting[fh])
+	delete(t.adopting, fh)
+}
+
+// adoptFile registers f, open on the node behind e, under the number
+// fh claimed with claimFile.
+func (t *mapIdentityTable) adoptFile(e *nodeEntry, fh uint64, f FileHandle) *fileEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fe := &fileEntry{fh: fh}
+	t.adopted[fh] = fe
+	t.addFile(e, fe, f)
+	close(t.adopting[fh])
+	delete(t.adopting, fh)
+	return fe
 }
 
 func (t *mapIdentityTable) forget(n *Inode) {
@@ -281,16 +366,23 @@ func (t *mapIdentityTable) registerFile(e *nodeEntry, f FileHandle, flags uint32
 	defer t.mu.Unlock()
 
 	fe := &fileEntry{}
+	var idx uint32
 	if len(t.freeFiles) > 0 {
 		last := len(t.freeFiles) - 1
-		fe.fh = t.freeFiles[last]
+		idx = t.freeFiles[last]
 		t.freeFiles = t.freeFiles[:last]
-		t.files[fe.fh] = fe
+		t.files[idx] = fe
 	} else {
-		fe.fh = uint32(len(t.files))
+		idx = uint32(len(t.files))
 		t.files = append(t.files, fe)
 	}
+	fe.fh = t.fhEpoch | uint64(idx)
+	t.addFile(e, fe, f)
+	return fe
+}
 
+// addFile binds fe to f and the node behind e. Must hold mu.
+func (t *mapIdentityTable) addFile(e *nodeEntry, fe *fileEntry, f FileHandle) {
 	if _, ok := f.(FileReaddirenter); ok {
 		fe.lastRead = dirEntryPool.Get().([]fuse.DirEntry)
 	}
@@ -298,8 +390,6 @@ func (t *mapIdentityTable) registerFile(e *nodeEntry, f FileHandle, flags uint32
 	fe.file = f
 	fe.inode = e.inode.Load()
 	e.openFiles = append(e.openFiles, fe.fh)
-
-	return fe
 }
 
 // firstOpenFile returns any currently-open FileHandle recorded on e,
@@ -310,7 +400,7 @@ func (t *mapIdentityTable) firstOpenFile(e *nodeEntry) (FileHandle, func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, fh := range e.openFiles {
-		fe := t.files[fh]
+		fe := t.file(fh)
 		fe.wg.Add(1)
 		return fe.file, fe.wg.Done
 	}
@@ -321,31 +411,37 @@ func (t *mapIdentityTable) firstOpenFile(e *nodeEntry) (FileHandle, func()) {
 // and returns that entry and the fileEntry. The fh number itself does
 // not become reusable until recycleFile is called - the caller may
 // still need to run release callbacks against the fileEntry first.
+// The fileEntry is nil if fh is 0 or unknown, as a handle an earlier
+// server on the connection issued and that was never used since.
 func (t *mapIdentityTable) detachFile(nodeID uint64, fh uint64) (*nodeEntry, *fileEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 
 	e := t.nodes[nodeID]
-	if e == nil {
-		log.Panicf("detachFile: unknown node %d", nodeID)
+	if e == nil || fh == 0 {
+		return e, nil
 	}
-	var entry *fileEntry
-	if fh > 0 {
-		last := len(e.openFiles) - 1
-		entry = t.files[fh]
-		if last != entry.nodeIndex {
-			e.openFiles[entry.nodeIndex] = e.openFiles[last]
-			t.files[e.openFiles[entry.nodeIndex]].nodeIndex = entry.nodeIndex
-		}
-		e.openFiles = e.openFiles[:last]
+	entry := t.file(fh)
+	if entry == nil {
+		return e, nil
 	}
+	last := len(e.openFiles) - 1
+	if last != entry.nodeIndex {
+		e.openFiles[entry.nodeIndex] = e.openFiles[last]
+		t.file(e.openFiles[entry.nodeIndex]).nodeIndex = entry.nodeIndex
+	}
+	e.openFiles = e.openFiles[:last]
 	return e, entry
 }
 
 // recycleFile marks fh as free for reuse by a future registerFile call.
-func (t *mapIdentityTable) recycleFile(fh uint32) {
+func (t *mapIdentityTable) recycleFile(fh uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.files[fh] = nil
-	t.freeFiles = append(t.freeFiles, fh)
+	if !t.isOwnFile(fh) {
+		delete(t.adopted, fh)
+		return
+	}
+	t.files[fh&0xffffffff] = nil
+	t.freeFiles = append(t.freeFiles, uint32(fh))
 }
