@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/fusetest"
 )
@@ -446,6 +448,11 @@ func TestNodePlugin(t *testing.T) {
 	}
 	if spec.ServiceAccountName != "rekey-csi-node" {
 		t.Errorf("serviceAccountName %q", spec.ServiceAccountName)
+	}
+	// The FUSE servers upload their staged data when the pod stops: init
+	// waits DefaultServerStopGrace for them, the kubelet must wait longer.
+	if g := spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= supervisor.DefaultServerStopGrace+10*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %v, want more than init's server stop grace %s plus 10s", g, supervisor.DefaultServerStopGrace)
 	}
 	for _, c := range append(spec.InitContainers, spec.Containers...) {
 		if !strings.HasPrefix(c.Image, csiImageName+":") {

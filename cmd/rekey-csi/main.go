@@ -4,7 +4,8 @@
 //	rekey-csi driver ...      CSI Identity+Node on --endpoint, kubelet registration, health and metrics
 //	rekey-csi supervisor ...  runs one rekey-fuse per mount; receives /dev/fuse fds over --supervisor-socket
 //	rekey-csi init -- /rekey-csi supervisor ...
-//	                          PID 1 of the supervisor container: restarts the supervisor, reaps orphaned FUSE servers
+//	                          PID 1 of the supervisor container: restarts the supervisor, reaps orphaned FUSE servers,
+//	                          and on SIGTERM stops them so that each uploads its staged data (--server-stop-grace)
 //
 // See docs/csi-driver.md.
 package main
@@ -54,6 +55,7 @@ type config struct {
 	logFormat        string
 	verbosity        int
 	initArgv         []string
+	serverStopGrace  time.Duration
 }
 
 func main() {
@@ -82,6 +84,8 @@ func parse(args []string) (config, error) {
 	fs.DurationVar(&cfg.stsDuration, "sts-duration", 0, "lifetime asked for the temporary keys of rrsa/irsa volumes (driver; 0: the STS default, 1h)")
 	fs.DurationVar(&cfg.stsWindow, "sts-refresh-window", csidriver.DefaultSTSRefreshWindow,
 		"a republish exchanges the service-account token again when the keys in use expire within this window (driver)")
+	fs.DurationVar(&cfg.serverStopGrace, "server-stop-grace", supervisor.DefaultServerStopGrace,
+		"how long init waits, when the container stops, for the FUSE servers to upload staged data and exit before it kills them (init; keep below terminationGracePeriodSeconds)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
@@ -114,7 +118,7 @@ func run(args []string) error {
 	m := mounter.New()
 	switch cfg.role {
 	case "init":
-		return supervisor.RunInit(ctx, cfg.initArgv, log.WithName("init"))
+		return supervisor.RunInit(ctx, cfg.initArgv, cfg.serverStopGrace, log.WithName("init"))
 	case "supervisor":
 		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
 			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor")})

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -19,9 +21,15 @@ import (
 // it exits (backoff 0.5 s doubling to 30 s, reset after a minute of uptime),
 // and reaps every other process re-parented to it — the FUSE servers of a
 // supervisor that died. It is a child subreaper too, so it works when it is
-// not PID 1 (tests). When ctx ends it sends SIGTERM to the child, waits for
-// it and returns; the FUSE servers are left running.
-func RunInit(ctx context.Context, argv []string, log logr.Logger) error {
+// not PID 1 (tests). When ctx ends (the container is stopped) it sends
+// SIGTERM to the child and waits for it, then stops the FUSE servers the
+// supervisor left running (now init's children): SIGTERM to each, so that
+// each uploads its staged data within its --shutdown-timeout, and SIGKILL
+// only for those still running after grace (DefaultServerStopGrace if
+// zero). Only then does it return, and the kernel kills what is left of
+// the container. The pod's terminationGracePeriodSeconds must exceed grace
+// (see docs/csi-driver.md).
+func RunInit(ctx context.Context, argv []string, grace time.Duration, log logr.Logger) error {
 	if len(argv) == 0 {
 		return errors.New("supervisor: init: no command")
 	}
@@ -48,6 +56,7 @@ func RunInit(ctx context.Context, argv []string, log logr.Logger) error {
 					break
 				}
 			}
+			stopServers(grace, sigchld, log)
 			return nil
 		}
 		if time.Since(started) > time.Minute {
@@ -61,6 +70,87 @@ func RunInit(ctx context.Context, argv []string, log logr.Logger) error {
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
+}
+
+// DefaultServerStopGrace is how long init waits for the FUSE servers to
+// upload their staged data and exit after SIGTERM: rekey-fuse's default
+// --shutdown-timeout (30s) and time to exit.
+const DefaultServerStopGrace = 40 * time.Second
+
+// stopServers sends SIGTERM to every child of this process (the FUSE
+// servers, re-parented here once their supervisor exited) and reaps them;
+// those still running after grace get SIGKILL.
+func stopServers(grace time.Duration, sigchld <-chan os.Signal, log logr.Logger) {
+	if grace <= 0 {
+		grace = DefaultServerStopGrace
+	}
+	kids := childPIDs()
+	if len(kids) == 0 {
+		return
+	}
+	log.Info("stopping the FUSE servers; each uploads its staged data first", "pids", kids, "grace", grace.String())
+	for _, pid := range kids {
+		_ = unix.Kill(pid, unix.SIGTERM)
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	killed := false
+	for {
+		for {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if errors.Is(err, unix.ECHILD) {
+				log.Info("all FUSE servers stopped")
+				return
+			}
+			if err != nil || got <= 0 {
+				break
+			}
+			log.Info("FUSE server stopped", "pid", got, "exitStatus", ws.ExitStatus(), "signaled", ws.Signaled())
+		}
+		select {
+		case <-deadline.C:
+			if !killed {
+				left := childPIDs()
+				log.Info("FUSE servers did not stop in time; killing them (their staged data stays on the node)", "pids", left)
+				for _, pid := range left {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+				killed = true
+			}
+		case <-sigchld:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// childPIDs lists the processes whose parent is this one.
+func childPIDs() []int {
+	self := strconv.Itoa(os.Getpid())
+	des, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, de := range des {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + de.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parens.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == self {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // reapUntil reaps children until pid exits (returning its status) or ctx

@@ -1,0 +1,84 @@
+package sanity
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"rekey.dev/rekey/internal/csiproc"
+)
+
+// TestInitStopUploads stops the supervisor container the way the kubelet
+// does (SIGTERM to init) while an application holds a file with data that
+// is not uploaded: init stops the supervisor, then the FUSE server, which
+// uploads the data before it exits.
+func TestInitStopUploads(t *testing.T) {
+	needRoot(t)
+	e := newEnv(t)
+	dir := shortTempDir(t)
+	csiSock := filepath.Join(dir, "csi.sock")
+	logPath := filepath.Join(dir, "log")
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("log:\n%s", b)
+		}
+	}()
+	n := &csiproc.Node{Binary: filepath.Join(binDir, "rekey-csi"), FuseBinary: filepath.Join(binDir, "rekey-fuse"), Dir: dir, NodeID: "n",
+		UnderInit: true, InitFlags: []string{"-v=1", "--server-stop-grace=20s"}, SupervisorLog: logPath, DriverLog: logPath}
+	p, err := n.StartSupervisor(context.Background())
+	init := mustStart(t, p, err)
+	p, err = n.StartDriver(context.Background())
+	mustStart(t, p, err)
+	node := nodeClient(t, csiSock)
+	target := filepath.Join(dir, "mnt")
+	ctx := context.Background()
+	if _, err := node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "pv", TargetPath: target,
+		VolumeCapability: mountCapability(), VolumeContext: e.volumeContext(), Secrets: secretsOf(e.keys)}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(target, syscall.MNT_DETACH) })
+
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data)
+	f, err := os.Create(filepath.Join(target, "open.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }() // fails: the server is gone by then
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c := e.s3.Client(e.keys)
+	get := func() ([]byte, error) {
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String("open.bin")})
+		if err != nil {
+			return nil, err
+		}
+		defer out.Body.Close()
+		return io.ReadAll(out.Body)
+	}
+	if got, err := get(); err == nil && len(got) == len(data) {
+		t.Fatal("the open file was uploaded before the stop: the test proves nothing")
+	}
+
+	start := time.Now()
+	if err := init.Stop(30 * time.Second); err != nil {
+		t.Fatalf("init did not stop: %v", err)
+	}
+	t.Logf("init stopped in %s", time.Since(start))
+	got, err := get()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the container stopped: object %d bytes, %v; want the %d bytes the application wrote", len(got), err, len(data))
+	}
+}
