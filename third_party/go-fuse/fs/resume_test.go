@@ -105,6 +105,32 @@ func TestResumeUnknownNode(t *testing.T) {
 	}
 }
 
+func TestResumeUnknownNodeConcurrent(t *testing.T) {
+	b, _ := newResumeBridge(t, Options{ExternalNodeID: true})
+	var wg sync.WaitGroup
+	inodes := make(chan *Inode, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out fuse.AttrOut
+			if st := b.GetAttr(nil, &fuse.GetAttrIn{InHeader: fuse.InHeader{NodeId: resumeFile}}, &out); !st.Ok() {
+				t.Errorf("GETATTR: %v", st)
+			}
+			n, _ := b.inode(context.Background(), resumeFile)
+			inodes <- n
+		}()
+	}
+	wg.Wait()
+	close(inodes)
+	first := <-inodes
+	for n := range inodes {
+		if n != first {
+			t.Fatalf("two nodes for one node ID: %p and %p", first, n)
+		}
+	}
+}
+
 func TestResumeForget(t *testing.T) {
 	b, _ := newResumeBridge(t, Options{ExternalNodeID: true})
 	var out fuse.AttrOut
