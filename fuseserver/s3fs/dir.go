@@ -75,7 +75,15 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if errno != 0 {
 		return nil, errno
 	}
+	d.fsys.nodes.noteDir(parentKey(key))
 	return d.fsys.newChild(ctx, &d.Inode, key, ent, out, false), 0
+}
+
+// parentKey is the directory key (ending in "/", or the mount prefix) of
+// the node key key ("dir/" for a directory).
+func parentKey(key string) string {
+	dk, _ := splitKey(strings.TrimSuffix(key, "/"))
+	return dk
 }
 
 // Getattr reports the directory's attributes; no S3 call.
@@ -119,16 +127,19 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	sort.Strings(names)
 	list := make([]fuse.DirEntry, len(names))
+	keys := make([]string, len(names))
 	for i, name := range names {
-		e := fuse.DirEntry{Name: name, Mode: fuse.S_IFREG}
-		key := dk + name
+		list[i] = fuse.DirEntry{Name: name, Mode: fuse.S_IFREG}
+		keys[i] = dk + name
 		if ents[name].kind == kindDir {
-			e.Mode = fuse.S_IFDIR
-			key += "/"
+			list[i].Mode = fuse.S_IFDIR
+			keys[i] += "/"
 		}
-		e.Ino = f.knownIno(key) // 0: the kernel learns it on lookup
-		list[i] = e
 	}
+	for i, ino := range f.nodes.peek(keys) {
+		list[i].Ino = ino
+	}
+	f.nodes.noteDir(dk) // READDIRPLUS hands out the entries
 	f.log.V(1).Info("readdir", "key", dk, "entries", len(list))
 	return fs.NewListDirStream(list), 0
 }
@@ -218,6 +229,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	f.cache.put(key, ent)
 	f.listings.set(key, ent)
 	f.log.V(1).Info("create", "key", key)
+	f.nodes.noteDir(parentKey(key))
 	ch := f.newChild(ctx, &d.Inode, key, ent, out, true)
 	return ch, newHandle(f, st, flags, -1), 0, 0
 }
@@ -241,6 +253,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	f.listings.set(key, ent)
 	f.listings.putEmpty(key + "/")
 	f.log.V(1).Info("mkdir", "key", key)
+	f.nodes.noteDir(parentKey(key))
 	return f.newChild(ctx, &d.Inode, key, ent, out, false), 0
 }
 
@@ -272,7 +285,7 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	f.cache.put(key, statEntry{kind: kindMissing})
 	f.listings.forgetPrefix(marker)
 	f.listings.remove(key)
-	f.dropIno(marker)
+	f.nodes.detach(marker)
 	f.log.V(1).Info("rmdir", "key", marker)
 	return 0
 }
@@ -325,7 +338,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	f.cache.put(key, statEntry{kind: kindMissing})
 	f.listings.remove(key)
-	f.dropIno(key)
+	f.nodes.detach(key)
 	f.log.V(1).Info("unlink", "key", key)
 	return 0
 }

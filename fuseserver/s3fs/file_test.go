@@ -228,7 +228,7 @@ func TestSharedStaging(t *testing.T) {
 		t.Fatalf("pending: %v", e.fsys.Pending())
 	}
 	eventually(t, 5*time.Second, "staging files removed", func() bool {
-		ents, _ := os.ReadDir(e.fsys.opts.StagingDir)
+		ents, _ := stagingEntries(e.fsys.opts.StagingDir)
 		return len(ents) == 0
 	})
 }
@@ -369,7 +369,7 @@ func TestUnlinkWhileOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "staging emptied", func() bool {
-		ents, _ := os.ReadDir(e.fsys.opts.StagingDir)
+		ents, _ := stagingEntries(e.fsys.opts.StagingDir)
 		return len(ents) == 0
 	})
 }

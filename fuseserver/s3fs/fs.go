@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -47,9 +47,9 @@ type FS struct {
 	files     map[string]*fileState // by object key
 	kept      *list.List            // write cache: closed clean states, most recent first (datacache.go)
 	keptBytes int64
-	inos      map[string]uint64 // inode number by key ("dir/" for directories)
-	inoKeys   map[uint64]string // reverse of inos
-	nextIno   uint64
+
+	nodes *nodeTable // node numbers (nodeid.go)
+	index resumeIndex
 }
 
 // New validates opts and returns a filesystem that serves opts.Bucket
@@ -71,11 +71,15 @@ func New(api API, opts Options) (*FS, error) {
 		started:  time.Now(),
 		files:    make(map[string]*fileState),
 		kept:     list.New(),
-		inos:     make(map[string]uint64),
-		inoKeys:  make(map[uint64]string),
-		nextIno:  2, // 1 is the root
 		maxCopy:  maxCopyObjectSize,
 		copyPart: copyPartSize,
+	}
+	h := opts.nodeHash
+	if h.sum == nil {
+		h = defaultNodeHash
+	}
+	if f.nodes, err = openNodeTable(filepath.Join(opts.StagingDir, nodeTableDir), h, f.log); err != nil {
+		return nil, err
 	}
 	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))
 	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
@@ -89,6 +93,12 @@ func New(api API, opts Options) (*FS, error) {
 // Root is the root directory node to mount. An FS can be mounted once.
 func (f *FS) Root() fs.InodeEmbedder { return f.root }
 
+// ResetNodes empties the node table in the staging directory: a new
+// kernel connection (INIT) holds none of the node numbers an earlier
+// process handed out. A server that takes over a live connection instead
+// keeps the table, which New loaded, so that LookupNode resolves them.
+func (f *FS) ResetNodes() error { return f.nodes.reset() }
+
 // Close stops background upload retries and waits for them, and removes
 // the staging copies the write cache kept (their data is in the bucket).
 // It uploads nothing and deletes no data that is not uploaded: call
@@ -100,7 +110,7 @@ func (f *FS) Close() error {
 	f.bgCancel()
 	f.bg.Wait()
 	f.dropAllKept()
-	return nil
+	return f.nodes.close()
 }
 
 // FlushAll uploads every file with staged data that did not reach the
@@ -129,85 +139,6 @@ func (f *FS) Pending() []string {
 		keys[i] = ks.key
 	}
 	return keys
-}
-
-// inoFor returns the inode number of key, allocating one if needed. Numbers
-// are stable while the kernel knows the inode.
-func (f *FS) inoFor(key string) uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if ino, ok := f.inos[key]; ok {
-		return ino
-	}
-	return f.allocInoLocked(key)
-}
-
-// freshIno gives key a new inode number (for a newly created file, which
-// must not alias an inode the kernel may still hold for an older object).
-func (f *FS) freshIno(key string) uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if old, ok := f.inos[key]; ok {
-		delete(f.inoKeys, old)
-	}
-	return f.allocInoLocked(key)
-}
-
-func (f *FS) allocInoLocked(key string) uint64 {
-	ino := f.nextIno
-	f.nextIno++
-	f.inos[key] = ino
-	f.inoKeys[ino] = key
-	return ino
-}
-
-// knownIno returns the inode number of key if it has one, else 0.
-func (f *FS) knownIno(key string) uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.inos[key]
-}
-
-// forgetIno drops the number of an inode the kernel forgot.
-func (f *FS) forgetIno(ino uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if key, ok := f.inoKeys[ino]; ok {
-		delete(f.inoKeys, ino)
-		if f.inos[key] == ino {
-			delete(f.inos, key)
-		}
-	}
-}
-
-// dropIno forgets the number of key (unlinked): a new object under the same
-// name gets a new inode.
-func (f *FS) dropIno(key string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if ino, ok := f.inos[key]; ok {
-		delete(f.inos, key)
-		delete(f.inoKeys, ino)
-	}
-}
-
-// moveInos renames the inode numbers of key (and, if key ends in "/",
-// everything under it) to newKey.
-func (f *FS) moveInos(key, newKey string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if old, ok := f.inos[newKey]; ok {
-		delete(f.inos, newKey)
-		delete(f.inoKeys, old)
-	}
-	for k, ino := range f.inos {
-		if k == key || (strings.HasSuffix(key, "/") && strings.HasPrefix(k, key)) {
-			nk := newKey + k[len(key):]
-			delete(f.inos, k)
-			f.inos[nk] = ino
-			f.inoKeys[ino] = nk
-		}
-	}
 }
 
 // stat says what key (without trailing slash) is: a locally staged file,

@@ -18,7 +18,11 @@ const maxWrite = 1 << 20
 // attribute and negative timeouts from StatCacheTTL, MaxWrite 1 MiB, FsName
 // "rekey:<bucket>", Name "rekey" (type fuse.rekey), DirectMount (no
 // fusermount binary needed), default_permissions (the kernel checks the
-// modes from Umask/UID/GID), no xattrs, and a read-only mount if ReadOnly.
+// modes from Umask/UID/GID), no xattrs, a read-only mount if ReadOnly,
+// and node ids chosen by f (ExternalNodeID; see LookupNode).
+//
+// A server that starts a new kernel connection (INIT) with these options
+// must call ResetNodes first; Mount and Serve do.
 func (f *FS) MountOptions(allowOther bool) *fs.Options {
 	ttl := f.opts.StatCacheTTL
 	entry, attr, negative := ttl, ttl, ttl
@@ -43,6 +47,10 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		NullPermissions: true, // modes come from Umask and MountUmask
 		UID:             f.opts.UID,
 		GID:             f.opts.GID,
+		// Node ids are the inode numbers of nodeid.go, the same in
+		// every process (LookupNode resolves those of an earlier one).
+		ExternalNodeID: true,
+		RootStableAttr: &fs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
 	}
 	if f.opts.ReaddirPlusAuto {
 		o.ExtraCapabilities = fuse.CAP_READDIRPLUS_AUTO
@@ -56,6 +64,9 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 // Mount mounts f at dir itself (mount(2), so it needs CAP_SYS_ADMIN but no
 // fusermount binary) and serves it until the returned server is unmounted.
 func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
+	if err := f.ResetNodes(); err != nil {
+		return nil, fmt.Errorf("s3fs: mount %s: %w", dir, err)
+	}
 	srv, err := fs.Mount(dir, f.Root(), f.MountOptions(allowOther))
 	if err != nil {
 		return nil, fmt.Errorf("s3fs: mount %s: %w", dir, err)
@@ -98,6 +109,9 @@ func SetKernelReadahead(mountpoint string, kb int) error {
 func Serve(fd int, f *FS, allowOther bool) (*fuse.Server, error) {
 	if fd <= 0 {
 		return nil, fmt.Errorf("s3fs: serve: invalid fuse fd %d", fd)
+	}
+	if err := f.ResetNodes(); err != nil {
+		return nil, fmt.Errorf("s3fs: serve fd %d: %w", fd, err)
 	}
 	return serveFD(fd, f, f.MountOptions(allowOther))
 }

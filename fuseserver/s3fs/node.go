@@ -53,10 +53,10 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-// OnForget releases the inode number of a node the kernel forgot.
+// OnForget releases the number of a node the kernel forgot.
 func (n *node) OnForget() {
 	if !n.IsRoot() {
-		n.fsys.forgetIno(n.StableAttr().Ino)
+		n.fsys.nodes.forget(&n.Inode)
 	}
 }
 
@@ -97,21 +97,21 @@ func (f *FS) fillDirAttr(out *fuse.Attr, root bool) {
 }
 
 // newChild returns the inode for key (without trailing slash) below parent
-// and fills out.
+// and fills out. fresh is for a created file: a new node, not the one
+// the kernel may hold for an older object of the same name.
 func (f *FS) newChild(ctx context.Context, parent *fs.Inode, key string, ent statEntry, out *fuse.EntryOut, fresh bool) *fs.Inode {
 	if ent.kind == kindDir {
-		ch := parent.NewInode(ctx, &dirNode{node: node{fsys: f}}, fs.StableAttr{Mode: fuse.S_IFDIR, Ino: f.inoFor(key + "/")})
+		ch := f.nodes.inode(ctx, parent, key+"/", fuse.S_IFDIR, false, f.newDirNode)
 		f.fillDirAttr(&out.Attr, false)
 		return ch
 	}
-	ino := f.inoFor(key)
-	if fresh {
-		ino = f.freshIno(key)
-	}
-	ch := parent.NewInode(ctx, &fileNode{node: node{fsys: f}}, fs.StableAttr{Mode: fuse.S_IFREG, Ino: ino})
+	ch := f.nodes.inode(ctx, parent, key, fuse.S_IFREG, fresh, f.newFileNode)
 	if fn, ok := ch.Operations().(*fileNode); ok {
 		fn.remember(ent)
 	}
 	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
 	return ch
 }
+
+func (f *FS) newDirNode() fs.InodeEmbedder  { return &dirNode{node: node{fsys: f}} }
+func (f *FS) newFileNode() fs.InodeEmbedder { return &fileNode{node: node{fsys: f}} }

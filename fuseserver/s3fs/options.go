@@ -118,6 +118,9 @@ type Options struct {
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
 	Logger logr.Logger
+
+	// nodeHash replaces the hash behind node numbers (tests: collisions).
+	nodeHash nodeHash
 }
 
 // normalize validates o and fills in defaults.

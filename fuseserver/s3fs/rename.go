@@ -96,7 +96,13 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 
 // renameFile moves the object src to dst. A staged file uploads its staged
 // content to dst instead of copying (it may be newer than the object).
-func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error {
+func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) (err error) {
+	mv := f.nodes.beginMove(src, dst)
+	defer func() {
+		if err != nil {
+			f.nodes.abortMove(mv)
+		}
+	}()
 	st := f.stateOf(src)
 	var (
 		gen    uint64
@@ -114,7 +120,6 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 		_, _, staged = st.staged()
 	}
 	if staged {
-		var err error
 		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
@@ -137,14 +142,20 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 	f.cache.remove(dst)
 	f.listings.remove(src)
 	f.listings.forget(dst) // the next lookup of dst asks the bucket
-	f.moveInos(src, dst)
+	f.nodes.commitMove(mv)
 	return nil
 }
 
 // renameDir moves every key under srcPrefix to dstPrefix: staged files are
 // uploaded first, then all objects are copied, then the originals deleted.
 // A failure before the deletes leaves the source complete.
-func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
+func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) (err error) {
+	mv := f.nodes.beginMove(srcPrefix, dstPrefix)
+	defer func() {
+		if err != nil {
+			f.nodes.abortMove(mv)
+		}
+	}()
 	for _, ks := range f.dirtyStates() {
 		if strings.HasPrefix(ks.key, srcPrefix) {
 			if err := f.sync(ctx, ks.st); err != nil {
@@ -154,7 +165,7 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 	}
 	var keys []string
 	sizes := make(map[string]int64)
-	err := f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
+	err = f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
 		for _, o := range out.Contents {
 			keys = append(keys, aws.ToString(o.Key))
 			sizes[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
@@ -206,7 +217,7 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 	f.listings.forgetPrefix(dstPrefix)
 	f.listings.remove(src)
 	f.listings.set(dst, statEntry{kind: kindDir})
-	f.moveInos(srcPrefix, dstPrefix)
+	f.nodes.commitMove(mv)
 	return nil
 }
 

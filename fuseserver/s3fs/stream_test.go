@@ -80,7 +80,7 @@ func TestStreamingRewrite(t *testing.T) {
 // stagingBytes is the disk space the staging files of e take now.
 func stagingBytes(t *testing.T, e *env) int64 {
 	t.Helper()
-	entries, err := os.ReadDir(e.fsys.opts.StagingDir)
+	entries, err := stagingEntries(e.fsys.opts.StagingDir)
 	if err != nil {
 		t.Fatal(err)
 	}
