@@ -50,6 +50,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return 0
 	}
 	ent, errno := f.stat(ctx, src)
+	if errno == syscall.ENOENT && resent(ctx) {
+		var isDir *bool
+		if ch := d.GetChild(name); ch != nil {
+			isDir = new(ch.IsDir())
+		}
+		if f.replayedRename(ctx, src, dst, isDir) {
+			return 0
+		}
+	}
 	if errno != 0 {
 		return errno
 	}
@@ -74,6 +83,12 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			empty, err := f.onlyMarker(ctx, dst+"/")
 			if err != nil {
 				return Errno(err)
+			}
+			if !empty && resent(ctx) {
+				// The earlier server may have begun this rename.
+				if empty, err = f.partialDirRename(ctx, src+"/", dst+"/"); err != nil {
+					return Errno(err)
+				}
 			}
 			if !empty || f.hasStagedUnder(dst+"/") {
 				return syscall.ENOTEMPTY
