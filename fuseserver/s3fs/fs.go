@@ -78,7 +78,7 @@ func New(api API, opts Options) (*FS, error) {
 	if h.sum == nil {
 		h = defaultNodeHash
 	}
-	if f.nodes, err = openNodeTable(filepath.Join(opts.StagingDir, nodeTableDir), h, f.log); err != nil {
+	if f.nodes, err = openNodeTable(filepath.Join(opts.StagingDir, nodeTableDir), h, opts.StatCacheTTL, f.log); err != nil {
 		return nil, err
 	}
 	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))

@@ -123,6 +123,9 @@ type nodeTable struct {
 	file  *tableFile // nil: nothing is saved
 	saved int        // records with saved set
 	full  bool       // a limit of the table was hit (logged once)
+	// inherited is when (nodeTable.now) the entries the kernel got from
+	// the process that wrote the loaded table expire (adoptLocked).
+	inherited time.Duration
 }
 
 func newNodeTable(h nodeHash, log logr.Logger) *nodeTable {
@@ -261,9 +264,28 @@ func (t *nodeTable) noteDir(dk string) {
 func (t *nodeTable) detach(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if rec := t.byKey[key]; rec != nil {
+	if rec := t.adoptLocked(key); rec != nil {
 		t.detachLocked(rec, t.now())
 	}
+}
+
+// adoptLocked returns the record of key, making one with the key's own
+// number if the table was inherited from an earlier process less than
+// the entry timeout ago: the kernel may still use a name whose dentry it
+// got from that process without looking it up again, and so hold that
+// number for it (if it is an exception, the table has it). A rename or
+// unlink of such a name must carry the number along or hold it.
+func (t *nodeTable) adoptLocked(key string) *nodeRec {
+	if rec := t.byKey[key]; rec != nil || t.now() >= t.inherited {
+		return rec
+	}
+	ino := t.hash.candidate(key, 0)
+	if t.byIno[ino] != nil {
+		return nil
+	}
+	rec := &nodeRec{ino: ino, key: key}
+	t.byIno[ino], t.byKey[key] = rec, rec
+	return rec
 }
 
 // detachLocked detaches rec. If the kernel may still hold it, the table
@@ -386,8 +408,9 @@ func (t *nodeTable) sweepLocked(now time.Duration) {
 // nodeMove is a rename of the nodes at or below a key, from beginMove to
 // commitMove or abortMove.
 type nodeMove struct {
-	src, dst string
-	recs     []*nodeRec // saved with from by beginMove
+	src, dst  string
+	overwrite bool       // dst existed
+	recs      []*nodeRec // saved with from by beginMove
 }
 
 // movedKey returns the key below dst of key below src, and whether key
@@ -402,14 +425,15 @@ func movedKey(key, src, dst string) (string, bool) {
 	return "", false
 }
 
-// beginMove saves, before a rename of src to dst (both ending in "/" for
-// a directory) starts, the new keys of the nodes it moves, with the old
+// beginMove saves, before a rename of src to dst (node keys: both ending
+// in "/" for a directory; overwrite if dst exists) starts, the new keys of the nodes it moves, with the old
 // ones: a process that takes over after a death in the middle of it finds
 // each node under whichever key exists.
-func (t *nodeTable) beginMove(src, dst string) *nodeMove {
+func (t *nodeTable) beginMove(src, dst string, overwrite bool) *nodeMove {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	mv := &nodeMove{src: src, dst: dst}
+	mv := &nodeMove{src: src, dst: dst, overwrite: overwrite}
+	t.adoptLocked(src)
 	var recs []tableRecord
 	for key, rec := range t.byKey {
 		nk, ok := movedKey(key, src, dst)
@@ -434,6 +458,9 @@ func (t *nodeTable) commitMove(mv *nodeMove) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	if mv.overwrite {
+		t.adoptLocked(mv.dst)
+	}
 	moved := make(map[*nodeRec]string)
 	var over []*nodeRec
 	for key, rec := range t.byKey {

@@ -512,3 +512,51 @@ func TestNodeTableUnknownVersion(t *testing.T) {
 		t.Fatalf("table changed:\n%s", got)
 	}
 }
+
+// TestNodeIDInherited: a server that took over renames and unlinks names
+// whose dentries the kernel got from the server before it, before it used
+// their numbers: the renamed node keeps its number under the new name
+// (LOOKUP of "." finds it), and the unlinked one's number is held, so a
+// new file of that name gets another.
+func TestNodeIDInherited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, false)
+	e.put("a", []byte("of a"))
+	e.put("c", []byte("of c"))
+	if err := e.fsys.ResetNodes(); err != nil {
+		t.Fatal(err)
+	}
+	raw1 := bridge(e.fsys, 0)
+	var a, c fuse.EntryOut
+	if raw1.Lookup(nil, &fuse.InHeader{NodeId: 1}, "a", &a) != fuse.OK || raw1.Lookup(nil, &fuse.InHeader{NodeId: 1}, "c", &c) != fuse.OK {
+		t.Fatal("lookups on the first server")
+	}
+
+	f2, err := New(e.api, Options{Bucket: testBucket, StagingDir: e.fsys.opts.StagingDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f2.Close() })
+	raw2 := bridge(f2, 1)
+	if st := raw2.Rename(nil, &fuse.RenameIn{InHeader: fuse.InHeader{NodeId: 1}, Newdir: 1}, "a", "b"); st != fuse.OK {
+		t.Fatalf("rename: %v", st)
+	}
+	if st := raw2.Unlink(nil, &fuse.InHeader{NodeId: 1}, "c"); st != fuse.OK {
+		t.Fatalf("unlink: %v", st)
+	}
+	var out fuse.EntryOut
+	if st := raw2.Lookup(nil, &fuse.InHeader{NodeId: a.NodeId}, ".", &out); st != fuse.OK || out.Size != uint64(len("of a")) {
+		t.Fatalf("lookup of the renamed number: %v, size %d", st, out.Size)
+	}
+	if key, _, _ := f2.nodes.resolved(a.NodeId); key != "b" {
+		t.Fatalf("renamed number resolves to %q, want b", key)
+	}
+	var created fuse.CreateOut
+	if st := raw2.Create(nil, &fuse.CreateIn{InHeader: fuse.InHeader{NodeId: 1}, Flags: syscall.O_WRONLY | syscall.O_CREAT, Mode: 0o644}, "c", &created); st != fuse.OK {
+		t.Fatalf("create: %v", st)
+	}
+	if created.NodeId == c.NodeId {
+		t.Fatalf("new c got the number %d the kernel holds for the unlinked one", c.NodeId)
+	}
+	raw2.Release(nil, &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: created.NodeId}, Fh: created.Fh})
+}

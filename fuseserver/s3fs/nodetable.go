@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
@@ -139,9 +140,10 @@ type tableFile struct {
 }
 
 // openNodeTable loads the node table in dir (created with mode 0700 if
-// missing) and rewrites it compacted. An unreadable table is an error
+// missing) and rewrites it compacted. entryTTL is the kernel's entry
+// timeout: a non-empty table is inherited for that long (adoptLocked). An unreadable table is an error
 // wrapping ErrNodeTable, and the file is left as it is.
-func openNodeTable(dir string, h nodeHash, log logr.Logger) (*nodeTable, error) {
+func openNodeTable(dir string, h nodeHash, entryTTL time.Duration, log logr.Logger) (*nodeTable, error) {
 	t := newNodeTable(h, log)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNodeTable, err)
@@ -149,6 +151,9 @@ func openNodeTable(dir string, h nodeHash, log logr.Logger) (*nodeTable, error) 
 	path := filepath.Join(dir, nodeTableName)
 	if err := t.load(path); err != nil {
 		return nil, err
+	}
+	if len(t.dirs) > 0 || len(t.byIno) > 0 {
+		t.inherited = t.now() + entryTTL
 	}
 	recs := t.recordsLocked()
 	f, err := t.writeTable(path, recs)
@@ -377,7 +382,7 @@ func (t *nodeTable) reset() error {
 	t.byIno = make(map[uint64]*nodeRec)
 	t.byKey = make(map[string]*nodeRec)
 	t.dirs = make(map[string]bool)
-	t.dying, t.saved, t.full = nil, 0, false
+	t.dying, t.saved, t.full, t.inherited = nil, 0, false, 0
 	if t.file == nil {
 		return nil
 	}

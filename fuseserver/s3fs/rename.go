@@ -94,12 +94,22 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 				return syscall.ENOTEMPTY
 			}
 		}
-		err = f.renameDir(ctx, src+"/", dst+"/")
+		mv := f.nodes.beginMove(src+"/", dst+"/", dstExists)
+		if err = f.renameDir(ctx, src+"/", dst+"/"); err != nil {
+			f.nodes.abortMove(mv)
+		} else {
+			f.nodes.commitMove(mv)
+		}
 	} else {
 		if dstExists && dent.kind == kindDir {
 			return syscall.EISDIR
 		}
-		err = f.renameFile(ctx, src, dst, ent.size)
+		mv := f.nodes.beginMove(src, dst, dstExists)
+		if err = f.renameFile(ctx, src, dst, ent.size); err != nil {
+			f.nodes.abortMove(mv)
+		} else {
+			f.nodes.commitMove(mv)
+		}
 	}
 	if err != nil {
 		f.log.Error(err, "rename", "key", src, "newKey", dst)
@@ -111,13 +121,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 
 // renameFile moves the object src to dst. A staged file uploads its staged
 // content to dst instead of copying (it may be newer than the object).
-func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) (err error) {
-	mv := f.nodes.beginMove(src, dst)
-	defer func() {
-		if err != nil {
-			f.nodes.abortMove(mv)
-		}
-	}()
+func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error {
 	st := f.stateOf(src)
 	var (
 		gen    uint64
@@ -135,6 +139,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) (err e
 		_, _, staged = st.staged()
 	}
 	if staged {
+		var err error
 		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
@@ -157,20 +162,13 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) (err e
 	f.cache.remove(dst)
 	f.listings.remove(src)
 	f.listings.forget(dst) // the next lookup of dst asks the bucket
-	f.nodes.commitMove(mv)
 	return nil
 }
 
 // renameDir moves every key under srcPrefix to dstPrefix: staged files are
 // uploaded first, then all objects are copied, then the originals deleted.
 // A failure before the deletes leaves the source complete.
-func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) (err error) {
-	mv := f.nodes.beginMove(srcPrefix, dstPrefix)
-	defer func() {
-		if err != nil {
-			f.nodes.abortMove(mv)
-		}
-	}()
+func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 	for _, ks := range f.dirtyStates() {
 		if strings.HasPrefix(ks.key, srcPrefix) {
 			if err := f.sync(ctx, ks.st); err != nil {
@@ -180,7 +178,7 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) (err er
 	}
 	var keys []string
 	sizes := make(map[string]int64)
-	err = f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
+	err := f.list(ctx, srcPrefix, "", func(out *s3.ListObjectsV2Output) error {
 		for _, o := range out.Contents {
 			keys = append(keys, aws.ToString(o.Key))
 			sizes[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
@@ -232,7 +230,6 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) (err er
 	f.listings.forgetPrefix(dstPrefix)
 	f.listings.remove(src)
 	f.listings.set(dst, statEntry{kind: kindDir})
-	f.nodes.commitMove(mv)
 	return nil
 }
 

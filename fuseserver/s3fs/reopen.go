@@ -79,7 +79,7 @@ func (f *FS) replayedRename(ctx context.Context, src, dst string, isDir *bool) b
 		f.listings.forgetPrefix(src + "/")
 		src, dst = src+"/", dst+"/"
 	}
-	f.nodes.commitMove(f.nodes.beginMove(src, dst))
+	f.nodes.commitMove(f.nodes.beginMove(src, dst, false))
 	return true
 }
 
