@@ -90,7 +90,7 @@ type nodeRec struct {
 	// the table that no request resolved yet.
 	node   *fs.Inode
 	issued time.Duration // when node was last handed out (nodeTable.now)
-	// dying: queued for removal after a FORGET (forgetLocked).
+	// dying: queued for removal after a FORGET (forget, sweepLocked).
 	dying bool
 	// saved: the table holds the number: as an exception of key, or,
 	// detached, as a number still taken.
@@ -104,9 +104,10 @@ type nodeRec struct {
 }
 
 // nodeTable assigns numbers to node keys and tracks the numbers the
-// kernel may hold. Its mutex is a leaf lock except for go-fuse's inode
-// locks (Inode.Forgotten, NewInode), which go-fuse never holds while it
-// calls the filesystem.
+// kernel may hold. Its mutex is a leaf lock but for go-fuse's inode locks
+// (Inode.Forgotten, NewInode), which go-fuse never holds while it calls
+// the filesystem; the table file is written under it (rarely: see
+// nodetable.go).
 type nodeTable struct {
 	hash  nodeHash
 	log   logr.Logger
