@@ -32,6 +32,7 @@ test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs roo
 	KUBEBUILDER_ASSETS="$$(tests/cluster/build.sh)" REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh)" \
 	  REKEY_HELM_BIN="$$(hack/install-tools.sh helm)" REKEY_KUSTOMIZE_BIN="$$(hack/install-tools.sh kustomize)" \
 	  $(GO) test $(TEST_FLAGS) ./...
+	cd third_party/go-fuse && $(GO) test $(TEST_FLAGS) ./fuse/ ./fs/
 
 .PHONY: test-integration
 test-integration: test-prereqs ## FUSE functional and key-rotation tests against real MinIO and versitygw (builds them; fails rather than skips under CI=true).

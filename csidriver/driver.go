@@ -96,7 +96,7 @@ func New(opts Options) (*Driver, error) {
 		node: &nodeServer{nodeID: opts.NodeID, kubeletRoot: opts.KubeletRootDir, socketUID: opts.SocketUID,
 			mounter: opts.Mounter, runner: opts.Runner, precheck: opts.Precheck, events: ev, metrics: m,
 			exchange: exchangeToken(opts.STSDuration), stsWindow: opts.STSRefreshWindow,
-			log: opts.Log.WithName("node")},
+			vault: newVault(), log: opts.Log.WithName("node")},
 		events:  ev,
 		metrics: m,
 	}, nil
@@ -115,7 +115,7 @@ func (d *Driver) GRPCServer() *grpc.Server {
 // until ctx ends.
 func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
 	srv := d.GRPCServer()
-	go d.events.watchEvents(ctx, d.opts.Runner)
+	go d.events.watchEvents(ctx, d.opts.Runner, func() { d.node.vault.sync(ctx, d.opts.Runner, d.node.log.WithName("vault")) })
 	go func() { <-ctx.Done(); srv.GracefulStop() }()
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("csidriver: serve: %w", err)

@@ -88,6 +88,10 @@ func (p *eventPoster) Handle(ev supervisor.Event) {
 			return // the republish itself posted it
 		}
 		p.refreshFailed(ev.Spec, ev.Reason)
+	case supervisor.EventResumed:
+		p.metrics.serverResumes.Inc()
+		p.post(ev.Spec, corev1.EventTypeNormal, contract.EventReasonFUSEServerResumed,
+			fmt.Sprintf(contract.EventMessageFUSEServerResumedFormat, ev.Spec.VolumeID, ev.Reason))
 	case supervisor.EventDied:
 		p.metrics.serverDeaths.Inc()
 		p.post(ev.Spec, corev1.EventTypeWarning, contract.EventReasonFUSEServerDied,
@@ -112,11 +116,12 @@ func retainedMessage(ev supervisor.Event) string {
 }
 
 // watchEvents feeds Events from a supervisor Client (reconnecting) or an
-// in-process Supervisor until ctx ends.
-func (p *eventPoster) watchEvents(ctx context.Context, r Runner) {
+// in-process Supervisor until ctx ends;
+// connected runs each time a supervisor Client's stream is established.
+func (p *eventPoster) watchEvents(ctx context.Context, r Runner, connected func()) {
 	switch r := r.(type) {
 	case *supervisor.Client:
-		r.WatchForever(ctx, p.Handle, p.log)
+		r.WatchForever(ctx, p.Handle, connected, p.log)
 	case *supervisor.Supervisor:
 		ch, cancel := r.Subscribe()
 		defer cancel()

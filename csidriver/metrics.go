@@ -14,6 +14,7 @@ type Metrics struct {
 	swapSeconds    prometheus.Histogram
 	publishSeconds prometheus.Histogram
 	serverDeaths   prometheus.Counter
+	serverResumes  prometheus.Counter
 	keyAge         *prometheus.GaugeVec
 
 	mu      sync.Mutex
@@ -35,11 +36,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Latency of NodePublishVolume calls that mounted.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 		serverDeaths: prometheus.NewCounter(prometheus.CounterOpts{Name: "rekey_csi_fuse_server_deaths_total",
 			Help: "FUSE servers that died while mounted (their connection was aborted)."}),
+		serverResumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "rekey_csi_fuse_server_resumes_total",
+			Help: "FUSE servers that died and were replaced on their live connection."}),
 		keyAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekey_csi_key_age_seconds",
 			Help: "Seconds since the keys in use by a volume were set."}, []string{"volume"}),
 		keysSet: map[string]time.Time{},
 	}
-	reg.MustRegister(m.mounts, m.swaps, m.swapSeconds, m.publishSeconds, m.serverDeaths, m.keyAge)
+	reg.MustRegister(m.mounts, m.swaps, m.swapSeconds, m.publishSeconds, m.serverDeaths, m.serverResumes, m.keyAge)
 	return m
 }
 

@@ -19,6 +19,7 @@ import (
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/fuseserver/keycustody"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/fusebdi"
 	"rekey.dev/rekey/internal/keys"
@@ -31,9 +32,11 @@ var _ csi.NodeServer = (*nodeServer)(nil)
 // Runner starts and stops FUSE servers: a *supervisor.Client in
 // production, a *supervisor.Supervisor in process for tests.
 type Runner interface {
-	Start(ctx context.Context, spec supervisor.Spec, fuse *os.File, k keys.Keys) (supervisor.Info, error)
+	Start(ctx context.Context, spec supervisor.Spec, fds supervisor.Descriptors, k keys.Keys) (supervisor.Info, error)
 	Stop(ctx context.Context, id string) error
 	List(ctx context.Context) ([]supervisor.Info, error)
+	Attach(ctx context.Context, id string, fds supervisor.Descriptors) error
+	Descriptors(ctx context.Context, id string) (supervisor.Descriptors, error)
 }
 
 // republishSource is the Swap source of keys from a republish.
@@ -58,6 +61,7 @@ type nodeServer struct {
 	metrics     *Metrics
 	log         logr.Logger
 
+	vault  *vault   // the driver's copies of every mount's descriptors
 	locks  sync.Map // target path -> *sync.Mutex
 	tokens sync.Map // target path -> tokenSum of the token last exchanged
 }
@@ -203,12 +207,22 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 		spec.PodSocket = filepath.Join(s.kubeletRoot, "pods", vol.Pod.UID, "volumes", "kubernetes.io~empty-dir",
 			contract.SocketVolumeName, supervisor.MountID(target)+contract.SocketSuffix)
 	}
-	_, err = s.runner.Start(ctx, spec, fuse, vol.Keys)
-	_ = fuse.Close() // the supervisor holds its own copy
+	custody, err := keycustody.Create("rekey-keys")
 	if err != nil {
+		_ = fuse.Close()
 		_ = s.mounter.Unmount(target)
 		return fmt.Errorf("start FUSE server: %w", err)
 	}
+	fds := supervisor.Descriptors{Fuse: fuse, Custody: custody}
+	info, err := s.runner.Start(ctx, spec, fds, vol.Keys)
+	if err != nil {
+		fds.Close()
+		_ = s.mounter.Unmount(target)
+		return fmt.Errorf("start FUSE server: %w", err)
+	}
+	// The supervisor holds its own copies; ours keep the connection alive
+	// if the supervisor's container dies.
+	s.vault.put(info.ID, fds)
 	// The server answered INIT, which set the read-ahead to at most 128 KiB;
 	// one FUSE read request's worth lets the kernel ask for the next MiB
 	// while the reader copies the last one.
@@ -356,6 +370,7 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		}
 		s.metrics.keyForget(req.GetVolumeId())
 	}
+	s.vault.drop(supervisor.MountID(target))
 	s.tokens.Delete(target)
 	if err := s.mounter.Unmount(target); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())

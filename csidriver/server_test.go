@@ -63,7 +63,7 @@ type fakeRunner struct {
 	mounts map[string]supervisor.Info
 }
 
-func (r *fakeRunner) Start(_ context.Context, spec supervisor.Spec, _ *os.File, _ keys.Keys) (supervisor.Info, error) {
+func (r *fakeRunner) Start(_ context.Context, spec supervisor.Spec, _ supervisor.Descriptors, _ keys.Keys) (supervisor.Info, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	in := supervisor.Info{Spec: spec, ID: supervisor.MountID(spec.Target), ControlSocket: "/nonexistent.sock"}
@@ -86,6 +86,12 @@ func (r *fakeRunner) List(context.Context) ([]supervisor.Info, error) {
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+func (r *fakeRunner) Attach(context.Context, string, supervisor.Descriptors) error { return nil }
+
+func (r *fakeRunner) Descriptors(context.Context, string) (supervisor.Descriptors, error) {
+	return supervisor.Descriptors{}, supervisor.ErrNotFound
 }
 
 // testDriver serves a Driver with fakes over a real gRPC connection.

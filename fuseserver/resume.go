@@ -32,7 +32,13 @@ func serve(cfg Config, fsys *s3fs.FS, opts mountopts.Options) (*fuse.Server, err
 		if !st.Init.SupportsResend() {
 			return nil, ErrNoResend
 		}
-		srv, err = s3fs.Resume(cfg.FuseFD, fsys, opts.AllowOther, &st.Init)
+		// A new epoch, recorded before the first handle is issued, so no
+		// later server reuses it.
+		st.Epoch++
+		if err := session.Write(cfg.SessionFile, st); err != nil {
+			return nil, fmt.Errorf("fuseserver: resume: %w", err)
+		}
+		srv, err = s3fs.Resume(cfg.FuseFD, fsys, opts.AllowOther, &st.Init, st.Epoch)
 	case cfg.FuseFD >= 0:
 		srv, err = s3fs.Serve(cfg.FuseFD, fsys, opts.AllowOther)
 	default:

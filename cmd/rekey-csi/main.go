@@ -46,6 +46,8 @@ type config struct {
 	supervisorSocket string
 	stateDir         string
 	fuseBinary       string
+	serverMemoryMiB  int
+	serverCgroups    bool
 	httpAddr         string
 	kubeconfig       string
 	register         bool
@@ -77,6 +79,10 @@ func parse(args []string) (config, error) {
 	fs.StringVar(&cfg.supervisorSocket, "supervisor-socket", contract.DefaultSupervisorSocket, "node-local supervisor socket")
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/kubelet/plugins/"+contract.DriverName+"/mounts", "supervisor state (specs and control sockets; no keys)")
 	fs.StringVar(&cfg.fuseBinary, "fuse-binary", "/rekey-fuse", "rekey-fuse executable (supervisor)")
+	fs.IntVar(&cfg.serverMemoryMiB, "server-memory-mib", supervisor.DefaultServerMemoryMiB,
+		"memory budget of each rekey-fuse in MiB, from which its GOMEMLIMIT and read-ahead are sized (supervisor; 0: none)")
+	fs.BoolVar(&cfg.serverCgroups, "server-memory-cgroup", true,
+		"put each rekey-fuse in a memory cgroup of its own limited to --server-memory-mib, where the node allows it (supervisor)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "", "address for /healthz and /metrics (driver), e.g. :9808")
 	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig for posting Events (default: in-cluster; none: Events are logged only)")
 	fs.BoolVar(&cfg.register, "register", true, "register with kubelet through <kubelet root>/plugins_registry (driver)")
@@ -98,6 +104,9 @@ func parse(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.serverMemoryMiB != 0 && cfg.serverMemoryMiB < supervisor.MinServerMemoryMiB {
+		return cfg, fmt.Errorf("--server-memory-mib=%d: want 0 (no budget) or at least %d", cfg.serverMemoryMiB, supervisor.MinServerMemoryMiB)
 	}
 	return cfg, nil
 }
@@ -121,7 +130,8 @@ func run(args []string) error {
 		return supervisor.RunInit(ctx, cfg.initArgv, cfg.serverStopGrace, log.WithName("init"))
 	case "supervisor":
 		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
-			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor")})
+			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"),
+			Memory: supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups}})
 		if err != nil {
 			return err
 		}

@@ -20,21 +20,35 @@ import (
 )
 
 // The supervisor's API is one JSON request per connection on a node-local
-// unix socket, newline terminated; Start carries the /dev/fuse descriptor
-// as SCM_RIGHTS on its first byte. Only root peers are served
-// (SO_PEERCRED). Watch keeps the connection open and streams Events.
+// unix socket, newline terminated. Start and Attach carry the /dev/fuse
+// and key custody descriptors as SCM_RIGHTS on the request's first byte;
+// the reply to Descriptors carries them on its first byte. Only root peers
+// are served (SO_PEERCRED). Watch keeps the connection open and streams
+// Events.
+//
+// ProtocolVersion is sent in every request ("v"). A request without one
+// comes from a driver of version 0.1 (Start with the /dev/fuse descriptor
+// only); a request of a newer version than this supervisor knows is refused
+// with an error naming both versions, so a driver and a supervisor of
+// different releases (an upgrade in progress) never misread each other.
 const (
-	opStart = "start"
-	opStop  = "stop"
-	opList  = "list"
-	opWatch = "watch"
+	opStart       = "start"
+	opStop        = "stop"
+	opList        = "list"
+	opWatch       = "watch"
+	opAttach      = "attach"
+	opDescriptors = "descriptors"
 )
 
+// ProtocolVersion is the version of the supervisor's API this build speaks.
+const ProtocolVersion = 2
+
 type request struct {
-	Op   string          `json:"op"`
-	Spec Spec            `json:"spec,omitzero"`
-	ID   string          `json:"id,omitempty"`
-	Keys json.RawMessage `json:"keys,omitempty"` // keys.Encode wire format
+	Version int             `json:"v,omitempty"`
+	Op      string          `json:"op"`
+	Spec    Spec            `json:"spec,omitzero"`
+	ID      string          `json:"id,omitempty"`
+	Keys    json.RawMessage `json:"keys,omitempty"` // keys.Encode wire format
 }
 
 type response struct {
@@ -103,19 +117,19 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(4))
+	oob := make([]byte, unix.CmsgSpace(2*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		log.Error(err, "reading request failed")
 		return
 	}
-	var fuse *os.File
+	var fds Descriptors
 	if oobn > 0 {
-		if fuse, err = parseRights(oob[:oobn]); err != nil {
+		if fds, err = parseRights(oob[:oobn]); err != nil {
 			log.Error(err, "bad descriptor in request")
 			return
 		}
-		defer fuse.Close()
+		defer fds.Close()
 	}
 	var req request
 	dec := json.NewDecoder(io.MultiReader(bytes.NewReader(buf[:n]), c))
@@ -131,9 +145,13 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		_ = enc.Encode(r)
 	}
+	if req.Version > ProtocolVersion {
+		reply(nil, fmt.Errorf("supervisor: request of protocol version %d, this supervisor speaks %d (upgrade it)", req.Version, ProtocolVersion))
+		return
+	}
 	switch req.Op {
 	case opStart:
-		if fuse == nil {
+		if fds.Fuse == nil {
 			reply(nil, errors.New("supervisor: start without a /dev/fuse descriptor"))
 			return
 		}
@@ -142,8 +160,19 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 			reply(nil, err)
 			return
 		}
-		info, err := s.Start(ctx, req.Spec, fuse, k)
+		info, err := s.Start(ctx, req.Spec, fds, k)
 		reply([]Info{info}, err)
+	case opAttach:
+		reply(nil, s.Attach(ctx, req.ID, fds))
+	case opDescriptors:
+		got, err := s.Descriptors(ctx, req.ID)
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		defer got.Close()
+		b, _ := json.Marshal(response{})
+		_, _, _ = c.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(got.Fuse.Fd()), int(got.Custody.Fd())), nil)
 	case opStop:
 		reply(nil, s.Stop(ctx, req.ID))
 	case opList:
@@ -164,25 +193,34 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 	}
 }
 
-func parseRights(oob []byte) (*os.File, error) {
+// parseRights returns the descriptors of a control message: the first is
+// /dev/fuse, the second (if any) the key custody file; more are closed.
+func parseRights(oob []byte) (Descriptors, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("supervisor: control message: %w", err)
+		return Descriptors{}, fmt.Errorf("supervisor: control message: %w", err)
 	}
+	var all []int
 	for _, m := range msgs {
 		fds, err := unix.ParseUnixRights(&m)
 		if err != nil {
 			continue
 		}
-		for _, fd := range fds[1:] {
-			_ = unix.Close(fd)
-		}
-		if len(fds) > 0 {
-			unix.CloseOnExec(fds[0])
-			return os.NewFile(uintptr(fds[0]), "/dev/fuse"), nil
-		}
+		all = append(all, fds...)
 	}
-	return nil, errors.New("supervisor: no descriptor in control message")
+	if len(all) == 0 {
+		return Descriptors{}, errors.New("supervisor: no descriptor in control message")
+	}
+	for _, fd := range all[min(len(all), 2):] {
+		_ = unix.Close(fd)
+	}
+	unix.CloseOnExec(all[0])
+	d := Descriptors{Fuse: os.NewFile(uintptr(all[0]), "/dev/fuse")}
+	if len(all) > 1 {
+		unix.CloseOnExec(all[1])
+		d.Custody = os.NewFile(uintptr(all[1]), "key-custody")
+	}
+	return d, nil
 }
 
 // Client talks to a supervisor over its socket. It implements the same
@@ -194,7 +232,15 @@ type Client struct {
 	Timeout time.Duration
 }
 
-func (c *Client) call(ctx context.Context, req request, fuse *os.File) (response, error) {
+func (c *Client) call(ctx context.Context, req request, fds Descriptors) (response, error) {
+	resp, _, err := c.exchange(ctx, req, fds, false)
+	return resp, err
+}
+
+// exchange sends req with fds and reads the reply, with the descriptors it
+// carries when wantFDs.
+func (c *Client) exchange(ctx context.Context, req request, fds Descriptors, wantFDs bool) (response, Descriptors, error) {
+	req.Version = ProtocolVersion
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 90 * time.Second
@@ -203,23 +249,41 @@ func (c *Client) call(ctx context.Context, req request, fuse *os.File) (response
 	defer cancel()
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return response{}, err
+		return response{}, Descriptors{}, err
 	}
 	defer func() { _ = conn.Close() }()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	if err := send(conn, req, fuse); err != nil {
-		return response{}, err
+	if err := send(conn, req, fds); err != nil {
+		return response{}, Descriptors{}, err
+	}
+	var got Descriptors
+	var first io.Reader = bytes.NewReader(nil)
+	if wantFDs {
+		buf := make([]byte, 64<<10)
+		oob := make([]byte, unix.CmsgSpace(2*4))
+		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return response{}, Descriptors{}, fmt.Errorf("supervisor: read reply: %w", err)
+		}
+		if oobn > 0 {
+			if got, err = parseRights(oob[:oobn]); err != nil {
+				return response{}, Descriptors{}, err
+			}
+		}
+		first = bytes.NewReader(buf[:n])
 	}
 	var resp response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
-		return response{}, fmt.Errorf("supervisor: read reply: %w", err)
+	if err := json.NewDecoder(io.MultiReader(first, conn)).Decode(&resp); err != nil {
+		got.Close()
+		return response{}, Descriptors{}, fmt.Errorf("supervisor: read reply: %w", err)
 	}
 	if resp.Error != "" {
-		return resp, errors.New(resp.Error)
+		got.Close()
+		return resp, Descriptors{}, errors.New(resp.Error)
 	}
-	return resp, nil
+	return resp, got, nil
 }
 
 func (c *Client) dial(ctx context.Context) (*net.UnixConn, error) {
@@ -231,15 +295,18 @@ func (c *Client) dial(ctx context.Context) (*net.UnixConn, error) {
 	return conn.(*net.UnixConn), nil
 }
 
-func send(conn *net.UnixConn, req request, fuse *os.File) error {
+func send(conn *net.UnixConn, req request, fds Descriptors) error {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("supervisor: encode request: %w", err)
 	}
 	b = append(b, '\n')
 	var oob []byte
-	if fuse != nil {
-		oob = unix.UnixRights(int(fuse.Fd()))
+	switch {
+	case fds.Fuse != nil && fds.Custody != nil:
+		oob = unix.UnixRights(int(fds.Fuse.Fd()), int(fds.Custody.Fd()))
+	case fds.Fuse != nil:
+		oob = unix.UnixRights(int(fds.Fuse.Fd()))
 	}
 	n, _, err := conn.WriteMsgUnix(b, oob, nil)
 	if err != nil {
@@ -253,14 +320,14 @@ func send(conn *net.UnixConn, req request, fuse *os.File) error {
 	return nil
 }
 
-// Start sends the descriptor and keys to the supervisor, which starts the
+// Start sends the descriptors and keys to the supervisor, which starts the
 // server (see Supervisor.Start).
-func (c *Client) Start(ctx context.Context, spec Spec, fuse *os.File, k keys.Keys) (Info, error) {
+func (c *Client) Start(ctx context.Context, spec Spec, fds Descriptors, k keys.Keys) (Info, error) {
 	var wire bytes.Buffer
 	if err := keys.Encode(&wire, k); err != nil {
 		return Info{}, err
 	}
-	resp, err := c.call(ctx, request{Op: opStart, Spec: spec, Keys: bytes.TrimSpace(wire.Bytes())}, fuse)
+	resp, err := c.call(ctx, request{Op: opStart, Spec: spec, Keys: bytes.TrimSpace(wire.Bytes())}, fds)
 	if err != nil {
 		return Info{}, err
 	}
@@ -272,32 +339,57 @@ func (c *Client) Start(ctx context.Context, spec Spec, fuse *os.File, k keys.Key
 
 // Stop stops the server of mount id (see Supervisor.Stop).
 func (c *Client) Stop(ctx context.Context, id string) error {
-	_, err := c.call(ctx, request{Op: opStop, ID: id}, nil)
+	_, err := c.call(ctx, request{Op: opStop, ID: id}, Descriptors{})
 	return err
 }
 
 // List returns the supervisor's mounts.
 func (c *Client) List(ctx context.Context) ([]Info, error) {
-	resp, err := c.call(ctx, request{Op: opList}, nil)
+	resp, err := c.call(ctx, request{Op: opList}, Descriptors{})
 	return resp.Infos, err
+}
+
+// Attach gives the supervisor copies of mount id's descriptors (see
+// Supervisor.Attach).
+func (c *Client) Attach(ctx context.Context, id string, fds Descriptors) error {
+	_, err := c.call(ctx, request{Op: opAttach, ID: id}, fds)
+	return err
+}
+
+// Descriptors returns copies of mount id's descriptors (see
+// Supervisor.Descriptors); the caller closes them.
+func (c *Client) Descriptors(ctx context.Context, id string) (Descriptors, error) {
+	_, fds, err := c.exchange(ctx, request{Op: opDescriptors, ID: id}, Descriptors{}, true)
+	if err == nil && (fds.Fuse == nil || fds.Custody == nil) {
+		fds.Close()
+		return Descriptors{}, errors.New("supervisor: descriptors: the reply carried none")
+	}
+	return fds, err
 }
 
 // Watch streams Events to fn until ctx ends or the connection breaks; it
 // returns why it stopped. Callers reconnect (the supervisor may restart).
 func (c *Client) Watch(ctx context.Context, fn func(Event)) error {
+	return c.watch(ctx, fn, nil)
+}
+
+func (c *Client) watch(ctx context.Context, fn func(Event), connected func()) error {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
 	go func() { <-ctx.Done(); _ = conn.Close() }()
-	if err := send(conn, request{Op: opWatch}, nil); err != nil {
+	if err := send(conn, request{Version: ProtocolVersion, Op: opWatch}, Descriptors{}); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bufio.NewReader(conn))
 	var first response
 	if err := dec.Decode(&first); err != nil {
 		return fmt.Errorf("supervisor: watch: %w", err)
+	}
+	if connected != nil {
+		go connected()
 	}
 	for {
 		var ev Event
@@ -312,9 +404,11 @@ func (c *Client) Watch(ctx context.Context, fn func(Event)) error {
 }
 
 // WatchForever calls Watch again after every disconnect, until ctx ends.
-func (c *Client) WatchForever(ctx context.Context, fn func(Event), log logr.Logger) {
+// connected (optional) runs, in its own goroutine, each time the stream
+// is established: the supervisor may have restarted.
+func (c *Client) WatchForever(ctx context.Context, fn func(Event), connected func(), log logr.Logger) {
 	for ctx.Err() == nil {
-		if err := c.Watch(ctx, fn); err != nil && ctx.Err() == nil {
+		if err := c.watch(ctx, fn, connected); err != nil && ctx.Err() == nil {
 			log.V(1).Info("supervisor event stream ended; reconnecting", "error", err.Error())
 		}
 		select {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"time"
 )
 
@@ -43,6 +44,25 @@ func MountID(target string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
+// Descriptors are the two files that keep a mount alive across the death
+// of its FUSE server: the mounted /dev/fuse connection (its last close
+// aborts the mount) and the key custody memfd (package keycustody). The
+// driver and the supervisor each hold copies, so neither one's death, nor
+// a server's, loses them.
+type Descriptors struct {
+	Fuse    *os.File
+	Custody *os.File // nil: the supervisor makes one
+}
+
+// Close closes the files that are set.
+func (d Descriptors) Close() {
+	for _, f := range []*os.File{d.Fuse, d.Custody} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
+
 // Info is a running (or dead, not yet stopped) mount.
 type Info struct {
 	Spec Spec `json:"spec"`
@@ -61,11 +81,16 @@ type Info struct {
 	// EventSequence is the sequence of the server's last event that
 	// reached a subscriber (WatchEvents after_sequence on adoption).
 	EventSequence uint64 `json:"eventSequence,omitempty"`
+	// Resumes counts how often a new server took over the connection
+	// after its server died.
+	Resumes int `json:"resumes,omitempty"`
 }
 
 // Event kinds besides the FUSE server's own (applied, refused, reported).
 const (
 	EventDied = "died"
+	// EventResumed: a server died and a new one took over its connection.
+	EventResumed = "resumed"
 )
 
 // Event is a FUSE server's swap outcome or report, or its death.

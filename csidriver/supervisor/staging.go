@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"rekey.dev/rekey/fuseserver/journal"
+	"rekey.dev/rekey/fuseserver/s3fs"
 )
 
 // EventStagedDataRetained: data an application wrote is kept in the
@@ -26,6 +27,9 @@ const EventStagedDataRetained = "retained"
 // Called with stateMu held.
 func (s *Supervisor) pruneStaging(id string, spec Spec) {
 	dir := s.statePath(id, ".staging")
+	if err := s3fs.RemoveNodeTable(dir); err != nil {
+		s.cfg.Log.Error(err, "node table not removed", "mountId", id)
+	}
 	kept, err := journal.Prune(dir)
 	if err != nil {
 		s.cfg.Log.Error(err, "staging directory not fully cleaned", "mountId", id, "stagingDir", dir)

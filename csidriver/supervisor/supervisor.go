@@ -20,6 +20,7 @@ import (
 	mountutils "k8s.io/mount-utils"
 
 	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/fuseserver/keycustody"
 	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
@@ -55,8 +56,13 @@ type Config struct {
 	// ServerOutput receives the FUSE servers' stdout and stderr (default
 	// os.Stderr). A file, so the servers inherit it and outlive us.
 	ServerOutput *os.File
+	// OrphanWait bounds the wait for the driver to attach the descriptors
+	// of a mount whose server is gone (default DefaultOrphanWait).
+	OrphanWait time.Duration
 	// ExtraArgs are added to every rekey-fuse command line (tests: -v).
 	ExtraArgs []string
+	// Memory is the memory budget of each FUSE server (memory.go); zero: none.
+	Memory ServerMemory
 }
 
 // Supervisor runs FUSE servers. Its methods are safe for concurrent use.
@@ -83,7 +89,10 @@ const maxPending = 1024
 
 type mount struct {
 	info     Info
-	fuse     *os.File // our dup of the /dev/fuse descriptor; nil after adoption
+	fuse     *os.File      // our dup of the /dev/fuse descriptor; nil if not reclaimed on adoption
+	custody  *os.File      // the key custody file; nil if not reclaimed on adoption
+	resumed  []time.Time   // when the connection was resumed, within resumeWindow
+	attached chan struct{} // closed by Attach, for a server gone without descriptors here
 	stopping bool
 	exited   chan struct{}
 	cancel   context.CancelFunc // stops the event follower
@@ -98,6 +107,9 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 60 * time.Second
+	}
+	if cfg.OrphanWait <= 0 {
+		cfg.OrphanWait = DefaultOrphanWait
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("supervisor: state dir: %w", err)
@@ -178,11 +190,12 @@ func (s *Supervisor) List(context.Context) ([]Info, error) {
 
 func (s *Supervisor) statePath(id, ext string) string { return filepath.Join(s.cfg.StateDir, id+ext) }
 
-// Start runs a FUSE server for spec on fuseFD (an open /dev/fuse already
+// Start runs a FUSE server for spec on fds.Fuse (an open /dev/fuse already
 // mounted at spec.Target) with the initial keys k, and returns once it
-// serves. Start takes its own duplicate of fuseFD; the caller closes its
-// copy. A target that already has a live server is returned as is.
-func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k keys.Keys) (Info, error) {
+// serves. Start takes its own duplicates of fds; the caller keeps (or
+// closes) its copies. Without fds.Custody it makes the key custody file
+// itself. A target that already has a live server is returned as is.
+func (s *Supervisor) Start(ctx context.Context, spec Spec, fds Descriptors, k keys.Keys) (Info, error) {
 	id := MountID(spec.Target)
 	log := s.cfg.Log.WithValues("mountId", id, "volumeId", spec.VolumeID, "target", spec.Target)
 	s.mu.Lock()
@@ -194,36 +207,28 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	delete(s.mounts, id)
 	s.mu.Unlock()
 
-	dupFD, err := unix.FcntlInt(fuseFD.Fd(), unix.F_DUPFD_CLOEXEC, 3)
-	if err != nil {
-		return Info{}, fmt.Errorf("supervisor: dup fuse fd: %w", err)
+	if fds.Fuse == nil {
+		return Info{}, errors.New("supervisor: start without a /dev/fuse descriptor")
 	}
-	fuse := os.NewFile(uintptr(dupFD), "/dev/fuse")
-	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock")}
-	cmd, readyR, err := s.command(spec, info, fuse, k)
+	fuse, err := dupFile(fds.Fuse, "/dev/fuse")
 	if err != nil {
-		_ = fuse.Close()
 		return Info{}, err
 	}
-	if err := cmd.Start(); err != nil {
-		_ = fuse.Close()
-		return Info{}, fmt.Errorf("supervisor: start %s: %w", s.cfg.FuseBinary, err)
+	var custody *os.File
+	if fds.Custody != nil {
+		custody, err = dupFile(fds.Custody, "key-custody")
+	} else { // a driver of an earlier version
+		custody, err = keycustody.Create("rekey-keys")
 	}
-	for _, f := range cmd.ExtraFiles[1:] { // close our copies of the child's pipe ends
-		_ = f.Close()
-	}
-	info.PID = cmd.Process.Pid
-	m := &mount{info: info, fuse: fuse, exited: make(chan struct{})}
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(m.exited) }()
-
-	if err := waitReady(ctx, readyR, m.exited, s.cfg.ReadyTimeout); err != nil {
-		_ = cmd.Process.Kill()
-		<-m.exited
+	if err != nil {
 		_ = fuse.Close()
-		if waitErr != nil {
-			err = fmt.Errorf("%w (%w)", err, waitErr)
-		}
+		return Info{}, fmt.Errorf("supervisor: %w", err)
+	}
+	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock")}
+	m, err := s.launch(ctx, info, launch{fuse: fuse, custody: custody, keys: &k})
+	if err != nil {
+		_ = fuse.Close()
+		_ = custody.Close()
 		return Info{}, err
 	}
 	m.info.Started = time.Now()
@@ -239,42 +244,71 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fuseFD *os.File, k ke
 	return started, nil
 }
 
-func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (*exec.Cmd, *os.File, error) {
+// launch is what a FUSE server process is started with.
+type launch struct {
+	fuse    *os.File   // the mounted /dev/fuse descriptor
+	custody *os.File   // the mount's key custody file
+	keys    *keys.Keys // initial keys; nil on resume (custody has them)
+	resume  bool       // take over the live connection (session file)
+}
+
+// Descriptor numbers of a FUSE server: fixed, so that a restarted
+// supervisor can take its copies back from a running server (pidfd_getfd).
+const (
+	serverFuseFD    = 3
+	serverReadyFD   = 4
+	serverCustodyFD = 5
+	serverKeysFD    = 6
+)
+
+func (s *Supervisor) command(spec Spec, info Info, l launch) (*exec.Cmd, *os.File, error) {
 	staging := s.statePath(info.ID, ".staging")
 	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("supervisor: staging dir: %w", err)
 	}
-	keysR, keysW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, fmt.Errorf("supervisor: keys pipe: %w", err)
-	}
-	// The pipe buffer (64 KiB) holds the largest keys; write before start.
-	if err := keys.Encode(keysW, k); err != nil {
-		_ = keysR.Close()
-		_ = keysW.Close()
-		return nil, nil, err
-	}
-	_ = keysW.Close()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
-		_ = keysR.Close()
 		return nil, nil, fmt.Errorf("supervisor: ready pipe: %w", err)
 	}
+	files := []*os.File{l.fuse, readyW, l.custody}
 	allowed := []string{"0"}
 	for _, u := range s.cfg.AllowedUIDs {
 		allowed = append(allowed, strconv.FormatUint(uint64(u), 10))
 	}
 	args := []string{
-		"--fuse-fd=3", "--keys-fd=4", "--ready-fd=5",
+		"--fuse-fd=" + strconv.Itoa(serverFuseFD), "--ready-fd=" + strconv.Itoa(serverReadyFD),
+		"--key-custody-fd=" + strconv.Itoa(serverCustodyFD), "--session-file=" + s.statePath(info.ID, ".session"),
 		"--endpoint=" + spec.Endpoint, "--bucket=" + spec.Bucket,
 		"--staging-dir=" + staging, "--control-socket=" + info.ControlSocket,
 		"--allowed-uids=" + strings.Join(allowed, ","),
 		"--volume-id=" + spec.VolumeID, "--auth-type=" + orDefault(spec.AuthType, "secret"),
 	}
+	if l.resume {
+		args = append(args, "--resume")
+	}
+	if l.keys != nil {
+		keysR, keysW, err := os.Pipe()
+		if err != nil {
+			_ = readyR.Close()
+			_ = readyW.Close()
+			return nil, nil, fmt.Errorf("supervisor: keys pipe: %w", err)
+		}
+		// The pipe buffer (64 KiB) holds the largest keys; write before start.
+		err = keys.Encode(keysW, *l.keys)
+		_ = keysW.Close()
+		if err != nil {
+			_ = keysR.Close()
+			_ = readyR.Close()
+			_ = readyW.Close()
+			return nil, nil, err
+		}
+		files = append(files, keysR)
+		args = append(args, "--keys-fd="+strconv.Itoa(serverKeysFD))
+	}
 	if spec.SocketUID > 0 {
 		args = append(args, "--socket-uid="+strconv.Itoa(spec.SocketUID), "--socket-gid="+strconv.Itoa(spec.SocketUID))
 	}
-	for flag, v := range map[string]string{"region": spec.Region, "prefix": spec.Prefix, "o": spec.Options,
+	for flag, v := range map[string]string{"region": spec.Region, "prefix": spec.Prefix, "o": s.serverOptions(spec.Options),
 		"secret-ref": spec.SecretRef, "role-arn": spec.RoleARN, "pod-socket": spec.PodSocket} {
 		if v != "" {
 			args = append(args, "--"+flag+"="+v)
@@ -282,7 +316,7 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 	}
 	args = append(args, s.cfg.ExtraArgs...)
 	cmd := exec.Command(s.cfg.FuseBinary, args...)
-	cmd.ExtraFiles = []*os.File{fuse, keysR, readyW}
+	cmd.ExtraFiles = files
 	out := s.cfg.ServerOutput
 	if out == nil {
 		out = os.Stderr
@@ -290,7 +324,7 @@ func (s *Supervisor) command(spec Spec, info Info, fuse *os.File, k keys.Keys) (
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: the server outlives the supervisor and its signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Env = []string{}
+	cmd.Env = s.serverEnv() // GOMEMLIMIT under a budget, nothing else
 	return cmd, readyR, nil
 }
 
@@ -336,6 +370,11 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 	go func() {
 		<-m.exited
 		cancel()
+		if s.ctx.Err() != nil {
+			// This supervisor is stopping; the next one adopts the mount
+			// (and resumes it, or reports it).
+			return
+		}
 		s.mu.Lock()
 		stopping := m.stopping
 		if !stopping {
@@ -352,22 +391,24 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 			s.mu.Lock()
 			delete(s.mounts, m.info.ID)
 			s.mu.Unlock()
-			if m.fuse != nil {
-				_ = m.fuse.Close()
-			}
+			m.closeFiles()
 			s.removeState(m.info.ID)
 			return
 		}
 		status := exitStatus(m.info.PID)
+		s.awaitDescriptors(m)
+		err := s.resume(m, status, log)
+		if err == nil {
+			return
+		}
+		status += "; not resumed: " + err.Error()
 		log.Info("FUSE server died while mounted; aborting its FUSE connection", "pid", m.info.PID, "status", status)
 		if s.cfg.Aborter != nil {
 			if err := s.cfg.Aborter.AbortConnection(m.info.Spec.ConnectionID); err != nil {
 				log.Error(err, "aborting the FUSE connection failed")
 			}
 		}
-		if m.fuse != nil {
-			_ = m.fuse.Close()
-		}
+		m.closeFiles()
 		s.publish(Event{Kind: EventDied, MountID: m.info.ID, Spec: m.info.Spec, Reason: status, Time: time.Now()}, nil)
 	}()
 }
@@ -385,6 +426,10 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	if ok {
 		m.stopping = true
 		info, cancel = m.info, m.cancel
+		if m.attached != nil { // wake a wait for descriptors: no resume now
+			close(m.attached)
+			m.attached = nil
+		}
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -409,9 +454,7 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	if cancel != nil {
 		cancel()
 	}
-	if m.fuse != nil {
-		_ = m.fuse.Close()
-	}
+	m.closeFiles()
 	if p := info.Spec.PodSocket; p != "" {
 		removeSocket(p) // left behind by a server that was killed
 	}
@@ -420,6 +463,15 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	s.mu.Unlock()
 	s.removeState(id)
 	return nil
+}
+
+// closeFiles closes the supervisor's copies of the mount's descriptors.
+func (m *mount) closeFiles() {
+	for _, f := range []*os.File{m.fuse, m.custody} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
 }
 
 // removeSocket removes path if it is a socket.
@@ -433,10 +485,11 @@ func removeSocket(path string) {
 // its journal says the data is uploaded: whatever else is in it stays and
 // is reported (pruneStaging).
 func (s *Supervisor) removeState(id string) {
+	s.releaseServer(id) // its memory cgroup (cgroup_linux.go)
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	spec := s.stateSpec(id)
-	for _, ext := range []string{".json", ".sock"} {
+	for _, ext := range []string{".json", ".sock", ".session"} {
 		_ = os.Remove(s.statePath(id, ext))
 	}
 	s.pruneStaging(id, spec)
@@ -497,6 +550,11 @@ func (s *Supervisor) adopt(ctx context.Context, info Info) {
 		log.Info("recorded FUSE server is gone", "why", err.Error())
 		close(m.exited)
 	} else {
+		// Before the watcher below owns (and closes) pidfd.
+		var rerr error
+		if m.fuse, m.custody, rerr = reclaim(pidfd, info); rerr != nil {
+			log.Info("the adopted server's connection cannot be resumed if it dies", "why", rerr.Error())
+		}
 		go func() {
 			defer func() { _ = unix.Close(pidfd) }()
 			fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}

@@ -3,6 +3,7 @@ package supervisor_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,12 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr/testr"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/fuseserver/session"
 	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/keys"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
@@ -54,6 +59,21 @@ func setup(t *testing.T) (dir, bin string, k keys.Keys, s3 *fakes3.Server) {
 	return dir, bin, k, s3
 }
 
+// object reads key from bucket bkt of s3.
+func object(t *testing.T, s3c *fakes3.Server, k keys.Keys, key string) string {
+	t.Helper()
+	out, err := s3c.Client(k).GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	return string(b)
+}
+
 // newTarget makes the mount target of a test and the Config of its
 // supervisors; the target is unmounted when the test ends.
 func newTarget(t *testing.T, dir, bin string) (mounter.Interface, string, supervisor.Config) {
@@ -71,7 +91,7 @@ func newTarget(t *testing.T, dir, bin string) (mounter.Interface, string, superv
 // with start (a Supervisor's or a Client's Start); it fills in the
 // connection ID.
 func startOn(t *testing.T, m mounter.Interface, spec supervisor.Spec, k keys.Keys,
-	start func(context.Context, supervisor.Spec, *os.File, keys.Keys) (supervisor.Info, error)) supervisor.Info {
+	start func(context.Context, supervisor.Spec, supervisor.Descriptors, keys.Keys) (supervisor.Info, error)) supervisor.Info {
 	t.Helper()
 	fuse, err := m.MountFUSE(spec.Target, mounter.FUSEOptions{Source: "rekey:" + spec.Bucket, Subtype: "rekey", AllowOther: true})
 	if err != nil {
@@ -81,7 +101,7 @@ func startOn(t *testing.T, m mounter.Interface, spec supervisor.Spec, k keys.Key
 	if spec.ConnectionID, err = m.ConnectionID(spec.Target); err != nil {
 		t.Fatal(err)
 	}
-	info, err := start(context.Background(), spec, fuse, k)
+	info, err := start(context.Background(), spec, supervisor.Descriptors{Fuse: fuse}, k)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -119,7 +139,7 @@ func TestStartAdoptDie(t *testing.T) {
 		t.Fatalf("write: %v", err)
 	}
 	// Idempotent: a second start for the same target returns the same server.
-	again, err := sup.Start(ctx, supervisor.Spec{Target: target}, nil, k)
+	again, err := sup.Start(ctx, supervisor.Spec{Target: target}, supervisor.Descriptors{}, k)
 	if err != nil || again.PID != info.PID {
 		t.Fatalf("second start = %+v, %v; want pid %d", again, err, info.PID)
 	}
@@ -160,16 +180,53 @@ func TestStartAdoptDie(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no refused event from the adopted server")
 	}
+	// The adopted server dies: the supervisor took copies of its
+	// descriptors on adoption and resumes the connection.
 	p, _ := os.FindProcess(info.PID)
 	_ = p.Kill()
 	_, _ = p.Wait() // our child: reap it so the pidfd fires
 	select {
 	case ev := <-events:
-		if ev.Kind != supervisor.EventDied || ev.Spec.VolumeID != "pv" {
-			t.Errorf("event = %+v, want died for pv", ev)
+		if ev.Kind != supervisor.EventResumed || ev.Spec.VolumeID != "pv" || !strings.Contains(ev.Reason, "resumed as process") {
+			t.Fatalf("event = %+v, want resumed for pv", ev)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no died event for the adopted server")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resumed event for the adopted server")
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "f")); err != nil || string(b) != "hello" {
+		t.Fatalf("read after the resume: %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "g"), []byte("after"), 0o644); err != nil {
+		t.Fatalf("write after the resume: %v", err)
+	}
+	if got := object(t, s3, k, "g"); got != "after" {
+		t.Fatalf("bucket has %q for g, want %q", got, "after")
+	}
+	infos, _ = sup2.List(ctx)
+	if len(infos) != 1 || infos[0].Resumes != 1 || infos[0].PID == info.PID {
+		t.Fatalf("after the resume: %+v", infos)
+	}
+
+	// On a kernel without FUSE_NOTIFY_RESEND (masked in the recorded INIT
+	// settings) a dead server is not resumed: the connection is aborted at
+	// once (no process hangs on a request nobody answers) and reported.
+	sessionFile := filepath.Join(cfg.StateDir, info.ID+".session")
+	st, err := session.Read(sessionFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Init.Kernel.Flags2 &^= uint32(fuse.CAP_HAS_RESEND >> 32)
+	if err := session.Write(sessionFile, st); err != nil {
+		t.Fatal(err)
+	}
+	_ = unix.Kill(infos[0].PID, unix.SIGKILL)
+	select {
+	case ev := <-events:
+		if ev.Kind != supervisor.EventDied || ev.Spec.VolumeID != "pv" || !strings.Contains(ev.Reason, "cannot resend") {
+			t.Errorf("event = %+v, want died for pv (cannot resend)", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no died event")
 	}
 	if _, err := os.ReadDir(target); err == nil {
 		t.Error("dead mount still answers")

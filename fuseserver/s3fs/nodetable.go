@@ -413,3 +413,13 @@ func (t *nodeTable) close() error {
 	}
 	return nil
 }
+
+// RemoveNodeTable removes the node table of the mount whose staging
+// directory is stagingDir, once the mount is gone for good (no kernel
+// connection can ask for its node ids any more).
+func RemoveNodeTable(stagingDir string) error {
+	if err := os.RemoveAll(filepath.Join(stagingDir, nodeTableDir)); err != nil {
+		return fmt.Errorf("s3fs: remove node table: %w", err)
+	}
+	return nil
+}

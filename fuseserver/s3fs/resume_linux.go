@@ -12,8 +12,10 @@ import (
 // for an INIT (the kernel sends none). Requests the earlier server read but
 // did not answer stay with the kernel until the caller asks for them with
 // the returned server's NotifyResend, once f can resolve the node ids and
-// file handles the earlier server gave out.
-func Resume(fd int, f *FS, allowOther bool, init *fuse.InitState) (*fuse.Server, error) {
+// file handles the earlier server gave out. epoch must differ from that of
+// every earlier server of the connection (the first one has 0): the file
+// handles this server issues carry it.
+func Resume(fd int, f *FS, allowOther bool, init *fuse.InitState, epoch uint32) (*fuse.Server, error) {
 	if fd <= 0 {
 		return nil, fmt.Errorf("s3fs: resume: invalid fuse fd %d", fd)
 	}
@@ -22,5 +24,6 @@ func Resume(fd int, f *FS, allowOther bool, init *fuse.InitState) (*fuse.Server,
 	}
 	opts := f.MountOptions(allowOther)
 	opts.Resume = init
+	opts.FileHandleEpoch = epoch
 	return serveFD(fd, f, opts)
 }

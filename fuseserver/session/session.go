@@ -32,16 +32,22 @@ var ErrUnsupportedVersion = errors.New("session: unsupported format version")
 type State struct {
 	// Init is what the kernel offered and the server answered at INIT.
 	Init fuse.InitState
+	// Epoch counts the servers that took the connection over. Each one
+	// issues file handles of its own epoch (go-fuse's FileHandleEpoch), so
+	// its handles never collide with those of earlier servers, which the
+	// kernel may still hold.
+	Epoch uint32
 }
 
 type file struct {
 	Version int            `json:"version"`
 	Init    fuse.InitState `json:"init"`
+	Epoch   uint32         `json:"epoch"`
 }
 
 // Write records st at path (write to a temporary file, then rename).
 func Write(path string, st State) error {
-	b, err := json.MarshalIndent(file{Version: FormatVersion, Init: st.Init}, "", "  ")
+	b, err := json.MarshalIndent(file{Version: FormatVersion, Init: st.Init, Epoch: st.Epoch}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
 	}
@@ -87,5 +93,5 @@ func Read(path string) (State, error) {
 	if err := dec.Decode(&f); err != nil {
 		return State{}, fmt.Errorf("session: %s: %w", path, err)
 	}
-	return State{Init: f.Init}, nil
+	return State{Init: f.Init, Epoch: f.Epoch}, nil
 }

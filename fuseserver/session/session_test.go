@@ -20,6 +20,7 @@ func sample() State {
 	st.Init.Kernel = fuse.InitIn{Major: 7, Minor: 44, MaxReadAhead: 131072, Flags: 0x73fffffb, Flags2: 0x1b6}
 	st.Init.Reply = fuse.InitOut{Major: 7, Minor: 44, MaxReadAhead: 131072, Flags: 0x40211, Flags2: 0,
 		MaxBackground: 64, CongestionThreshold: 48, MaxWrite: 1 << 20, TimeGran: 1, MaxPages: 256}
+	st.Epoch = 3
 	return st
 }
 

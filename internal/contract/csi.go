@@ -37,6 +37,13 @@ const (
 	EventReasonFUSEServerDied = "FUSEServerDied"
 	// EventMessageFUSEServerDiedFormat formats it: the volume, then the exit status.
 	EventMessageFUSEServerDiedFormat = "FUSE server for %s died (%s); I/O on the volume fails until the pod is restarted: delete the pod so it gets a fresh mount"
+	// EventReasonFUSEServerResumed is the Normal Event posted on a pod
+	// whose FUSE server died and was replaced on the same connection: the
+	// application saw a pause, no error.
+	EventReasonFUSEServerResumed = "FUSEServerResumed"
+	// EventMessageFUSEServerResumedFormat formats it: the volume, then what
+	// happened (exit status, new process, time taken).
+	EventMessageFUSEServerResumedFormat = "FUSE server for %s was replaced on its live connection (%s); no I/O failed"
 	// EventReasonStagedDataRetained is the Warning Event posted on a pod
 	// when data it wrote could not be uploaded and is kept in the mount's
 	// staging directory on the node instead (never deleted; see "Recovering

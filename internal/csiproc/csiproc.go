@@ -25,6 +25,7 @@ import (
 	"k8s.io/mount-utils"
 
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/forksafe"
 )
 
 // StartTimeout bounds how long a started role may take to answer.
@@ -47,7 +48,9 @@ func Start(binary, logPath string, args ...string) (*Proc, error) {
 		return nil, fmt.Errorf("csiproc: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(binary, args...)
+	// Tests start a supervisor while files on a mount whose server is gone
+	// are open: see forksafe.
+	cmd := forksafe.Command(exec.Command(binary, args...))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	if err := cmd.Start(); err != nil {

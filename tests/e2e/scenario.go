@@ -209,8 +209,15 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if err := checkNoErrors(ctx, c, pods, "step 6 (rotation after restarts)"); err != nil {
 		return err
 	}
-	if err := killFUSEServer(ctx, c); err != nil {
-		return fmt.Errorf("step 6, FUSE server: %w", err)
+	// A FUSE server killed: the plain pod's (keys from republish), then the
+	// writer's (keys from its sidecar, the newest from key custody).
+	for _, k := range []struct {
+		volume string
+		pod    podRef
+	}{{plainVolume, podRef{plainNS, plainPod}}, {writerVolume, podRef{appNS, writer}}} {
+		if err := killFUSEServer(ctx, c, pods, k.volume, k.pod); err != nil {
+			return fmt.Errorf("step 6, FUSE server of %s: %w", k.pod.name, err)
+		}
 	}
 
 	// Step 7: delete the pods.
@@ -674,29 +681,26 @@ func killRole(ctx context.Context, c *Cluster, role string) error {
 	return nil
 }
 
-// killFUSEServer SIGKILLs the FUSE server of the plain pod: the application
-// must get errors within seconds, and the pod a FUSEServerDied Event.
-func killFUSEServer(ctx context.Context, c *Cluster) error {
+// killFUSEServer SIGKILLs the FUSE server of volume, mounted in pod p:
+// the supervisor resumes it on its live connection, the pod gets a
+// FUSEServerResumed Event, and no application of any pod sees an error.
+func killFUSEServer(ctx context.Context, c *Cluster, pods []podRef, volume string, p podRef) error {
 	socks, err := servers(c)
 	if err != nil {
 		return err
 	}
-	st, err := status(ctx, socks[plainVolume])
-	if err != nil {
-		return err
-	}
-	before, _, err := podStats(ctx, c, podRef{plainNS, plainPod})
+	st, err := status(ctx, socks[volume])
 	if err != nil {
 		return err
 	}
 	// Status answers the server's PID in the supervisor container's PID
 	// namespace; find the host PID whose innermost NSpid matches.
 	pid := 0
-	for _, p := range rekeyProcs("/rekey-fuse") {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+	for _, hp := range rekeyProcs("/rekey-fuse") {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", hp))
 		for _, l := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(int(st.GetPid())) {
-				pid = p
+				pid = hp
 			}
 		}
 	}
@@ -707,28 +711,14 @@ func killFUSEServer(ctx context.Context, c *Cluster) error {
 		return err
 	}
 	killed := time.Now()
-	var first time.Time
-	if err := waitFor(ctx, 30*time.Second, "I/O errors in the plain pod", func() error {
-		s, _, err := podStats(ctx, c, podRef{plainNS, plainPod})
-		if err != nil {
-			return err
-		}
-		if s.Failed <= before.Failed {
-			return errors.New("no failure yet")
-		}
-		first = s.Time
-		return nil
-	}); err != nil {
-		return err
-	}
 	var line string
-	if err := waitFor(ctx, 60*time.Second, "FUSEServerDied Event", func() error {
-		out, err := c.kubectl(ctx, "-n", plainNS, "describe", "pod", plainPod)
+	if err := waitFor(ctx, 60*time.Second, "FUSEServerResumed Event on "+p.name, func() error {
+		out, err := c.kubectl(ctx, "-n", p.ns, "describe", "pod", p.name)
 		if err != nil {
 			return err
 		}
 		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "FUSEServerDied") {
+			if strings.Contains(l, "FUSEServerResumed") {
 				line = strings.Join(strings.Fields(l), " ")
 				return nil
 			}
@@ -737,13 +727,23 @@ func killFUSEServer(ctx context.Context, c *Cluster) error {
 	}); err != nil {
 		return err
 	}
-	_, errs, _ := podStats(ctx, c, podRef{plainNS, plainPod})
-	sample := ""
-	if len(errs) > 0 {
-		sample = errs[len(errs)-1]
+	evented := time.Since(killed)
+	after, err := status(ctx, socks[volume])
+	if err != nil {
+		return fmt.Errorf("the resumed server does not answer on its socket: %w", err)
 	}
-	note("step 6: kill -9 FUSE server (host pid %d): the app reported errors within %.1fs (%q); Event after %.1fs: %s",
-		pid, first.Sub(killed).Seconds(), sample, time.Since(killed).Seconds(), line)
+	if after.GetPid() == st.GetPid() || after.GetFingerprint() != st.GetFingerprint() {
+		return fmt.Errorf("after the kill: pid %d (was %d), keys %s (were %s)", after.GetPid(), st.GetPid(), after.GetFingerprint(), st.GetFingerprint())
+	}
+	// The application goes on: more operations, none failed, in every pod.
+	if err := waitOps(ctx, c, []podRef{p}, 20); err != nil {
+		return err
+	}
+	if err := checkNoErrors(ctx, c, pods, "step 6 (FUSE server of "+p.name+" killed)"); err != nil {
+		return err
+	}
+	note("step 6: kill -9 FUSE server of %s/%s (host pid %d): resumed as pid %d on the same keys, Event after %.1fs: %s; the app went on with 0 failed operations",
+		p.ns, p.name, pid, after.GetPid(), evented.Seconds(), line)
 	return nil
 }
 

@@ -450,7 +450,7 @@ func (b *rawBridge) file(ctx context.Context, e *nodeEntry, fh uint64, flags uin
 }
 
 func (b *rawBridge) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	if name == "." {
 		return b.lookupDot(ctx, header.NodeId, out)
 	}
@@ -578,7 +578,7 @@ func (b *rawBridge) lookup(ctx *fuse.Context, parent *Inode, name string, out *f
 }
 
 func (b *rawBridge) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	parent, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -596,7 +596,7 @@ func (b *rawBridge) Rmdir(cancel <-chan struct{}, header *fuse.InHeader, name st
 }
 
 func (b *rawBridge) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name string) fuse.Status {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	parent, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -614,7 +614,7 @@ func (b *rawBridge) Unlink(cancel <-chan struct{}, header *fuse.InHeader, name s
 }
 
 func (b *rawBridge) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	parent, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -644,7 +644,7 @@ func (b *rawBridge) Mkdir(cancel <-chan struct{}, input *fuse.MkdirIn, name stri
 }
 
 func (b *rawBridge) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	parent, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -665,7 +665,7 @@ func (b *rawBridge) Mknod(cancel <-chan struct{}, input *fuse.MknodIn, name stri
 }
 
 func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	parent, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -695,7 +695,7 @@ func (b *rawBridge) Create(cancel <-chan struct{}, input *fuse.CreateIn, name st
 }
 
 func (b *rawBridge) Tmpfile(cancel <-chan struct{}, input *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	parent, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -740,7 +740,7 @@ func (b *rawBridge) Forget(nodeid, nlookup uint64) {
 func (b *rawBridge) SetDebug(debug bool) {}
 
 func (b *rawBridge) GetAttr(cancel <-chan struct{}, input *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	e, fEntry, errno := b.entry(ctx, input.NodeId, input.Fh(), anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -782,7 +782,7 @@ func (b *rawBridge) getattr(ctx context.Context, n *Inode, f FileHandle, out *fu
 }
 
 func (b *rawBridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel, Unique: in.Unique}
 
 	fh, _ := in.GetFh()
 
@@ -804,7 +804,7 @@ func (b *rawBridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fus
 }
 
 func (b *rawBridge) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName string, newName string) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	p1, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -830,7 +830,7 @@ func (b *rawBridge) Rename(cancel <-chan struct{}, input *fuse.RenameIn, oldName
 }
 
 func (b *rawBridge) Link(cancel <-chan struct{}, input *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	parent, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -857,7 +857,7 @@ func (b *rawBridge) Link(cancel <-chan struct{}, input *fuse.LinkIn, name string
 }
 
 func (b *rawBridge) Symlink(cancel <-chan struct{}, header *fuse.InHeader, target string, name string, out *fuse.EntryOut) fuse.Status {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	parent, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -879,7 +879,7 @@ func (b *rawBridge) Symlink(cancel <-chan struct{}, header *fuse.InHeader, targe
 }
 
 func (b *rawBridge) Readlink(cancel <-chan struct{}, header *fuse.InHeader) (out []byte, status fuse.Status) {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	n, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return nil, errnoToStatus(errno)
@@ -898,7 +898,7 @@ func (b *rawBridge) Readlink(cancel <-chan struct{}, header *fuse.InHeader) (out
 }
 
 func (b *rawBridge) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -924,7 +924,7 @@ func (b *rawBridge) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.St
 // Extended attributes.
 
 func (b *rawBridge) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string, data []byte) (uint32, fuse.Status) {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	n, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return 0, errnoToStatus(errno)
@@ -939,7 +939,7 @@ func (b *rawBridge) GetXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr
 }
 
 func (b *rawBridge) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, dest []byte) (sz uint32, status fuse.Status) {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	n, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return 0, errnoToStatus(errno)
@@ -952,7 +952,7 @@ func (b *rawBridge) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, des
 }
 
 func (b *rawBridge) SetXAttr(cancel <-chan struct{}, input *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -964,7 +964,7 @@ func (b *rawBridge) SetXAttr(cancel <-chan struct{}, input *fuse.SetXAttrIn, att
 }
 
 func (b *rawBridge) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, attr string) fuse.Status {
-	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: header.Caller, Cancel: cancel, Unique: header.Unique}
 	n, errno := b.inode(ctx, header.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -976,7 +976,7 @@ func (b *rawBridge) RemoveXAttr(cancel <-chan struct{}, header *fuse.InHeader, a
 }
 
 func (b *rawBridge) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	e, errno := b.node(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1065,7 +1065,7 @@ func (b *rawBridge) releaseBackingIDRef(e *nodeEntry) {
 }
 
 func (b *rawBridge) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
 	if errno != 0 {
 		return nil, errnoToStatus(errno)
@@ -1083,7 +1083,7 @@ func (b *rawBridge) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte)
 }
 
 func (b *rawBridge) GetLk(cancel <-chan struct{}, input *fuse.LkIn, out *fuse.LkOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1098,7 +1098,7 @@ func (b *rawBridge) GetLk(cancel <-chan struct{}, input *fuse.LkIn, out *fuse.Lk
 }
 
 func (b *rawBridge) SetLk(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1112,7 +1112,7 @@ func (b *rawBridge) SetLk(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status 
 	return fuse.ENOTSUP
 }
 func (b *rawBridge) SetLkw(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1135,7 +1135,7 @@ func (b *rawBridge) Release(cancel <-chan struct{}, input *fuse.ReleaseIn) {
 
 	f.wg.Wait()
 
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	if r, ok := n.ops.(NodeReleaser); ok {
 		r.Release(ctx, f.file)
 	} else if r, ok := f.file.(FileReleaser); ok {
@@ -1174,7 +1174,7 @@ func (b *rawBridge) releaseFileEntry(nid uint64, fh uint64) (*nodeEntry, *fileEn
 }
 
 func (b *rawBridge) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []byte) (written uint32, status fuse.Status) {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
 	if errno != 0 {
 		return 0, errnoToStatus(errno)
@@ -1183,7 +1183,7 @@ func (b *rawBridge) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []by
 }
 
 func (b *rawBridge) Writev(cancel <-chan struct{}, input *fuse.WriteIn, data [][]byte) (written uint32, status fuse.Status) {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
 	if errno != 0 {
 		return 0, errnoToStatus(errno)
@@ -1236,7 +1236,7 @@ func (b *rawBridge) write(ctx *fuse.Context, n *Inode, f *fileEntry, data []byte
 }
 
 func (b *rawBridge) Flush(cancel <-chan struct{}, input *fuse.FlushIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1251,7 +1251,7 @@ func (b *rawBridge) Flush(cancel <-chan struct{}, input *fuse.FlushIn) fuse.Stat
 }
 
 func (b *rawBridge) Fsync(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1266,7 +1266,7 @@ func (b *rawBridge) Fsync(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Stat
 }
 
 func (b *rawBridge) Fallocate(cancel <-chan struct{}, input *fuse.FallocateIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1281,7 +1281,7 @@ func (b *rawBridge) Fallocate(cancel <-chan struct{}, input *fuse.FallocateIn) f
 }
 
 func (b *rawBridge) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	e, errno := b.node(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1355,7 +1355,7 @@ func (b *rawBridge) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fus
 }
 
 func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList, lookup bool) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, input.Flags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1505,7 +1505,7 @@ func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadI
 }
 
 func (b *rawBridge) FsyncDir(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, f, errno := b.inodeFile(ctx, input.NodeId, input.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1520,7 +1520,7 @@ func (b *rawBridge) FsyncDir(cancel <-chan struct{}, input *fuse.FsyncIn) fuse.S
 }
 
 func (b *rawBridge) StatFs(cancel <-chan struct{}, input *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel, Unique: input.Unique}
 	n, errno := b.inode(ctx, input.NodeId)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1538,7 +1538,7 @@ func (b *rawBridge) Init(s *fuse.Server) {
 }
 
 func (b *rawBridge) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (size uint32, status fuse.Status) {
-	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel, Unique: in.Unique}
 	n1, f1, errno := b.inodeFile(ctx, in.NodeId, in.FhIn, anyOpenFlags)
 	if errno != 0 {
 		return 0, errnoToStatus(errno)
@@ -1559,7 +1559,7 @@ func (b *rawBridge) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRange
 }
 
 func (b *rawBridge) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) (code fuse.Status) {
-	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel, Unique: in.Unique}
 	n, f, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)
@@ -1578,7 +1578,7 @@ func (b *rawBridge) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte
 }
 
 func (b *rawBridge) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel, Unique: in.Unique}
 	n, f, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)

@@ -31,7 +31,7 @@ func (b *rawBridge) setStatxTimeout(out *fuse.StatxOut) {
 }
 
 func (b *rawBridge) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel, Unique: in.Unique}
 	n, fe, errno := b.inodeFile(ctx, in.NodeId, in.Fh, anyOpenFlags)
 	if errno != 0 {
 		return errnoToStatus(errno)

@@ -19,6 +19,22 @@ import (
 type Context struct {
 	Caller
 	Cancel <-chan struct{}
+
+	// Unique is the kernel's identifier of the request.
+	Unique uint64
+}
+
+// uniqueResend is the bit the kernel sets in the unique identifier
+// of a request it queues again after NOTIFY_RESEND (FUSE_UNIQUE_RESEND).
+const uniqueResend = 1 << 63
+
+// Resent reports whether the kernel sent this request a second time,
+// after a server of the connection read it and did not answer (see
+// Server.NotifyResend). That server may have carried it out before it
+// died, so a file system may check the outcome rather than fail, e.g.
+// a RENAME whose source is already gone.
+func (c *Context) Resent() bool {
+	return c.Unique&uniqueResend != 0
 }
 
 func (c *Context) Deadline() (time.Time, bool) {

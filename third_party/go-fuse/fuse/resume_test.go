@@ -96,3 +96,15 @@ func TestNotifyResend(t *testing.T) {
 		t.Errorf("header: length %d, code %d, unique %d; want %d, %d, 0", length, code, unique, sizeOfOutHeader, -NOTIFY_RESEND)
 	}
 }
+
+func TestContextResent(t *testing.T) {
+	for _, c := range []struct {
+		unique uint64
+		want   bool
+	}{{0x40, false}, {0x8000000000000040, true}} {
+		ctx := &Context{Unique: c.unique}
+		if got := ctx.Resent(); got != c.want {
+			t.Errorf("Context{Unique: %#x}.Resent() = %v, want %v", c.unique, got, c.want)
+		}
+	}
+}
