@@ -58,6 +58,7 @@ type config struct {
 	verbosity        int
 	initArgv         []string
 	serverStopGrace  time.Duration
+	orphanWait       time.Duration
 }
 
 func main() {
@@ -92,6 +93,8 @@ func parse(args []string) (config, error) {
 		"a republish exchanges the service-account token again when the keys in use expire within this window (driver)")
 	fs.DurationVar(&cfg.serverStopGrace, "server-stop-grace", supervisor.DefaultServerStopGrace,
 		"how long init waits, when the container stops, for the FUSE servers to upload staged data and exit before it kills them (init; keep below terminationGracePeriodSeconds)")
+	fs.DurationVar(&cfg.orphanWait, "orphan-wait", supervisor.DefaultOrphanWait,
+		"how long a supervisor that finds a mount's server gone, without its descriptors, waits for the driver to attach them before it gives the mount up (supervisor)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
@@ -130,7 +133,7 @@ func run(args []string) error {
 		return supervisor.RunInit(ctx, cfg.initArgv, cfg.serverStopGrace, log.WithName("init"))
 	case "supervisor":
 		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
-			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"),
+			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
 			Memory: supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups}})
 		if err != nil {
 			return err
