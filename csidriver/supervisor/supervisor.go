@@ -377,9 +377,6 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 		}
 		s.mu.Lock()
 		stopping := m.stopping
-		if !stopping {
-			m.info.Dead = true
-		}
 		s.mu.Unlock()
 		if stopping {
 			return
@@ -388,11 +385,13 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 			// The mount went away first (unmounted while the supervisor
 			// was unreachable): the server exited as it should.
 			log.Info("FUSE server exited after its mount was removed", "pid", m.info.PID)
+			m.closeFiles()
+			s.removeState(m.info.ID)
+			// Forgotten last: whoever sees the mount gone from List finds
+			// its state gone too.
 			s.mu.Lock()
 			delete(s.mounts, m.info.ID)
 			s.mu.Unlock()
-			m.closeFiles()
-			s.removeState(m.info.ID)
 			return
 		}
 		status := exitStatus(m.info.PID)
@@ -401,6 +400,11 @@ func (s *Supervisor) watch(m *mount, log logr.Logger) {
 		if err == nil {
 			return
 		}
+		// Dead only now: while a resume is tried the mount is not dead
+		// (a republish in that window must not replace the mount).
+		s.mu.Lock()
+		m.info.Dead = true
+		s.mu.Unlock()
 		status += "; not resumed: " + err.Error()
 		log.Info("FUSE server died while mounted; aborting its FUSE connection", "pid", m.info.PID, "status", status)
 		if s.cfg.Aborter != nil {
