@@ -37,9 +37,14 @@ type demo struct {
 	issued  []keys.Keys // every key pair the run used, for the leak check
 	publish time.Duration
 	failed  bool // keeps the temporary directory for its logs
+	hung    bool // a request on the mount is not answered: no unpublish
 	// refreshes counts the projected Secret's contents so far: the
 	// sidecar's refreshes_total{result="success"} must reach it.
 	refreshes int
+	// metricsAddr is the driver's /metrics endpoint (host:port).
+	metricsAddr string
+	// probe is probeFile's contents, read after each kill.
+	probe []byte
 }
 
 func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error) {
@@ -63,9 +68,14 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 	fmt.Printf("demo: S3 server with SigV4 checking on %s, bucket %q\n", d.s3.URL, bucket)
 
 	// The node DaemonSet's two containers: the supervisor under rekey-csi
-	// init (its PID 1) and the driver, registering with "kubelet".
+	// init (its PID 1) and the driver, registering with "kubelet" and
+	// serving its metrics.
+	if d.metricsAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
 	d.node = &csiproc.Node{Binary: cfg.CSIBinary, FuseBinary: cfg.FuseBinary, Dir: d.dir, NodeID: "demo-node",
-		UnderInit: true, Register: true, DriverFlags: []string{"-v=2"}, DriverLog: filepath.Join(d.dir, "driver.log")}
+		UnderInit: true, Register: true, DriverFlags: []string{"-v=2", "--http-addr=" + d.metricsAddr},
+		DriverLog: filepath.Join(d.dir, "driver.log")}
 	if d.init, err = d.node.StartSupervisor(ctx); err != nil {
 		return nil, err
 	}
@@ -144,7 +154,7 @@ func (d *demo) close() {
 		d.sidecar.close()
 	}
 	if d.kubelet != nil {
-		if d.pod != nil && isMountPoint(d.pod.target) {
+		if d.pod != nil && !d.hung && isMountPoint(d.pod.target) {
 			// A run that failed on the way: unpublish as kubelet would.
 			if _, err := d.kubelet.unpublish(context.Background(), d.pod); err != nil {
 				fmt.Println("demo: cleanup:", err)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -205,6 +207,24 @@ func newUID() (string, error) {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:]), nil
+}
+
+// fuseWaiting tells how many requests wait for an answer on the FUSE
+// connection mounted at path (/sys/fs/fuse/connections).
+func fuseWaiting(path string) string {
+	mps, _ := mount.ParseMountInfo("/proc/self/mountinfo")
+	for _, m := range mps {
+		if m.MountPoint != path {
+			continue
+		}
+		conn := filepath.Join("/sys/fs/fuse/connections", strconv.Itoa(m.Minor))
+		b, err := os.ReadFile(filepath.Join(conn, "waiting"))
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprintf("%s requests waiting on %s", strings.TrimSpace(string(b)), conn)
+	}
+	return path + " is not mounted"
 }
 
 // isMountPoint reports whether path is a mount point, from mountinfo (a

@@ -9,8 +9,11 @@
 // republish (NodePublishVolume again with the new Secret) and through the
 // rekey-sidecar binary, which watches a projected-Secret directory updated
 // exactly as kubelet's AtomicWriter does and pushes to the control socket
-// the driver placed in the pod's emptyDir. It prints a summary and exits 0
-// only when nothing failed.
+// the driver placed in the pod's emptyDir. Between rotations it kills the
+// FUSE server (SIGKILL) and checks that the supervisor resumes the live
+// FUSE connection with a new server, timing the first request on the mount
+// after the kill. It prints a summary and exits 0 only when nothing failed
+// and every kill was resumed.
 package main
 
 import (
@@ -33,6 +36,7 @@ type Config struct {
 	SidecarBinary string
 	CSIBinary     string
 	Rotations     int
+	Kills         int
 	Interval      time.Duration
 	Workers       int
 	KeepDir       bool
@@ -45,6 +49,7 @@ func main() {
 	flag.StringVar(&cfg.SidecarBinary, "sidecar-binary", "", "path of rekey-sidecar (default: next to this binary)")
 	flag.StringVar(&cfg.CSIBinary, "csi-binary", "", "path of rekey-csi (default: next to this binary)")
 	flag.IntVar(&cfg.Rotations, "rotations", 10, "number of key rotations")
+	flag.IntVar(&cfg.Kills, "kills", 2, "times the FUSE server is killed (SIGKILL) under load and must be resumed, spread over the rotations")
 	flag.DurationVar(&cfg.Interval, "interval", 300*time.Millisecond, "time between rotations")
 	flag.IntVar(&cfg.Workers, "workers", 4, "concurrent read/write workers")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the temporary directory (logs) after the run")
@@ -57,7 +62,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
-	if sum.failures() > 0 || sum.Rotations < cfg.Rotations {
+	if sum.failures() > 0 || sum.Rotations < cfg.Rotations || sum.Resumed != cfg.Kills {
 		os.Exit(1)
 	}
 }
@@ -95,6 +100,9 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	if err := cfg.binaries(); err != nil {
 		return Summary{}, err
+	}
+	if cfg.Kills < 0 || cfg.Kills > cfg.Rotations {
+		return Summary{}, fmt.Errorf("--kills %d: between 0 and --rotations (%d)", cfg.Kills, cfg.Rotations)
 	}
 	log, err := logging.New(os.Stderr, "text", cfg.Verbose)
 	if err != nil {

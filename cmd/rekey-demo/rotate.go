@@ -107,6 +107,9 @@ func (d *demo) sidecarSwap(ctx context.Context, k keys.Keys) (time.Duration, err
 
 func (d *demo) exercise(ctx context.Context) (Summary, error) {
 	cfg := d.cfg
+	if err := d.writeProbe(); err != nil {
+		return Summary{}, err
+	}
 	var st loadcheck.Stats
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan struct{})
@@ -123,6 +126,7 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 	}}
 	sum := Summary{ViaPath: map[string]int{}, Publish: d.publish}
 	var lat []time.Duration
+	kills := killPoints(cfg.Rotations, cfg.Kills)
 	began := time.Now()
 	for i := 0; i < cfg.Rotations && ctx.Err() == nil; i++ {
 		time.Sleep(cfg.Interval)
@@ -139,14 +143,31 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 			how = "NodePublishVolume (republish) swapped to"
 		}
 		fmt.Printf("demo: rotation %2d: %s %s in %s, old key revoked\n", i+1, how, rot.Current.Fingerprint(), last.took.Round(10*time.Microsecond))
+		if kills[i+1] {
+			d.kill(ctx, &sum, rot.Current)
+		}
 	}
 	time.Sleep(cfg.Interval) // keep the load running on the last key too
 	stopLoad()
-	<-loadDone
+	stopped := true
+	select {
+	case <-loadDone:
+	case <-time.After(loadStopTimeout):
+		stopped = false
+	}
 	sum.Rotations, sum.Ops, sum.Failed = len(lat), st.Ops.Load(), st.Failed.Load()
 	sum.Mismatched, sum.Bytes, sum.Duration = st.Mismatched.Load(), st.Bytes.Load(), time.Since(began)
 	sum.P50, sum.P99 = loadcheck.Percentile(lat, 50), loadcheck.Percentile(lat, 99)
+	sum.ResumeP50, sum.ResumeMax = loadcheck.Percentile(sum.resumeTimes, 50), loadcheck.Percentile(sum.resumeTimes, 100)
 	sum.Errors = append(sum.Errors, st.Errors()...)
+	if !stopped {
+		// The checks below would block on the mount too; the cleanup
+		// kills the node plugin's processes, which ends the connection.
+		d.hung = true
+		sum.fail("the load did not stop within %s: a worker waits for a request the FUSE server does not answer (%s)",
+			loadStopTimeout, fuseWaiting(d.pod.target))
+		return sum, nil
+	}
 
 	// No secret in any process's argv or environment, nor in any log; no
 	// failure Event (they are logged: there is no API server).
@@ -160,6 +181,9 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 			if n := bytes.Count(b, []byte(reason)); n > 0 {
 				sum.fail("the driver recorded %d %s Events (see driver.log)", n, reason)
 			}
+		}
+		if n := bytes.Count(b, []byte(contract.EventReasonFUSEServerResumed)); n != sum.Resumed {
+			sum.fail("the driver recorded %d %s Events for %d resumes (see driver.log)", n, contract.EventReasonFUSEServerResumed, sum.Resumed)
 		}
 	}
 	// A last file, written just before the unpublish, must be in the
@@ -188,6 +212,10 @@ func (d *demo) exercise(ctx context.Context) (Summary, error) {
 	}
 	return sum, nil
 }
+
+// loadStopTimeout bounds how long the workers may take to finish their
+// current operation once the load is stopped.
+const loadStopTimeout = 30 * time.Second
 
 // lastFile is written through the mount right before the unpublish.
 const lastFile = "written-before-unpublish"

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,8 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"rekey.dev/rekey/csidriver/supervisor"
@@ -179,24 +176,11 @@ func (s *sidecarProc) counter(ctx context.Context, name, label string) (int, err
 		return 0, err
 	}
 	defer resp.Body.Close()
-	total := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("sidecar metric %q: %w", line, err)
-		}
-		total += int(v)
+	n, err := metricSum(resp.Body, name, label)
+	if err != nil {
+		return 0, fmt.Errorf("sidecar %w", err)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("sidecar metrics: %w", err)
-	}
-	return total, nil
+	return n, nil
 }
 
 // poll calls check every interval until it is done, fails, or timeout or
