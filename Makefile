@@ -65,6 +65,10 @@ bench: build ## Time rekey-fuse against s3fs, rclone, the raw SDK (and geesefs o
 bench-go: ## Run the Go benchmarks (swap latency, sidecar rotation, NodePublishVolume, admission) and print their results.
 	KUBEBUILDER_ASSETS="$$(tests/cluster/build.sh)" $(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-memory
+bench-memory: ## Measure the memory of a real rekey-fuse per mount, idle and under 256 MiB of sequential write and read, without and with the per-server budget (root; docs/install.md, "Memory").
+	$(GO) test -run '^$$' -bench BenchmarkServerMemory -benchtime 1x -count $${COUNT:-3} -timeout 30m ./csidriver/supervisor/
+
 .PHONY: bench-compat
 bench-compat: build ## Run the POSIX behaviour cases on rekey, s3fs and rclone mounts and print the table.
 	$(GO) run ./tests/bench -compat

@@ -55,6 +55,7 @@ var variants = []variant{
 	{name: "default", kustomize: defaultDir},
 	{name: "cert-manager", kustomize: "overlays/cert-manager", helmSet: []string{"webhook.certMode=cert-manager"}},
 	{name: "kubelet-dir", kustomize: "overlays/kubelet-dir-example", helmSet: []string{"kubeletDir=" + k0sKubelet}},
+	{name: "fuse-memory", kustomize: "overlays/fuse-memory-example", helmSet: []string{"node.fuseMemory.budgetMiB=8192", "node.fuseMemory.serverMiB=512"}},
 }
 
 // tool returns the binary named by env (skips without it, fails when

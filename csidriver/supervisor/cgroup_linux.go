@@ -289,7 +289,7 @@ func (s *Supervisor) confine(id string, pid int) {
 		return
 	}
 	limit := SizeServer(mem.BudgetMiB, 0).LimitBytes
-	if err := c.confine(id, pid, limit); err != nil {
+	if err := c.confine(id, pid, limit); err != nil && !errors.Is(err, syscall.ESRCH) { // ESRCH: it exited already
 		s.cfg.Log.Error(err, "FUSE server runs without its own memory limit", "mountId", id, "pid", pid)
 	}
 }

@@ -13,3 +13,21 @@ app.kubernetes.io/part-of: rekey
 {{- define "rekey.pluginDir" -}}
 {{- printf "%s/plugins/s3.rekey.dev" "$(KUBELET_DIR)" -}}
 {{- end -}}
+
+{{/* rekey.supervisorMemoryMiB: what the supervisor container needs besides
+its FUSE servers (the supervisor and its init). */}}
+{{- define "rekey.supervisorMemoryMiB" -}}128{{- end -}}
+
+{{/* rekey.supervisorResources: node.supervisor.resources with the memory
+limit derived from node.fuseMemory: the FUSE servers' budget plus the
+supervisor's own (docs/install.md, "Memory"). */}}
+{{- define "rekey.supervisorResources" -}}
+{{- $mem := .Values.node.fuseMemory -}}
+{{- if and (gt (int $mem.serverMiB) 0) (lt (int $mem.budgetMiB) (int $mem.serverMiB)) -}}
+{{- fail (printf "node.fuseMemory.budgetMiB (%d) is less than one server's budget, node.fuseMemory.serverMiB (%d)" (int $mem.budgetMiB) (int $mem.serverMiB)) -}}
+{{- end -}}
+{{- $res := deepCopy (.Values.node.supervisor.resources | default dict) -}}
+{{- $limit := printf "%dMi" (add (int $mem.budgetMiB) (int (include "rekey.supervisorMemoryMiB" .))) -}}
+{{- $_ := set $res "limits" (merge (dict "memory" $limit) ($res.limits | default dict)) -}}
+{{- toYaml $res -}}
+{{- end -}}
