@@ -91,6 +91,14 @@ type Record struct {
 	// Multipart is the streamed multipart upload of the data once parts of
 	// it were released from the staging file; nil otherwise.
 	Multipart *Multipart `json:"multipart,omitempty"`
+	// UploadStarted is when the last upload of the data to Key began (node
+	// clock) whose end the record does not show yet; zero if none. A
+	// process that dies between the bucket taking the upload and the
+	// record saying so leaves an object that matches neither Base nor (if
+	// the data was written to meanwhile) the staging file: an object last
+	// modified since UploadStarted is taken as this mount's own upload, not
+	// another client's.
+	UploadStarted time.Time `json:"uploadStarted,omitzero"`
 	// Updated is when the record was written.
 	Updated time.Time `json:"updated"`
 }

@@ -45,7 +45,9 @@ import (
 //     recovery must not bring it back; not fsynced, so unlinking a
 //     temporary file stays cheap: a node reboot right after may upload
 //     it once more);
-//   - on rename: the new key.
+//   - on rename: the new key;
+//   - before an upload of dirty data to its own key: when it began
+//     (uploadStarted, not fsynced), cleared by the record after it.
 //
 // Data files are removed before their record, so a crash in between
 // leaves a record without data (removable), never data without a record.
@@ -56,7 +58,9 @@ import (
 // object without reading it), absent or last modified before the second
 // in which the data became dirty (server time against node time). An object whose content already equals the
 // staged data (the earlier process uploaded it and died before its record
-// said so) only cleans the record. Anything else is a conflict: another
+// said so) only cleans the record; one last modified since an upload the
+// record shows as begun and not ended is that upload, with the data
+// written to since (uploaded again). Anything else is a conflict: another
 // client changed or deleted the object meanwhile, and rekey overwrites no
 // one: the staging file and record stay on disk, detached from the mount,
 // and are reported (Options.OnRetained). So are staging files without a
@@ -95,6 +99,9 @@ type jrec struct {
 	uploadID string
 	partSize int64
 	acked    []journal.Part
+	// uploadStarted: an upload of the data to its own key began then and
+	// has not been recorded as done (journal.Record.UploadStarted).
+	uploadStarted time.Time
 }
 
 // errRetained is wrapped by the sync error of a state whose data recovery
@@ -127,6 +134,9 @@ func (f *FS) newStagingFile(key string, dirty bool, base *journal.Base) (*os.Fil
 func (f *FS) record(key string, size int64, gen uint64, rec jrec) journal.Record {
 	r := journal.Record{Version: journal.Version, Bucket: f.opts.Bucket, Prefix: f.opts.Prefix, Key: f.relKey(key),
 		State: rec.state, Size: size, Generation: gen, Base: rec.base, Updated: time.Now().UTC()}
+	if !rec.uploadStarted.IsZero() {
+		r.UploadStarted = rec.uploadStarted.UTC()
+	}
 	if rec.state == journal.StateDirty {
 		r.DirtySince = rec.dirtySince.UTC()
 	}
@@ -172,11 +182,28 @@ func (f *FS) recordUploadedLocked(st *fileState, gen uint64, etag string) {
 		st.rec.base = &journal.Base{ETag: etag}
 	}
 	st.rec.uploadID, st.rec.partSize, st.rec.acked = "", 0, nil
+	st.rec.uploadStarted = time.Time{}
 	if gen == st.gen {
 		st.rec.state = journal.StateUploaded
 	}
 	if err := f.writeRecordLocked(st, false); err != nil {
 		f.log.Error(err, "staging record not updated after the upload; a restarted server compares the object again", "key", st.key)
+	}
+}
+
+// recordUploadStartLocked records that an upload of st to its own key
+// begins (st.mu held), before its first request: if this process dies
+// after the bucket took it but before recordUploadedLocked, the next
+// process recognises the object as this mount's upload rather than a
+// conflict (verifyLocked). Not fsynced: a node reboot also ends the
+// connection, and a lost record only makes recovery stricter.
+func (f *FS) recordUploadStartLocked(st *fileState) {
+	if st.rec.path == "" || st.deleted || st.rec.state != journal.StateDirty {
+		return
+	}
+	st.rec.uploadStarted = time.Now()
+	if err := f.writeRecordLocked(st, false); err != nil {
+		f.log.V(1).Info("staging record not updated before an upload", "key", st.key, "error", err.Error())
 	}
 }
 
@@ -342,7 +369,7 @@ func (f *FS) recoveredState(e journal.Entry) (*fileState, error) {
 	}
 	st := &fileState{key: r.Prefix + r.Key, file: file, size: fi.Size(), mtime: fi.ModTime(),
 		gen: r.Generation + 1, recoveredFrom: true, verify: true,
-		rec: jrec{path: e.RecordPath, state: journal.StateDirty, dirtySince: r.DirtySince, base: r.Base}}
+		rec: jrec{path: e.RecordPath, state: journal.StateDirty, dirtySince: r.DirtySince, base: r.Base, uploadStarted: r.UploadStarted}}
 	if m := r.Multipart; m != nil && len(m.Acknowledged) > 0 {
 		last := int64(m.Acknowledged[len(m.Acknowledged)-1].Number)
 		if last*m.PartSize > st.size {
@@ -390,9 +417,9 @@ const (
 
 // verifyLocked checks a recovered state against the object before its
 // first upload (st.uploadMu held, st.mu not). See the rules above.
-func (f *FS) verifyLocked(ctx context.Context, st *fileState) (verdict, string, error) {
+func (f *FS) verifyLocked(ctx context.Context, st *fileState) (verdict, string, string, error) {
 	st.mu.Lock()
-	key, base, since := st.key, st.rec.base, st.rec.dirtySince
+	key, base, since, uploading := st.key, st.rec.base, st.rec.dirtySince, st.rec.uploadStarted
 	st.mu.Unlock()
 	rctx, cancel := f.reqCtx(ctx)
 	f.count(opHead)
@@ -400,39 +427,49 @@ func (f *FS) verifyLocked(ctx context.Context, st *fileState) (verdict, string, 
 	cancel()
 	exists := err == nil
 	if err != nil && !isNotFound(err) {
-		return 0, "", fmt.Errorf("head %s: %w", key, err)
+		return 0, "", "", fmt.Errorf("head %s: %w", key, err)
 	}
 	var etag string
 	if exists {
 		etag = aws.ToString(out.ETag)
 		if base != nil && base.ETag != "" && sameETag(etag, base.ETag) {
-			return verdictUpload, "", nil
+			return verdictUpload, "", etag, nil
 		}
 		st.mu.Lock()
 		same, err := f.stagedMatchesLocked(st, aws.ToInt64(out.ContentLength), etag)
 		st.mu.Unlock()
 		if err != nil {
-			return 0, "", err
+			return 0, "", "", err
 		}
 		if same {
-			return verdictUploaded, "", nil
+			return verdictUploaded, "", etag, nil
+		}
+		// The earlier process died after the bucket took an upload of
+		// this data and before its record said so, and the data was
+		// written to meanwhile: the object is this mount's (or a write
+		// that raced with that upload, which it would have overwritten
+		// anyway). Seen in TestResumeUnderLoad: a kill during the
+		// background upload of recovered data, or an fsync, while the
+		// application kept writing, retained its data as a conflict.
+		if !uploading.IsZero() && !aws.ToTime(out.LastModified).Before(uploading.Truncate(time.Second)) {
+			return verdictUpload, "", etag, nil
 		}
 	}
 	switch {
 	case base == nil && (!exists || aws.ToTime(out.LastModified).Before(since.Truncate(time.Second))):
 		// LastModified has whole seconds: a write in the same second
 		// as the data became dirty counts as later.
-		return verdictUpload, "", nil
+		return verdictUpload, "", etag, nil
 	case base == nil:
-		return verdictConflict, "the object was written by another client after this data was staged", nil
+		return verdictConflict, "the object was written by another client after this data was staged", etag, nil
 	case base.Absent && !exists:
-		return verdictUpload, "", nil
+		return verdictUpload, "", etag, nil
 	case base.Absent:
-		return verdictConflict, "another client created the object while this data was staged", nil
+		return verdictConflict, "another client created the object while this data was staged", etag, nil
 	case !exists:
-		return verdictConflict, "another client deleted the object while this data was staged", nil
+		return verdictConflict, "another client deleted the object while this data was staged", etag, nil
 	default:
-		return verdictConflict, "another client changed the object while this data was staged", nil
+		return verdictConflict, "another client changed the object while this data was staged", etag, nil
 	}
 }
 
@@ -525,7 +562,7 @@ func (f *FS) checkRecoveredLocked(ctx context.Context, st *fileState) (done bool
 	if !pending {
 		return false, nil
 	}
-	v, why, err := f.verifyLocked(ctx, st)
+	v, why, etag, err := f.verifyLocked(ctx, st)
 	if err != nil {
 		return false, err
 	}
@@ -542,7 +579,11 @@ func (f *FS) checkRecoveredLocked(ctx context.Context, st *fileState) (done bool
 		if st.hasReleasedLocked() { // holes: reads must go to the bucket
 			drop, st.file, st.released, st.streamable = st.file, nil, nil, false
 		}
-		f.recordUploadedLocked(st, st.gen, "")
+		// With the object's ETag as the base: with none, the next
+		// recovery would take this very object for another client's
+		// write (LastModified after dirtySince) once the application
+		// writes again (seen in TestResumeUnderLoad).
+		f.recordUploadedLocked(st, st.gen, etag)
 		st.mu.Unlock()
 		if drop != nil {
 			f.removeStagingFile(drop)
@@ -555,6 +596,17 @@ func (f *FS) checkRecoveredLocked(ctx context.Context, st *fileState) (done bool
 	}
 	st.mu.Lock()
 	st.verify = false
+	if etag != "" {
+		// The object this data now replaces, in the record too: if this
+		// process dies before its own upload reaches the bucket, the next
+		// one must not take that object (perhaps an earlier process's
+		// unrecorded upload, accepted above) for another client's write
+		// (seen in TestResumeUnderLoad under CPU load).
+		st.rec.base = &journal.Base{ETag: etag}
+		if err := f.writeRecordLocked(st, false); err != nil {
+			f.log.V(1).Info("staging record has no base", "key", st.key, "error", err.Error())
+		}
+	}
 	st.mu.Unlock()
 	return false, nil
 }

@@ -130,6 +130,13 @@ func (f *FS) buildIndex(ctx context.Context) (map[uint64]string, error) {
 		keys[ino] = key
 	}
 	err := parallel(ctx, dirs, func(ctx context.Context, dk string) error {
+		// Staged files first, then the listing: a file whose upload
+		// completes in between (a recovered stream completed in the
+		// background drops its staging) is in the listing then. In the
+		// other order it was in neither, and its number was ESTALE for
+		// the index's lifetime (seen in TestResumeUnderLoad: a write to
+		// a file open across the kill failed).
+		staged := f.stagedUnder(dk)
 		ents, cached := f.listings.snapshot(dk)
 		if !cached {
 			var err error
@@ -137,7 +144,6 @@ func (f *FS) buildIndex(ctx context.Context) (map[uint64]string, error) {
 				return err
 			}
 		}
-		staged := f.stagedUnder(dk)
 		mu.Lock()
 		defer mu.Unlock()
 		if dk != f.opts.Prefix {

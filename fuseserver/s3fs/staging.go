@@ -474,6 +474,9 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 		st.mu.Unlock()
 		return 0, "", nil
 	}
+	if own {
+		f.recordUploadStartLocked(st)
+	}
 	if own && st.stream != nil {
 		defer st.mu.Unlock()
 		gen, err := f.finishStreamLocked(ctx, st)
