@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,7 +56,7 @@ func TestInitStopUploads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = f.Close() }() // fails: the server is gone by then
+	fd := f.Fd()
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +81,36 @@ func TestInitStopUploads(t *testing.T) {
 	got, err := get()
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("after the container stopped: object %d bytes, %v; want the %d bytes the application wrote", len(got), err, len(data))
+	}
+
+	// The container starts again: the driver still holds the connection's
+	// descriptors, the new supervisor gets them and resumes the mount, and
+	// the application's file, open all along, closes without an error.
+	// The close waits in the kernel (FLUSH) until then. It is issued before
+	// the new init is started, and the start waits until the descriptor has
+	// left this process's table: the exec would close it again otherwise, a
+	// FLUSH nobody can answer before the supervisor runs (see forksafe).
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	fdPath := fmt.Sprintf("/proc/self/fd/%d", fd)
+	waitFor(t, "the file's descriptor to leave the table", 10*time.Second, func() bool {
+		_, err := os.Readlink(fdPath)
+		return err != nil
+	})
+	p, err = n.StartSupervisor(context.Background())
+	mustStart(t, p, err)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close of a file open across the container's stop and start: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("close still waits a minute and a half after the container started again")
+	}
+	if got, err := get(); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the restart: object %d bytes, %v", len(got), err)
+	}
+	if _, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv", TargetPath: target}); err != nil {
+		t.Fatalf("unpublish: %v", err)
 	}
 }
