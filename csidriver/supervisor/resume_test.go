@@ -101,11 +101,6 @@ var workerNames = []string{"seqwrite", "overwrite", "seqread", "list", "rename",
 // error, and everything written must be in the bucket byte for byte.
 func TestResumeUnderLoad(t *testing.T) {
 	needRoot(t)
-	// 20-60 s of heavy I/O, and one EIO seen once and not explained yet
-	// (docs/resume.md, "The kill matrix"): on request only until then.
-	if os.Getenv("REKEY_KILL_MATRIX") == "" {
-		t.Skip("the kill matrix runs with REKEY_KILL_MATRIX=1 (an EIO after a resume is still open)")
-	}
 	dir, bin, k, s3srv := setup(t)
 	m, target, cfg := newTarget(t, dir, bin)
 	ctx, stopSup := context.WithCancel(context.Background())
