@@ -469,3 +469,51 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 		t.Error("pod socket left after Stop")
 	}
 }
+
+// TestDescriptorsOverSocket: a driver that restarted takes copies of a
+// mount's descriptors back from the supervisor (descriptors), and a
+// supervisor that has them ignores the driver's attach.
+func TestDescriptorsOverSocket(t *testing.T) {
+	needRoot(t)
+	dir, bin, k, s3 := setup(t)
+	m, target, cfg := newTarget(t, dir, bin)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sup, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sup.sock")
+	lis, err := supervisor.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = sup.Serve(ctx, lis) }()
+	client := &supervisor.Client{Path: sock}
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
+		Options: "use_path_request_style"}, k, client.Start)
+	t.Cleanup(func() { _ = sup.Stop(context.Background(), info.ID) })
+
+	fds, err := client.Descriptors(ctx, info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fds.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fds.Fuse.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 10 || unix.Minor(st.Rdev) != 229 {
+		t.Fatalf("first descriptor is not /dev/fuse: %+v, %v", st, err)
+	}
+	if link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fds.Custody.Fd())); err != nil || !strings.HasPrefix(link, "/memfd:") {
+		t.Fatalf("second descriptor is %q (%v), want the key custody memfd", link, err)
+	}
+	if err := client.Attach(ctx, info.ID, fds); err != nil {
+		t.Fatalf("attach to a mount that has its descriptors: %v", err)
+	}
+	if _, err := client.Descriptors(ctx, "no-such-mount"); err == nil || !strings.Contains(err.Error(), "no such mount") {
+		t.Fatalf("descriptors of an unknown mount: %v", err)
+	}
+	// The mount still serves on the descriptors.
+	if err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
