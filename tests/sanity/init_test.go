@@ -42,7 +42,7 @@ func ppid(pid int) int {
 // TestInitKeepsServersAlive runs the supervisor under `rekey-csi init`, as
 // in the container: a killed supervisor is started again and adopts the
 // FUSE server, which init has adopted as a process; a FUSE server that
-// dies is reaped (no zombie) and its mount aborted.
+// dies is reaped (no zombie) and its mount resumed by a new server.
 func TestInitKeepsServersAlive(t *testing.T) {
 	needRoot(t)
 	e := newEnv(t)
@@ -102,11 +102,16 @@ func TestInitKeepsServersAlive(t *testing.T) {
 		_, err := os.Stat("/proc/" + strconv.Itoa(server))
 		return err != nil
 	})
-	waitFor(t, "an error on the dead mount", 5*time.Second, func() bool { _, err := os.ReadDir(target); return err != nil })
-	waitFor(t, "the mount reported dead", 5*time.Second, func() bool {
+	// The adopted server's descriptors were reclaimed on adoption: the
+	// supervisor resumes the mount with a new server, also init's
+	// grandchild, and the data written before is still there.
+	waitFor(t, "the mount resumed by a new server", 10*time.Second, func() bool {
 		in, err := sc.List(ctx)
-		return err == nil && len(in) == 1 && in[0].Dead
+		return err == nil && len(in) == 1 && !in[0].Dead && in[0].Resumes == 1 && in[0].PID != server
 	})
+	if b, err := os.ReadFile(filepath.Join(target, "f")); err != nil || string(b) != "still serving" {
+		t.Fatalf("read after the resume: %q, %v", b, err)
+	}
 	if _, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "pv", TargetPath: target}); err != nil {
 		t.Fatalf("unpublish: %v", err)
 	}
