@@ -74,6 +74,20 @@ func object(t *testing.T, s3c *fakes3.Server, k keys.Keys, key string) string {
 	return string(b)
 }
 
+// serveSocket serves sup's API on a socket in dir until ctx ends, and
+// returns a client of it and a channel closed when Serve returned.
+func serveSocket(t *testing.T, ctx context.Context, sup *supervisor.Supervisor, dir string) (*supervisor.Client, <-chan struct{}) {
+	t.Helper()
+	sock := filepath.Join(dir, "sup.sock")
+	lis, err := supervisor.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = sup.Serve(ctx, lis) }()
+	return &supervisor.Client{Path: sock}, served
+}
+
 // newTarget makes the mount target of a test and the Config of its
 // supervisors; the target is unmounted when the test ends.
 func newTarget(t *testing.T, dir, bin string) (mounter.Interface, string, supervisor.Config) {
@@ -124,14 +138,7 @@ func TestStartAdoptDie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "sup.sock")
-	lis, err := supervisor.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = sup.Serve(sctx, lis) }()
-	client := &supervisor.Client{Path: sock}
+	client, served := serveSocket(t, sctx, sup, dir)
 
 	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
 		Options: "use_path_request_style"}, k, client.Start)
@@ -483,13 +490,7 @@ func TestDescriptorsOverSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "sup.sock")
-	lis, err := supervisor.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = sup.Serve(ctx, lis) }()
-	client := &supervisor.Client{Path: sock}
+	client, _ := serveSocket(t, ctx, sup, dir)
 	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3.URL, Bucket: "bkt",
 		Options: "use_path_request_style"}, k, client.Start)
 	t.Cleanup(func() { _ = sup.Stop(context.Background(), info.ID) })
