@@ -415,6 +415,13 @@ func Prune(dir string) (kept []Entry, err error) {
 			errs = append(errs, err)
 		}
 	}
+	// The writer id goes with the last kept entry: a later server of the
+	// mount needs it to recognise its own uploads of kept data.
+	if len(kept) == 0 {
+		if err := removeWriter(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// Remove fails on a directory that is not empty (kept entries, or
 	// files this package does not know): those stay.
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && len(kept) == 0 {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/hanwen/go-fuse/v2/fs"
+
+	"rekey.dev/rekey/fuseserver/journal"
 )
 
 // ErrNotUploaded is wrapped by the error of FlushAll when staged data could
@@ -30,6 +32,7 @@ type FS struct {
 	listings *listCache
 	misses   missTracker // stat-cache misses by directory, for lookahead
 	started  time.Time
+	writer   string // this mount's writer id (journal.WriterID)
 
 	readBufs *bufPool        // read-ahead chunk buffers, bounded
 	requests requestCounters // S3 requests by operation
@@ -42,11 +45,14 @@ type FS struct {
 
 	retainedState // staged data kept on the node, not uploaded (journal.go)
 
-	mu        sync.Mutex
-	closed    bool                  // Close was called: no new retries
-	files     map[string]*fileState // by object key
-	kept      *list.List            // write cache: closed clean states, most recent first (datacache.go)
-	keptBytes int64
+	mu     sync.Mutex
+	closed bool                  // Close was called: no new retries
+	files  map[string]*fileState // by object key
+	// lostStates are the states whose data recovery retained, by key: a
+	// handle of an earlier server reopened on one fails (fileState.lost).
+	lostStates map[string]*fileState
+	kept       *list.List // write cache: closed clean states, most recent first (datacache.go)
+	keptBytes  int64
 
 	nodes *nodeTable // node numbers (nodeid.go)
 	index resumeIndex
@@ -63,16 +69,17 @@ func New(api API, opts Options) (*FS, error) {
 		return nil, err
 	}
 	f := &FS{
-		api:      api,
-		opts:     opts,
-		log:      opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
-		cache:    newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
-		listings: newListCache(opts.StatCacheTTL, opts.StatCacheSize),
-		started:  time.Now(),
-		files:    make(map[string]*fileState),
-		kept:     list.New(),
-		maxCopy:  maxCopyObjectSize,
-		copyPart: copyPartSize,
+		api:        api,
+		opts:       opts,
+		log:        opts.Logger.WithValues("bucket", opts.Bucket, "prefix", opts.Prefix),
+		cache:      newStatCache(opts.StatCacheTTL, opts.StatCacheSize),
+		listings:   newListCache(opts.StatCacheTTL, opts.StatCacheSize),
+		started:    time.Now(),
+		files:      make(map[string]*fileState),
+		lostStates: make(map[string]*fileState),
+		kept:       list.New(),
+		maxCopy:    maxCopyObjectSize,
+		copyPart:   copyPartSize,
 	}
 	h := opts.nodeHash
 	if h.sum == nil {
@@ -81,6 +88,14 @@ func New(api API, opts Options) (*FS, error) {
 	if f.nodes, err = openNodeTable(filepath.Join(opts.StagingDir, nodeTableDir), h, opts.StatCacheTTL, f.log); err != nil {
 		return nil, err
 	}
+	id, replaced, err := journal.WriterID(opts.StagingDir)
+	if err != nil {
+		return nil, err
+	}
+	if replaced {
+		f.log.Info("the writer id of the staging directory was unreadable and is replaced; recovery retains rather than uploads data it cannot attribute")
+	}
+	f.writer = id
 	f.readBufs = newBufPool(readChunkSize, int(opts.ReadAheadMemory/readChunkSize))
 	f.bgCtx, f.bgCancel = context.WithCancel(context.Background())
 	f.root = &dirNode{node: node{fsys: f}}

@@ -416,7 +416,8 @@ const (
 )
 
 // verifyLocked checks a recovered state against the object before its
-// first upload (st.uploadMu held, st.mu not). See the rules above.
+// first upload (st.uploadMu held, st.mu not): it gathers the facts and
+// decideRecovery decides. See the rules above.
 func (f *FS) verifyLocked(ctx context.Context, st *fileState) (verdict, string, string, error) {
 	st.mu.Lock()
 	key, base, since, uploading := st.key, st.rec.base, st.rec.dirtySince, st.rec.uploadStarted
@@ -425,52 +426,99 @@ func (f *FS) verifyLocked(ctx context.Context, st *fileState) (verdict, string, 
 	f.count(opHead)
 	out, err := f.api.HeadObject(rctx, &s3.HeadObjectInput{Bucket: &f.opts.Bucket, Key: &key})
 	cancel()
-	exists := err == nil
 	if err != nil && !isNotFound(err) {
 		return 0, "", "", fmt.Errorf("head %s: %w", key, err)
 	}
+	facts := recoveryFacts{base: base}
 	var etag string
-	if exists {
+	if err == nil {
+		facts.exists = true
 		etag = aws.ToString(out.ETag)
-		if base != nil && base.ETag != "" && sameETag(etag, base.ETag) {
-			return verdictUpload, "", etag, nil
+		modified := aws.ToTime(out.LastModified)
+		facts.baseMatches = base != nil && base.ETag != "" && sameETag(etag, base.ETag)
+		if !facts.baseMatches {
+			st.mu.Lock()
+			facts.stagedMatches, err = f.stagedMatchesLocked(st, aws.ToInt64(out.ContentLength), etag)
+			st.mu.Unlock()
+			if err != nil {
+				return 0, "", "", err
+			}
 		}
-		st.mu.Lock()
-		same, err := f.stagedMatchesLocked(st, aws.ToInt64(out.ContentLength), etag)
-		st.mu.Unlock()
-		if err != nil {
-			return 0, "", "", err
+		if m, ok := journal.ParseWriterMark(out.Metadata[journal.WriterMetadataKey]); ok && m.ID == f.writer {
+			facts.ours = true
+			facts.oursNotNewer = !m.DirtySince.After(since)
 		}
-		if same {
-			return verdictUploaded, "", etag, nil
-		}
-		// The earlier process died after the bucket took an upload of
-		// this data and before its record said so, and the data was
-		// written to meanwhile: the object is this mount's (or a write
-		// that raced with that upload, which it would have overwritten
-		// anyway). Seen in TestResumeUnderLoad: a kill during the
-		// background upload of recovered data, or an fsync, while the
-		// application kept writing, retained its data as a conflict.
-		if !uploading.IsZero() && !aws.ToTime(out.LastModified).Before(uploading.Truncate(time.Second)) {
-			return verdictUpload, "", etag, nil
-		}
+		// LastModified has whole seconds: a write in the same second as
+		// the data became dirty (or its upload began) counts as later.
+		facts.uploadedSince = !uploading.IsZero() && !modified.Before(uploading.Truncate(time.Second))
+		facts.modifiedBeforeDirty = modified.Before(since.Truncate(time.Second))
 	}
+	v, why := decideRecovery(facts)
+	return v, why, etag, nil
+}
+
+// recoveryFacts is what recovery knows about a dirty staging's object.
+type recoveryFacts struct {
+	base   *journal.Base // the record's base (nil: unknown)
+	exists bool          // the object exists; every field below needs it
+	// baseMatches: its ETag is the base's; stagedMatches: it holds the
+	// staged content.
+	baseMatches, stagedMatches bool
+	// ours: this mount uploaded it (its writer mark); oursNotNewer: from
+	// data that became dirty no later than the staging's.
+	ours, oursNotNewer bool
+	// uploadedSince: last modified since an upload the record shows as
+	// begun and not ended (objects without a mark, from older versions).
+	uploadedSince bool
+	// modifiedBeforeDirty: last modified before the data became dirty.
+	modifiedBeforeDirty bool
+}
+
+// decideRecovery is the conflict rule of recovery (see the notes above):
+// upload what replaces the object this mount last saw or wrote itself,
+// recognise data already uploaded, and retain anything else.
+func decideRecovery(x recoveryFacts) (verdict, string) {
 	switch {
-	case base == nil && (!exists || aws.ToTime(out.LastModified).Before(since.Truncate(time.Second))):
-		// LastModified has whole seconds: a write in the same second
-		// as the data became dirty counts as later.
-		return verdictUpload, "", etag, nil
-	case base == nil:
-		return verdictConflict, "the object was written by another client after this data was staged", etag, nil
-	case base.Absent && !exists:
-		return verdictUpload, "", etag, nil
-	case base.Absent:
-		return verdictConflict, "another client created the object while this data was staged", etag, nil
-	case !exists:
-		return verdictConflict, "another client deleted the object while this data was staged", etag, nil
+	case !x.exists && (x.base == nil || x.base.Absent):
+		return verdictUpload, ""
+	case !x.exists:
+		return verdictConflict, "another client deleted the object while this data was staged"
+	case x.baseMatches:
+		return verdictUpload, ""
+	case x.stagedMatches:
+		return verdictUploaded, ""
+	case x.ours && x.oursNotNewer:
+		// An upload of this mount whose end the record does not show (the
+		// process died between the two), or of an older staging of the
+		// same key (an application that re-created the file while that
+		// upload ran): the staged data is newer. Seen in TestResumeUnderLoad.
+		return verdictUpload, ""
+	case x.ours:
+		return verdictConflict, "the bucket holds newer data written through this mount; this staging is older"
+	case x.uploadedSince:
+		// The same, for an object without a writer mark (written by an
+		// older rekey): last modified since this mount began to upload.
+		return verdictUpload, ""
+	case x.base == nil && x.modifiedBeforeDirty:
+		return verdictUpload, ""
+	case x.base == nil:
+		return verdictConflict, "the object was written by another client after this data was staged"
+	case x.base.Absent:
+		return verdictConflict, "another client created the object while this data was staged"
 	default:
-		return verdictConflict, "another client changed the object while this data was staged", etag, nil
+		return verdictConflict, "another client changed the object while this data was staged"
 	}
+}
+
+// writerMetaLocked is the user metadata of an upload of st's staged data
+// (st.mu held): this mount's writer mark with the time the data became
+// dirty, or now for clean data (a rename's copy of it).
+func (f *FS) writerMetaLocked(st *fileState) map[string]string {
+	since := st.rec.dirtySince
+	if since.IsZero() || st.rec.state != journal.StateDirty {
+		since = time.Now()
+	}
+	return map[string]string{journal.WriterMetadataKey: journal.WriterMark{ID: f.writer, DirtySince: since}.String()}
 }
 
 // sameETag compares ETags without their quotes.
@@ -628,7 +676,11 @@ func (f *FS) retain(st *fileState, why string) {
 		st.stream = nil
 	}
 	st.rec = jrec{} // the record stays as it is on disk
+	st.lost = why
 	key := st.key
+	if file != nil {
+		f.lostStates[key] = st // for handles reopened later (reopenState)
+	}
 	st.mu.Unlock()
 	f.mu.Unlock()
 	if file == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"rekey.dev/rekey/fuseserver/journal"
 	"rekey.dev/rekey/internal/fusetest"
 )
 
@@ -29,7 +30,7 @@ func stagingEntries(dir string) ([]os.DirEntry, error) {
 	ents, err := os.ReadDir(dir)
 	out := ents[:0]
 	for _, ent := range ents {
-		if ent.Name() != nodeTableDir {
+		if ent.Name() != nodeTableDir && ent.Name() != journal.WriterDir {
 			out = append(out, ent)
 		}
 	}

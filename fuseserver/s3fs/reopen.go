@@ -46,6 +46,14 @@ func (n *fileNode) Reopen(ctx context.Context, flags uint32) (fs.FileHandle, sys
 // key's state in FS.files, which acquireState returns), else the key's
 // state as an open makes it.
 func (f *FS) reopenState(key string) *fileState {
+	f.mu.Lock()
+	if st := f.lostStates[key]; st != nil {
+		st.opens.Add(1)
+		f.mu.Unlock()
+		f.log.V(1).Info("reopen of a file whose staged data was retained", "key", key)
+		return st
+	}
+	f.mu.Unlock()
 	recovered := f.recovered(key) != nil
 	f.log.V(1).Info("reopen", "key", key, "recovered", recovered)
 	return f.acquireState(key)

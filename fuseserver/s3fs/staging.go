@@ -69,6 +69,18 @@ type fileState struct {
 	recoveredFrom   bool
 	verify          bool
 	failureReported bool
+	// lost says why the state's data was retained on the node (retain):
+	// the handles that had it open fail every further read, write and
+	// close with EIO, instead of going on with the bucket's object.
+	lost string
+}
+
+// lostLocked is the error of a handle whose data was retained (st.mu held).
+func (s *fileState) lostLocked() error {
+	if s.lost == "" {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: %w", s.key, s.lost, errRetained)
 }
 
 // dirtyLocked reports whether staged data has not reached the bucket yet.
@@ -302,6 +314,9 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if err := st.lostLocked(); err != nil {
+		return err
+	}
 	if st.file == nil {
 		if size == 0 {
 			file, rec, err := f.newStagingFile(st.key, true, nil)
@@ -336,6 +351,9 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64, appendMode bool) (int, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if err := st.lostLocked(); err != nil {
+		return 0, err
+	}
 	if err := f.loadLocked(ctx, st); err != nil {
 		return 0, err
 	}
@@ -401,6 +419,10 @@ func (f *FS) waitStream(ctx context.Context, st *fileState) {
 // the bucket; the released parts of an unlinked file are gone (EIO).
 func (f *FS) readStaged(ctx context.Context, st *fileState, dest []byte, off int64) (n int, staged bool, err error) {
 	st.mu.Lock()
+	if err := st.lostLocked(); err != nil {
+		st.mu.Unlock()
+		return 0, true, err
+	}
 	if st.overlapsReleasedLocked(off, int64(len(dest))) {
 		deleted := st.deleted
 		st.mu.Unlock()
@@ -434,11 +456,17 @@ func (f *FS) settle(ctx context.Context, st *fileState) error {
 
 // settleLocked is settle with st.uploadMu held.
 func (f *FS) settleLocked(ctx context.Context, st *fileState) error {
+	// Completing the upload of recovered data overwrites the object like
+	// any upload: the conflict check comes first.
+	if done, err := f.checkRecoveredLocked(ctx, st); done || err != nil {
+		return err
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if !st.hasReleasedLocked() || st.deleted || st.stream == nil {
 		return nil
 	}
+	f.recordUploadStartLocked(st)
 	_, err := f.finishStreamLocked(ctx, st)
 	return err
 }
@@ -469,6 +497,10 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 		}
 	}
 	st.mu.Lock()
+	if err := st.lostLocked(); err != nil {
+		st.mu.Unlock()
+		return 0, "", err
+	}
 	own := key == ""
 	if st.file == nil || st.deleted || (own && st.gen == st.uploaded) {
 		st.mu.Unlock()
@@ -491,11 +523,11 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	} else {
 		f.breakStreamLocked(st)
 	}
-	gen, size, file, mtime := st.gen, st.size, st.file, st.mtime
+	gen, size, file, mtime, meta := st.gen, st.size, st.file, st.mtime, f.writerMetaLocked(st)
 	st.mu.Unlock()
 
 	start := time.Now()
-	etag, err := f.putFile(ctx, key, file, size)
+	etag, err := f.putFile(ctx, key, file, size, meta)
 	if err != nil {
 		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
 		return 0, "", err

@@ -75,7 +75,7 @@ type stream struct {
 const streamWindow = 2 * partConcurrency
 
 // startStream begins a multipart upload of key from file in the background.
-func (f *FS) startStream(key string, file *os.File) *stream {
+func (f *FS) startStream(key string, file *os.File, meta map[string]string) *stream {
 	ctx, cancel := context.WithCancel(f.bgCtx)
 	s := &stream{
 		f: f, key: key, file: file, partSize: f.opts.PartSize, ctx: ctx, cancel: cancel,
@@ -90,7 +90,7 @@ func (f *FS) startStream(key string, file *os.File) *stream {
 		defer cancel()
 		f.count(opCreateMultipart)
 		out, err := f.api.CreateMultipartUpload(rctx, &s3.CreateMultipartUploadInput{
-			Bucket: &f.opts.Bucket, Key: &key, ContentType: aws.String(contentType(key)),
+			Bucket: &f.opts.Bucket, Key: &key, ContentType: aws.String(contentType(key)), Metadata: meta,
 		})
 		if err != nil {
 			s.fail(fmt.Errorf("create multipart upload %s: %w", key, err))
@@ -355,7 +355,7 @@ func (f *FS) streamLocked(st *fileState) error {
 		if st.size <= f.opts.MultipartThreshold {
 			return nil
 		}
-		st.stream = f.startStream(st.key, st.file)
+		st.stream = f.startStream(st.key, st.file, f.writerMetaLocked(st))
 	}
 	s := st.stream
 	f.releaseUploaded(st)

@@ -18,9 +18,9 @@ const partConcurrency = 4
 // putFile uploads size bytes of r as key: one PutObject up to
 // MultipartThreshold, a multipart upload above it. It returns the ETag of
 // the new object (empty if the server sent none).
-func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64) (string, error) {
+func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64, meta map[string]string) (string, error) {
 	if size > f.opts.MultipartThreshold {
-		return f.putMultipart(ctx, key, r, size)
+		return f.putMultipart(ctx, key, r, size, meta)
 	}
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
@@ -31,6 +31,7 @@ func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64)
 		Body:          io.NewSectionReader(r, 0, size),
 		ContentLength: aws.Int64(size),
 		ContentType:   aws.String(contentType(key)),
+		Metadata:      meta,
 	})
 	if err != nil {
 		return "", fmt.Errorf("put %s: %w", key, err)
@@ -50,13 +51,14 @@ func (f *FS) partSizeFor(size int64) int64 {
 
 // putMultipart uploads r as key in parts, partConcurrency at a time, and
 // aborts the upload if any step fails.
-func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64) (etag string, err error) {
+func (f *FS) putMultipart(ctx context.Context, key string, r io.ReaderAt, size int64, meta map[string]string) (etag string, err error) {
 	cctx, cancel := f.reqCtx(ctx)
 	f.count(opCreateMultipart)
 	created, err := f.api.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
 		Bucket:      &f.opts.Bucket,
 		Key:         &key,
 		ContentType: aws.String(contentType(key)),
+		Metadata:    meta,
 	})
 	cancel()
 	if err != nil {

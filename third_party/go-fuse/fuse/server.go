@@ -253,6 +253,7 @@ func NewServer(fs RawFileSystem, mountPoint string, opts *MountOptions) (*Server
 		// this by reading the requests using readv.
 		buf := make([]byte, readBufBytes)
 		buf = alignSlice(buf, unsafe.Sizeof(WriteIn{}), logicalBlockSize, uintptr(readBufSize))
+		prefault(buf)
 		return buf
 	}
 	mountPoint = filepath.Clean(mountPoint)
@@ -876,3 +877,21 @@ func parseFuseFd(mountPoint string) (fd int) {
 // errRecoverSplice is returned by trySplice when the caller should
 // fall back to to pread/read without logging.
 var errRecoverSplice = errors.New("splice failed; must fallback")
+
+// prefault writes to every page of buf so that all of them are present
+// and writable before the kernel copies a request into it (rekey patch).
+// The kernel takes a request off its queues while it copies it to the
+// server; a page fault in that copy fails if the server is being killed,
+// and the kernel then ends the request with EIO instead of keeping it for
+// a server that takes the connection over (NotifyResend). With the pages
+// present the copy takes no fault. Buffers stay in readPool while the
+// server runs, so Go does not give their pages back to the kernel.
+func prefault(buf []byte) {
+	page := os.Getpagesize()
+	for i := 0; i < len(buf); i += page {
+		buf[i] = 0
+	}
+	if len(buf) > 0 {
+		buf[len(buf)-1] = 0
+	}
+}
