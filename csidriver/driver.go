@@ -131,11 +131,23 @@ func ListenUnix(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(path)
 	}
-	lis, err := net.Listen("unix", path)
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("csidriver: listen %s: %w", path, err)
 	}
+	// Closing leaves the path alone: during an upgrade the node pod of the
+	// new version binds the same path, and the old pod's exit must not
+	// unlink the new pod's socket.
+	lis.SetUnlinkOnClose(false)
 	return lis, nil
+}
+
+// removeIfSame removes path if it is still the file made (the socket this
+// process bound), not one a newer node pod bound there since.
+func removeIfSame(path string, made os.FileInfo) {
+	if now, err := os.Lstat(path); err == nil && made != nil && os.SameFile(made, now) {
+		_ = os.Remove(path)
+	}
 }
 
 // registration is kubelet's plugin watcher API: kubelet finds the socket in
@@ -171,7 +183,8 @@ func (d *Driver) ServeRegistration(ctx context.Context, csiEndpoint string) erro
 	}
 	srv := grpc.NewServer()
 	registerv1.RegisterRegistrationServer(srv, &registration{endpoint: csiEndpoint, log: d.opts.Log.WithName("registration")})
-	go func() { <-ctx.Done(); srv.Stop(); _ = os.Remove(path) }()
+	made, _ := os.Lstat(path)
+	go func() { <-ctx.Done(); srv.Stop(); removeIfSame(path, made) }()
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("csidriver: registration: %w", err)
 	}
@@ -192,6 +205,13 @@ func (d *Driver) HTTPHandler(gatherer prometheus.Gatherer) http.Handler {
 		mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if infos, err := d.opts.Runner.List(r.Context()); err == nil {
 				d.metrics.mounts.Set(float64(len(infos)))
+				versions := make([]string, 0, len(infos))
+				for _, in := range infos {
+					if !in.Dead {
+						versions = append(versions, in.Version)
+					}
+				}
+				d.metrics.setServers(versions)
 			}
 			d.metrics.refreshKeyAge()
 			promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)

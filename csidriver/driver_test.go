@@ -67,15 +67,17 @@ func TestRegistration(t *testing.T) {
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	runner := &fakeRunner{mounts: map[string]supervisor.Info{"a": {ID: "a"}}}
+	runner := &fakeRunner{mounts: map[string]supervisor.Info{"a": {ID: "a", Version: "v1"}, "b": {ID: "b", Version: "v2"},
+		"c": {ID: "c", Version: "v2"}, "d": {ID: "d", Version: "v1", Dead: true}}}
 	d, err := New(Options{Mounter: &fakeMounter{}, Runner: runner, Registerer: reg, Log: logr.Discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(d.HTTPHandler(reg))
 	defer srv.Close()
-	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "rekey_csi_mounts 1"} {
-		resp, err := http.Get(srv.URL + path)
+	for path, want := range map[string]string{"/healthz": "ok", "/metrics": "rekey_csi_mounts 4",
+		"/metrics ": `rekey_csi_fuse_servers{version="v1"} 1`, "/metrics  ": `rekey_csi_fuse_servers{version="v2"} 2`} {
+		resp, err := http.Get(srv.URL + strings.TrimSpace(path))
 		if err != nil {
 			t.Fatal(err)
 		}

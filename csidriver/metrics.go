@@ -16,6 +16,7 @@ type Metrics struct {
 	serverDeaths   prometheus.Counter
 	serverResumes  prometheus.Counter
 	keyAge         *prometheus.GaugeVec
+	servers        *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	keysSet map[string]time.Time
@@ -40,9 +41,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "FUSE servers that died and were replaced on their live connection."}),
 		keyAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekey_csi_key_age_seconds",
 			Help: "Seconds since the keys in use by a volume were set."}, []string{"volume"}),
+		servers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekey_csi_fuse_servers",
+			Help: "FUSE servers running on this node by rekey version (set on scrape; during an upgrade, docs/upgrade.md, both versions)."},
+			[]string{"version"}),
 		keysSet: map[string]time.Time{},
 	}
-	reg.MustRegister(m.mounts, m.swaps, m.swapSeconds, m.publishSeconds, m.serverDeaths, m.serverResumes, m.keyAge)
+	reg.MustRegister(m.mounts, m.swaps, m.swapSeconds, m.publishSeconds, m.serverDeaths, m.serverResumes, m.keyAge, m.servers)
 	return m
 }
 
@@ -66,4 +70,16 @@ func (m *Metrics) keyForget(volume string) {
 	defer m.mu.Unlock()
 	delete(m.keysSet, volume)
 	m.keyAge.DeleteLabelValues(volume)
+}
+
+// setServers sets the servers gauge from the versions of the running
+// servers (one entry per server; "" is reported as "unknown").
+func (m *Metrics) setServers(versions []string) {
+	m.servers.Reset()
+	for _, v := range versions {
+		if v == "" {
+			v = "unknown"
+		}
+		m.servers.WithLabelValues(v).Inc()
+	}
 }

@@ -412,12 +412,21 @@ func checkNode(t *testing.T, in install, dir string) {
 		t.Errorf("driver port %v does not match --http-addr=%s", driver.Ports, addr)
 	}
 
-	// Supervisor: rekey-csi init -- /rekey-csi supervisor ...
+	// Supervisor: rekey-csi init --instance-state-dir=<state> -- /rekey-csi supervisor ...
 	sargs := expand(t, sup)
-	if len(sargs) < 4 || !slices.Equal(sargs[:4], []string{"init", "--", "/rekey-csi", "supervisor"}) {
-		t.Fatalf("supervisor args %v, want init -- /rekey-csi supervisor ...", sargs)
+	if len(sargs) < 5 || sargs[0] != "init" || !slices.Equal(sargs[2:5], []string{"--", "/rekey-csi", "supervisor"}) {
+		t.Fatalf("supervisor args %v, want init --instance-state-dir=... -- /rekey-csi supervisor ...", sargs)
 	}
-	checkFlags(t, sup, sargs[4:], csiFlags)
+	checkFlags(t, sup, sargs[1:2], csiFlags)
+	checkFlags(t, sup, sargs[5:], csiFlags)
+	if got, _ := flagValue(sargs[:2], "instance-state-dir"); got != func() string { v, _ := flagValue(sargs[5:], "state-dir"); return v }() {
+		t.Errorf("init --instance-state-dir = %q, want the supervisor's --state-dir: the next node pod finds the instance lock there", got)
+	}
+	ready, _ := flagValue(sargs[5:], "ready-file")
+	if p := sup.ReadinessProbe; ready == "" || p == nil || p.Exec == nil ||
+		!slices.Equal(p.Exec.Command, []string{"/rekey-csi", "ready", "--ready-file=" + ready}) {
+		t.Errorf("supervisor: --ready-file=%q and readiness probe %+v: the probe must check the supervisor's ready file", ready, p)
+	}
 	if got, _ := flagValue(sargs, "supervisor-socket"); got != want["supervisor-socket"] {
 		t.Errorf("supervisor --supervisor-socket = %q, want the driver's %q", got, want["supervisor-socket"])
 	}
@@ -444,8 +453,12 @@ func TestNodePlugin(t *testing.T) {
 	if spec.HostNetwork {
 		t.Error("the base must not use hostNetwork (overlays add it)")
 	}
-	if u := ds.Spec.UpdateStrategy; u.RollingUpdate != nil && u.RollingUpdate.MaxSurge != nil && u.RollingUpdate.MaxSurge.IntValue() != 0 {
-		t.Error("maxSurge: two node pods on a node would share its sockets and state directory")
+	// The new node pod starts next to the old one and takes its mounts
+	// over; deleting the old one first would end them.
+	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType || u.RollingUpdate == nil ||
+		u.RollingUpdate.MaxSurge == nil || u.RollingUpdate.MaxSurge.IntValue() != 1 ||
+		u.RollingUpdate.MaxUnavailable == nil || u.RollingUpdate.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("updateStrategy %+v, want RollingUpdate with maxSurge 1 and maxUnavailable 0", u)
 	}
 	if spec.ServiceAccountName != "rekey-csi-node" {
 		t.Errorf("serviceAccountName %q", spec.ServiceAccountName)

@@ -59,6 +59,8 @@ type config struct {
 	initArgv         []string
 	serverStopGrace  time.Duration
 	orphanWait       time.Duration
+	initStateDir     string
+	readyFile        string
 }
 
 func main() {
@@ -79,6 +81,9 @@ func parse(args []string) (config, error) {
 	fs.StringVar(&cfg.kubeletRoot, "kubelet-root-dir", contract.DefaultKubeletRootDir, "kubelet --root-dir")
 	fs.StringVar(&cfg.supervisorSocket, "supervisor-socket", contract.DefaultSupervisorSocket, "node-local supervisor socket")
 	fs.StringVar(&cfg.stateDir, "state-dir", "/var/lib/kubelet/plugins/"+contract.DriverName+"/mounts", "supervisor state (specs and control sockets; no keys)")
+	fs.StringVar(&cfg.initStateDir, "instance-state-dir", "",
+		"the supervisor's --state-dir, where init holds this container's instance lock so that the next node pod takes its mounts over (init)")
+	fs.StringVar(&cfg.readyFile, "ready-file", "", "written once the supervisor serves the node's mounts, removed on exit; the readiness probe checks it (supervisor)")
 	fs.StringVar(&cfg.fuseBinary, "fuse-binary", "/rekey-fuse", "rekey-fuse executable (supervisor)")
 	fs.IntVar(&cfg.serverMemoryMiB, "server-memory-mib", supervisor.DefaultServerMemoryMiB,
 		"memory budget of each rekey-fuse in MiB, from which its GOMEMLIMIT and read-ahead are sized (supervisor; 0: none)")
@@ -130,25 +135,24 @@ func run(args []string) error {
 	m := mounter.New()
 	switch cfg.role {
 	case "init":
-		return supervisor.RunInit(ctx, cfg.initArgv, cfg.serverStopGrace, log.WithName("init"))
+		return supervisor.RunInit(ctx, cfg.initArgv, cfg.serverStopGrace, cfg.initStateDir, log.WithName("init"))
 	case "supervisor":
-		sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
-			AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
-			Memory: supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups}})
-		if err != nil {
-			return err
-		}
-		lis, err := supervisor.Listen(cfg.supervisorSocket)
-		if err != nil {
-			return err
-		}
-		log.Info("supervisor serving", "socket", cfg.supervisorSocket, "stateDir", cfg.stateDir)
-		// The FUSE servers keep running when the supervisor stops.
-		return sup.Serve(ctx, lis)
+		return runSupervisor(ctx, cfg, m, log)
 	case "driver":
 		return runDriver(ctx, cfg, m, log)
+	case "ready":
+		// The supervisor container's readiness probe: its supervisor
+		// serves the node's mounts (after taking them over from the node
+		// pod it replaces, if any).
+		if cfg.readyFile == "" {
+			return errors.New("ready: --ready-file is required")
+		}
+		if _, err := os.Stat(cfg.readyFile); err != nil {
+			return fmt.Errorf("supervisor not serving yet: %w", err)
+		}
+		return nil
 	}
-	return fmt.Errorf("unknown role %q, want driver or supervisor", cfg.role)
+	return fmt.Errorf("unknown role %q, want driver, supervisor, init or ready", cfg.role)
 }
 
 func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Logger) error {
@@ -188,11 +192,7 @@ func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Lo
 	}
 	if cfg.httpAddr != "" {
 		hs := &http.Server{Addr: cfg.httpAddr, Handler: d.HTTPHandler(reg), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error(err, "health and metrics endpoint stopped")
-			}
-		}()
+		go serveHTTP(ctx, hs, log)
 		defer hs.Close()
 	}
 	log.Info("driver serving", "endpoint", path, "nodeId", cfg.nodeID, "supervisor", cfg.supervisorSocket)
@@ -204,4 +204,66 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	return rest.InClusterConfig()
+}
+
+func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log logr.Logger) error {
+	if cfg.readyFile != "" {
+		_ = os.Remove(cfg.readyFile) // from a supervisor process before this one
+	}
+	// New takes over the mounts of a running older node pod, if any, before
+	// this one serves the node's socket (supervisor/handoff.go).
+	sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
+		AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
+		Memory:   supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups},
+		Instance: os.Getenv(supervisor.InstanceEnv), Version: version, NodeSocket: cfg.supervisorSocket})
+	if err != nil {
+		return err
+	}
+	for _, rep := range sup.HandOffs() {
+		log.Info("took over the mounts of the previous supervisor", "fromInstance", rep.From, "mounts", len(rep.Mounts))
+	}
+	hlis, err := supervisor.Listen(supervisor.HandoffSocketPath(cfg.stateDir, sup.Instance()))
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := sup.Serve(ctx, hlis); err != nil {
+			log.Error(err, "hand-off socket stopped")
+		}
+	}()
+	lis, err := supervisor.Listen(cfg.supervisorSocket)
+	if err != nil {
+		return err
+	}
+	if cfg.readyFile != "" {
+		if err := os.WriteFile(cfg.readyFile, []byte(sup.Instance()+"\n"), 0o600); err != nil {
+			return fmt.Errorf("ready file: %w", err)
+		}
+		defer func() { _ = os.Remove(cfg.readyFile) }()
+	}
+	log.Info("supervisor serving", "socket", cfg.supervisorSocket, "stateDir", cfg.stateDir, "instance", sup.Instance(), "version", version)
+	// The FUSE servers keep running when the supervisor stops.
+	return sup.Serve(ctx, lis)
+}
+
+// serveHTTP serves hs until ctx ends. A port in use is retried: with
+// hostNetwork, the node pod being replaced in a rolling update holds it
+// until it goes.
+func serveHTTP(ctx context.Context, hs *http.Server, log logr.Logger) {
+	for {
+		err := hs.ListenAndServe()
+		if err == nil || errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			log.Error(err, "health and metrics endpoint stopped")
+			return
+		}
+		log.Info("health and metrics port in use (the node pod this one replaces still runs); retrying", "addr", hs.Addr)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
 }

@@ -29,9 +29,26 @@ import (
 // zero). Only then does it return, and the kernel kills what is left of
 // the container. The pod's terminationGracePeriodSeconds must exceed grace
 // (see docs/csi-driver.md).
-func RunInit(ctx context.Context, argv []string, grace time.Duration, log logr.Logger) error {
+//
+// With stateDir set, init is the container's supervisor instance
+// (owner.go): it makes an instance ID, holds its lock in stateDir for as
+// long as it runs, and gives the ID to the supervisor in InstanceEnv, so
+// that the supervisors it restarts keep the container's mounts and a
+// supervisor in another container (the next version's node pod) takes
+// them over instead of adopting them.
+func RunInit(ctx context.Context, argv []string, grace time.Duration, stateDir string, log logr.Logger) error {
 	if len(argv) == 0 {
 		return errors.New("supervisor: init: no command")
+	}
+	env := os.Environ()
+	if stateDir != "" {
+		lock, err := LockOwner(stateDir, NewInstanceID())
+		if err != nil {
+			return fmt.Errorf("supervisor: init: %w", err)
+		}
+		defer func() { _ = lock.Close() }()
+		env = append(env, InstanceEnv+"="+lock.ID)
+		log.Info("supervisor instance", "instance", lock.ID)
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("supervisor: init: become subreaper: %w", err)
@@ -43,7 +60,7 @@ func RunInit(ctx context.Context, argv []string, grace time.Duration, log logr.L
 	backoff := 500 * time.Millisecond
 	for {
 		started := time.Now()
-		p, err := os.StartProcess(argv[0], argv, &os.ProcAttr{Files: []*os.File{os.Stdin, os.Stdout, os.Stderr}})
+		p, err := os.StartProcess(argv[0], argv, &os.ProcAttr{Files: []*os.File{os.Stdin, os.Stdout, os.Stderr}, Env: env})
 		if err != nil {
 			return fmt.Errorf("supervisor: init: start %s: %w", argv[0], err)
 		}

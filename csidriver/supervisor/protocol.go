@@ -38,17 +38,25 @@ const (
 	opWatch       = "watch"
 	opAttach      = "attach"
 	opDescriptors = "descriptors"
+	// Version 3: the hand-off session (handoff.go).
+	opHandoff     = "handoff"
+	opRelease     = "release"
+	opRestore     = "restore"
+	opHandoffDone = "handoff-done"
 )
 
-// ProtocolVersion is the version of the supervisor's API this build speaks.
-const ProtocolVersion = 2
+// ProtocolVersion is the version of the supervisor's API this build speaks:
+// 1 (no "v": rekey 0.1) start with /dev/fuse only; 2 the key custody
+// descriptor, attach and descriptors; 3 the hand-off session.
+const ProtocolVersion = 3
 
 type request struct {
 	Version int             `json:"v,omitempty"`
 	Op      string          `json:"op"`
 	Spec    Spec            `json:"spec,omitzero"`
 	ID      string          `json:"id,omitempty"`
-	Keys    json.RawMessage `json:"keys,omitempty"` // keys.Encode wire format
+	Keys    json.RawMessage `json:"keys,omitempty"`  // keys.Encode wire format
+	Infos   []Info          `json:"infos,omitempty"` // opRestore: the mount
 }
 
 type response struct {
@@ -69,11 +77,27 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: listen: %w", err)
 	}
+	// Closing the listener leaves the path alone: during a hand-off the
+	// same path is bound by the supervisor of the new node pod, and the
+	// old one's exit must not unlink it. A stale socket is replaced by the
+	// next Listen.
+	lis.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		_ = lis.Close()
 		return nil, fmt.Errorf("supervisor: chmod socket: %w", err)
 	}
 	return lis, nil
+}
+
+// answers reports whether a supervisor serves the socket at path.
+func answers(ctx context.Context, path string) bool {
+	if path == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := (&Client{Path: path}).List(ctx)
+	return err == nil
 }
 
 // Serve answers the API on lis until ctx ends.
@@ -178,6 +202,8 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 	case opList:
 		infos, err := s.List(ctx)
 		reply(infos, err)
+	case opHandoff:
+		s.serveHandoff(ctx, c, enc, log.WithName("handoff"))
 	case opWatch:
 		ch, cancel := s.Subscribe()
 		defer cancel()
@@ -300,24 +326,7 @@ func send(conn *net.UnixConn, req request, fds Descriptors) error {
 	if err != nil {
 		return fmt.Errorf("supervisor: encode request: %w", err)
 	}
-	b = append(b, '\n')
-	var oob []byte
-	switch {
-	case fds.Fuse != nil && fds.Custody != nil:
-		oob = unix.UnixRights(int(fds.Fuse.Fd()), int(fds.Custody.Fd()))
-	case fds.Fuse != nil:
-		oob = unix.UnixRights(int(fds.Fuse.Fd()))
-	}
-	n, _, err := conn.WriteMsgUnix(b, oob, nil)
-	if err != nil {
-		return fmt.Errorf("supervisor: send request: %w", err)
-	}
-	if n < len(b) {
-		if _, err := conn.Write(b[n:]); err != nil {
-			return fmt.Errorf("supervisor: send request: %w", err)
-		}
-	}
-	return nil
+	return writeMsg(conn, append(b, '\n'), fds)
 }
 
 // Start sends the descriptors and keys to the supervisor, which starts the

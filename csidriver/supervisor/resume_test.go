@@ -101,13 +101,6 @@ var workerNames = []string{"seqwrite", "overwrite", "seqread", "list", "rename",
 // error, and everything written must be in the bucket byte for byte.
 func TestResumeUnderLoad(t *testing.T) {
 	needRoot(t)
-	// Opt-in until an open bug is fixed (docs/resume.md, "The kill
-	// matrix"): in about one run of sixteen, a 64 MiB file written across
-	// kills was closed without an error while the bucket held only 10 MiB
-	// of it, and the rest was retained on the node at unpublish.
-	if os.Getenv("REKEY_KILL_MATRIX") == "" {
-		t.Skip("the kill matrix runs with REKEY_KILL_MATRIX=1 (an open bug: a close after a resume can return before the upload)")
-	}
 	dir, bin, k, s3srv := setup(t)
 	m, target, cfg := newTarget(t, dir, bin)
 	ctx, stopSup := context.WithCancel(context.Background())

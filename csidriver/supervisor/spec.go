@@ -84,6 +84,15 @@ type Info struct {
 	// Resumes counts how often a new server took over the connection
 	// after its server died.
 	Resumes int `json:"resumes,omitempty"`
+	// Owner is the instance of the supervisor container that runs the
+	// server (owner.go); empty in state written before hand-off existed.
+	Owner string `json:"owner,omitempty"`
+	// Version is the rekey version of the supervisor that started the
+	// server, which runs the rekey-fuse of the same image.
+	Version string `json:"version,omitempty"`
+	// HandOffs counts how often the mount moved to a new supervisor
+	// (handoff.go).
+	HandOffs int `json:"handOffs,omitempty"`
 }
 
 // Event kinds besides the FUSE server's own (applied, refused, reported).
@@ -91,6 +100,9 @@ const (
 	EventDied = "died"
 	// EventResumed: a server died and a new one took over its connection.
 	EventResumed = "resumed"
+	// EventHandedOver: a new supervisor took the mount over from an older
+	// one and runs its server now (handoff.go).
+	EventHandedOver = "handedover"
 )
 
 // Event is a FUSE server's swap outcome or report, or its death.

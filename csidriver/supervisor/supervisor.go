@@ -63,6 +63,16 @@ type Config struct {
 	ExtraArgs []string
 	// Memory is the memory budget of each FUSE server (memory.go); zero: none.
 	Memory ServerMemory
+	// Instance is the ID of this supervisor container (owner.go), from
+	// init (InstanceEnv). Empty: New makes one and holds its lock itself.
+	Instance string
+	// Version is this build's rekey version, recorded with every server.
+	Version string
+	// NodeSocket is the node's supervisor socket (served by whichever
+	// supervisor runs the mounts). New asks it before adopting mounts
+	// recorded without an owner: if another supervisor answers there, it
+	// is one from before hand-off existed, still running them.
+	NodeSocket string
 }
 
 // Supervisor runs FUSE servers. Its methods are safe for concurrent use.
@@ -76,6 +86,10 @@ type Supervisor struct {
 	mounts  map[string]*mount
 	subs    map[chan Event]struct{}
 	pending []pendingEvent // published while nobody subscribed
+	ho      handoffState
+
+	ownLock  *OwnerLock      // the instance lock when New took it itself
+	handoffs []HandoffReport // what New took over
 }
 
 // pendingEvent waits for the first subscriber; ack records it as handled.
@@ -115,12 +129,27 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 		return nil, fmt.Errorf("supervisor: state dir: %w", err)
 	}
 	s := &Supervisor{cfg: cfg, ctx: ctx, mounts: map[string]*mount{}, subs: map[chan Event]struct{}{}}
+	if s.cfg.Instance == "" {
+		lock, err := LockOwner(cfg.StateDir, NewInstanceID())
+		if err != nil {
+			return nil, err
+		}
+		s.ownLock, s.cfg.Instance = lock, lock.ID
+	} else if !validInstance(s.cfg.Instance) {
+		return nil, fmt.Errorf("supervisor: bad instance id %q", s.cfg.Instance)
+	}
 	if err := s.adoptAll(ctx); err != nil {
 		return nil, err
 	}
 	s.reportOrphanStaging()
 	return s, nil
 }
+
+// Instance is this supervisor's instance ID (owner.go).
+func (s *Supervisor) Instance() string { return s.cfg.Instance }
+
+// HandOffs returns what New took over from other instances.
+func (s *Supervisor) HandOffs() []HandoffReport { return s.handoffs }
 
 // Subscribe returns a channel receiving every Event until cancel is called.
 // Events published while nobody subscribed (up to maxPending, e.g. what
@@ -204,6 +233,10 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fds Descriptors, k ke
 		s.mu.Unlock()
 		return info, nil
 	}
+	if err := s.startAllowedLocked(); err != nil {
+		s.mu.Unlock()
+		return Info{}, err
+	}
 	delete(s.mounts, id)
 	s.mu.Unlock()
 
@@ -224,7 +257,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec, fds Descriptors, k ke
 		_ = fuse.Close()
 		return Info{}, fmt.Errorf("supervisor: %w", err)
 	}
-	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock")}
+	info := Info{Spec: spec, ID: id, ControlSocket: s.statePath(id, ".sock"), Owner: s.cfg.Instance, Version: s.cfg.Version}
 	m, err := s.launch(ctx, info, launch{fuse: fuse, custody: custody, keys: &k})
 	if err != nil {
 		_ = fuse.Close()
@@ -435,25 +468,19 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 			m.attached = nil
 		}
 	}
+	handedOff := s.ho.handedOff
 	s.mu.Unlock()
 	if !ok {
+		// A mount this supervisor does not run: its state goes only if no
+		// live supervisor instance owns it (a hand-off moved it).
+		if owner := s.stateOwner(id); handedOff || (owner != "" && owner != s.cfg.Instance && ownerAlive(s.cfg.StateDir, owner)) {
+			return fmt.Errorf("%w: %s", ErrNotOwner, id)
+		}
 		s.removeState(id)
 		return nil
 	}
 	if !info.Dead {
-		_ = syscall.Kill(info.PID, syscall.SIGTERM)
-		timer := time.NewTimer(s.cfg.StopTimeout)
-		select {
-		case <-m.exited:
-		case <-timer.C:
-			s.cfg.Log.Info("FUSE server did not stop in time; killing it", "mountId", id, "pid", info.PID)
-			_ = syscall.Kill(info.PID, syscall.SIGKILL)
-			<-m.exited
-		case <-ctx.Done():
-			_ = syscall.Kill(info.PID, syscall.SIGKILL)
-			<-m.exited
-		}
-		timer.Stop()
+		s.stopServer(ctx, m, info, "FUSE server did not stop in time; killing it")
 	}
 	if cancel != nil {
 		cancel()
@@ -467,6 +494,25 @@ func (s *Supervisor) Stop(ctx context.Context, id string) error {
 	s.mu.Unlock()
 	s.removeState(id)
 	return nil
+}
+
+// stopServer sends the server of m SIGTERM (it uploads what it staged and
+// exits) and SIGKILL after StopTimeout or when ctx ends, logging late, and
+// waits for its exit.
+func (s *Supervisor) stopServer(ctx context.Context, m *mount, info Info, late string) {
+	_ = syscall.Kill(info.PID, syscall.SIGTERM)
+	timer := time.NewTimer(s.cfg.StopTimeout)
+	defer timer.Stop()
+	select {
+	case <-m.exited:
+	case <-timer.C:
+		s.cfg.Log.Info(late, "mountId", info.ID, "pid", info.PID)
+		_ = syscall.Kill(info.PID, syscall.SIGKILL)
+		<-m.exited
+	case <-ctx.Done():
+		_ = syscall.Kill(info.PID, syscall.SIGKILL)
+		<-m.exited
+	}
 }
 
 // closeFiles closes the supervisor's copies of the mount's descriptors.
@@ -524,30 +570,108 @@ func (s *Supervisor) writeState(info Info) error {
 	return nil
 }
 
-// adoptAll re-adopts the servers of the state directory.
+// adoptAll takes the mounts of the state directory: those of a live other
+// instance through a hand-off (handoff.go), the rest (this instance's,
+// a gone instance's, or of state from before owners) by adoption.
 func (s *Supervisor) adoptAll(ctx context.Context) error {
+	infos, err := s.readStates()
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, in := range infos {
+		if in.Owner != "" && in.Owner != s.cfg.Instance && !live[in.Owner] && ownerAlive(s.cfg.StateDir, in.Owner) {
+			live[in.Owner] = true
+		}
+	}
+	for owner := range live {
+		rep, err := s.takeOver(ctx, owner)
+		if len(rep.Mounts) > 0 || err == nil {
+			s.handoffs = append(s.handoffs, rep)
+		}
+		if errors.Is(err, errOwnerGone) {
+			s.cfg.Log.Info("the instance went away; adopting its mounts", "instance", owner)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if infos, err = s.readStates(); err != nil {
+		return err
+	}
+	for _, in := range infos {
+		if in.Owner == "" && answers(ctx, s.cfg.NodeSocket) {
+			return fmt.Errorf("supervisor: a supervisor that cannot hand off its mounts (rekey before hand-off, protocol 2 or older) "+
+				"still runs them on %s; this node finishes the upgrade once that node pod is deleted (docs/install.md, \"Upgrade\")", s.cfg.NodeSocket)
+		}
+	}
+	gone := map[string]bool{}
+	for _, in := range infos {
+		s.mu.Lock()
+		_, have := s.mounts[in.ID]
+		s.mu.Unlock()
+		if have || (in.Owner != "" && in.Owner != s.cfg.Instance && ownerAlive(s.cfg.StateDir, in.Owner)) {
+			continue
+		}
+		if in.Owner != "" && in.Owner != s.cfg.Instance {
+			gone[in.Owner] = true
+		}
+		s.adopt(ctx, in)
+	}
+	for owner := range gone {
+		removeStaleOwner(s.cfg.StateDir, owner)
+	}
+	return nil
+}
+
+// readStates reads every state file.
+func (s *Supervisor) readStates() ([]Info, error) {
 	paths, err := filepath.Glob(filepath.Join(s.cfg.StateDir, "*.json"))
 	if err != nil {
-		return fmt.Errorf("supervisor: %w", err)
+		return nil, fmt.Errorf("supervisor: %w", err)
 	}
+	var out []Info
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		b, err := os.ReadFile(p) //nolint:gosec // in the state dir
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed meanwhile
+		}
 		if err != nil {
-			return fmt.Errorf("supervisor: state: %w", err)
+			return nil, fmt.Errorf("supervisor: state: %w", err)
 		}
 		var st state
 		if err := json.Unmarshal(b, &st); err != nil {
 			s.cfg.Log.Error(err, "unreadable state file skipped", "path", p)
 			continue
 		}
-		s.adopt(ctx, st.Info)
+		out = append(out, st.Info)
 	}
-	return nil
+	return out, nil
+}
+
+// stateOwner returns the owner recorded for mount id, or "".
+func (s *Supervisor) stateOwner(id string) string {
+	b, err := os.ReadFile(s.statePath(id, ".json"))
+	if err != nil {
+		return ""
+	}
+	var st state
+	if json.Unmarshal(b, &st) != nil {
+		return ""
+	}
+	return st.Info.Owner
 }
 
 func (s *Supervisor) adopt(ctx context.Context, info Info) {
 	log := s.cfg.Log.WithValues("mountId", info.ID, "volumeId", info.Spec.VolumeID, "target", info.Spec.Target, "pid", info.PID)
 	info.Adopted = true
+	if info.Owner != s.cfg.Instance { // a gone instance's, or from before owners
+		info.Owner = s.cfg.Instance
+		if err := s.saveState(info); err != nil {
+			log.Error(err, "state not saved")
+		}
+	}
 	m := &mount{info: info, exited: make(chan struct{})}
 	pidfd, err := openServer(info)
 	if err != nil {

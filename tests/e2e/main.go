@@ -149,6 +149,10 @@ func run(ctx context.Context, o options) (err error) {
 // images with hack/images, plus the pause and load generator images.
 func buildImages(ctx context.Context, o options) ([]string, error) {
 	t := time.Now()
+	version, err := repoVersion(o.repo)
+	if err != nil {
+		return nil, err
+	}
 	bin := filepath.Join(o.repo, "bin")
 	e2eBin := filepath.Join(bin, "e2e")
 	for _, b := range []struct{ out, pkg string }{
@@ -160,7 +164,9 @@ func buildImages(ctx context.Context, o options) ([]string, error) {
 		{filepath.Join(e2eBin, "loadgen"), "./tests/e2e/loadgen"},
 		{filepath.Join(e2eBin, "images"), "./hack/images"},
 	} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.out, b.pkg)
+		// The version string of the node plugin's images (VERSION), which
+		// the upgrade step checks the servers report.
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", b.out, b.pkg)
 		cmd.Dir = o.repo
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

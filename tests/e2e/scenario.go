@@ -204,6 +204,7 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if err := m.Revoke(ctx, cur); err != nil {
 		return err
 	}
+	cur = next
 	logf("step 6: rotation after the restarts: %s", rot)
 	time.Sleep(2 * time.Second)
 	if err := checkNoErrors(ctx, c, pods, "step 6 (rotation after restarts)"); err != nil {
@@ -218,6 +219,28 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		if err := killFUSEServer(ctx, c, pods, k.volume, k.pod); err != nil {
 			return fmt.Errorf("step 6, FUSE server of %s: %w", k.pod.name, err)
 		}
+	}
+
+	// Step 6b: roll the node plugin to another version and back, under
+	// load, with a key rotation during each rollout.
+	rotateOnce := func() error {
+		next, err := m.Issue(ctx)
+		if err != nil {
+			return err
+		}
+		rot, err := rotate(ctx, c, writerUID, next)
+		if err != nil {
+			return err
+		}
+		if err := m.Revoke(ctx, cur); err != nil {
+			return err
+		}
+		cur = next
+		logf("step 6b: rotation during the rollout: %s; old key revoked", rot)
+		return nil
+	}
+	if err := upgradeAndBack(ctx, o, c, pods, rotateOnce); err != nil {
+		return fmt.Errorf("step 6b: %w", err)
 	}
 
 	// Step 7: delete the pods.

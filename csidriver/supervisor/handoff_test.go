@@ -1,0 +1,187 @@
+package supervisor_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"rekey.dev/rekey/csidriver/supervisor"
+)
+
+// generation is one node pod's supervisor container: `rekey-csi init`
+// running `rekey-csi supervisor`, a separate process tree of a given
+// version, as kubelet would run it.
+type generation struct {
+	version string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// buildCSI builds rekey-csi with the version string v.
+func buildCSI(t *testing.T, dir, v string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "rekey-csi-"+v)
+	out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", bin, "rekey.dev/rekey/cmd/rekey-csi").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build rekey-csi %s: %v\n%s", v, err, out)
+	}
+	return bin
+}
+
+func startGeneration(t *testing.T, csi, version, sock, stateDir, fuseBin string) *generation {
+	t.Helper()
+	cmd := exec.Command(csi, "init", "--instance-state-dir="+stateDir, "--server-stop-grace=30s", "--",
+		csi, "supervisor", "--supervisor-socket="+sock, "--state-dir="+stateDir, "--fuse-binary="+fuseBin,
+		"--server-memory-mib=0", "--ready-file="+filepath.Join(filepath.Dir(sock), "ready-"+version))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := &generation{version: version, cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(g.exited) }()
+	t.Cleanup(func() { g.stop(t) })
+	return g
+}
+
+// stop ends the generation as kubelet ends a deleted pod's container:
+// SIGTERM to init, which stops its supervisor and whatever servers it
+// still runs.
+func (g *generation) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.exited:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(90 * time.Second):
+		t.Errorf("generation %s did not stop", g.version)
+		_ = g.cmd.Process.Kill()
+		<-g.exited
+	}
+	if st := g.cmd.ProcessState; st != nil && !st.Success() {
+		t.Errorf("generation %s exited with %v", g.version, st)
+	}
+}
+
+// awaitVersion waits until the node socket answers with mount id served
+// by version v, and returns how long that took.
+func awaitVersion(t *testing.T, c *supervisor.Client, id, v string, timeout time.Duration) (supervisor.Info, time.Duration) {
+	t.Helper()
+	began := time.Now()
+	for time.Since(began) < timeout {
+		infos, err := c.List(context.Background())
+		if err == nil {
+			for _, in := range infos {
+				if in.ID == id && in.Version == v && !in.Dead {
+					return in, time.Since(began)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	infos, err := c.List(context.Background())
+	t.Fatalf("mount %s not served by version %s after %s: %+v, %v", id, v, timeout, infos, err)
+	return supervisor.Info{}, 0
+}
+
+// TestHandoffUnderLoad is an upgrade and a rollback of the node plugin
+// with live mounts: a supervisor container of version vA runs the mount
+// while seven application workers use it; a container of version vB
+// starts next to it (a DaemonSet rolling update with maxSurge) and takes
+// the mount over; the vA container is stopped; then a vA container takes
+// the mount back the same way and vB is stopped. No worker may see an
+// error, and every byte written is checked in the bucket.
+func TestHandoffUnderLoad(t *testing.T) {
+	needRoot(t)
+	dir, bin, k, s3srv := setup(t)
+	csiA, csiB := buildCSI(t, dir, "vA"), buildCSI(t, dir, "vB")
+	m, target, cfg := newTarget(t, dir, bin)
+	sock := filepath.Join(dir, "sup.sock")
+	client := &supervisor.Client{Path: sock, Timeout: 30 * time.Second}
+
+	cl := s3srv.Client(k)
+	for key, b := range map[string][]byte{"ro/big": content(seedRoBig, roBigSize), "ro/mm": content(seedMmap, roMmapSize)} {
+		if _, err := cl.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String(key), Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range listEntries {
+		if _, err := cl.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String(fmt.Sprintf("list/e-%03d", i)),
+			Body: bytes.NewReader([]byte{byte(i)})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	genA := startGeneration(t, csiA, "vA", sock, cfg.StateDir, bin)
+	eventuallyAnswers(t, client)
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt",
+		Options: "use_path_request_style,multipart_threshold=8,multipart_size=5"}, k, client.Start)
+	if info.Version != "vA" || info.Owner == "" {
+		t.Fatalf("started: %+v, want version vA with an owner", info)
+	}
+	w := startWorkers(t, target, m.AbortConnection, info.Spec.ConnectionID)
+	w.awaitProgress(t, 2*time.Minute, map[string]int64{"seqwrite": 13})
+
+	var took []time.Duration
+	step := func(from *generation, csi, to string) *generation {
+		t.Helper()
+		g := startGeneration(t, csi, to, sock, cfg.StateDir, bin)
+		in, d := awaitVersion(t, client, info.ID, to, 2*time.Minute)
+		took = append(took, d)
+		t.Logf("%s → %s: mount served by %s (process %d, %d hand-offs) %v after the new container started",
+			from.version, to, in.Version, in.PID, in.HandOffs, d.Round(time.Millisecond))
+		if _, err := os.Stat(filepath.Join(dir, "ready-"+to)); err != nil {
+			t.Errorf("the %s supervisor serves but wrote no ready file: %v", to, err)
+		}
+		w.awaitProgress(t, 2*time.Minute, map[string]int64{"seqwrite": 5}) // both containers run
+		from.stop(t)                                                       // the old pod is deleted
+		w.awaitProgress(t, 2*time.Minute, map[string]int64{"seqwrite": 5})
+		return g
+	}
+	genB := step(genA, csiB, "vB")
+	genA2 := step(genB, csiA, "vA")
+
+	ops := w.stop(t, 5*time.Minute)
+	for _, v := range w.verifies() {
+		verifyObject(t, cl, v.Key, v.Size, v.SHA256)
+	}
+	for _, e := range w.errors() {
+		t.Error(e)
+	}
+	slices.Sort(took)
+	t.Logf("hand-offs (new container started → mount served by it): %v; operations per worker: %v; %d objects verified",
+		took, ops, len(w.verifies()))
+	infos, err := client.List(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].Version != "vA" || infos[0].HandOffs != 2 || infos[0].Dead {
+		t.Fatalf("at the end: %+v, %v", infos, err)
+	}
+	_ = genA2
+}
+
+// eventuallyAnswers waits until a supervisor answers on c.
+func eventuallyAnswers(t *testing.T, c *supervisor.Client) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.List(context.Background()); err == nil {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no supervisor answers on %s: %v", c.Path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
