@@ -408,8 +408,14 @@ func checkNode(t *testing.T, in install, dir string) {
 	if !ok || driver.LivenessProbe == nil || driver.LivenessProbe.HTTPGet == nil ||
 		driver.LivenessProbe.HTTPGet.Path != "/healthz" {
 		t.Error("driver needs --http-addr and a /healthz liveness probe")
-	} else if len(driver.Ports) != 1 || ":"+fmt.Sprint(driver.Ports[0].ContainerPort) != addr {
-		t.Errorf("driver port %v does not match --http-addr=%s", driver.Ports, addr)
+	} else if port := driver.LivenessProbe.HTTPGet.Port; port.IntValue() != 0 {
+		// By number (hostNetwork: no declared port, or a rolling update
+		// could not place the new node pod beside the old one).
+		if ":"+port.String() != addr {
+			t.Errorf("driver probe port %s does not match --http-addr=%s", port.String(), addr)
+		}
+	} else if len(driver.Ports) != 1 || ":"+fmt.Sprint(driver.Ports[0].ContainerPort) != addr || driver.Ports[0].Name != port.String() {
+		t.Errorf("driver port %v does not match --http-addr=%s and the probe's %s", driver.Ports, addr, port.String())
 	}
 
 	// Supervisor: rekey-csi init --instance-state-dir=<state> -- /rekey-csi supervisor ...

@@ -226,6 +226,13 @@ func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log log
 	if err != nil {
 		return err
 	}
+	if sup.Superseded() {
+		// The old node pod's supervisor restarted after its mounts went to
+		// a newer one: it must not take the node's socket back. It serves
+		// what it still runs (a hand-off cut short) on its hand-off socket.
+		log.Info("superseded by a newer node pod's supervisor; not serving the node's socket", "instance", sup.Instance())
+		return sup.Serve(ctx, hlis)
+	}
 	go func() {
 		if err := sup.Serve(ctx, hlis); err != nil {
 			log.Error(err, "hand-off socket stopped")

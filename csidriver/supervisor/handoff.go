@@ -122,6 +122,7 @@ func (s *Supervisor) serveHandoff(ctx context.Context, c *net.UnixConn, enc *jso
 			done = true
 			log.Info("hand-off done: this supervisor serves no mount and starts none")
 			_ = enc.Encode(response{})
+			s.endSubscriptions() // drivers watch the new supervisor from now on
 			return
 		default:
 			fds.Close()
@@ -502,4 +503,15 @@ func (s *Supervisor) giveBack(h *handoffSession, info Info, fds Descriptors, why
 		return fmt.Errorf("%w; giving it back failed: %w", why, err)
 	}
 	return fmt.Errorf("the new server did not start (%w); the mount went back", why)
+}
+
+// endSubscriptions closes every event subscription: their Watch streams
+// end and the drivers reconnect to the node's socket.
+func (s *Supervisor) endSubscriptions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch := range s.subs {
+		delete(s.subs, ch)
+		close(ch)
+	}
 }

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 // generation is one node pod's supervisor container: `rekey-csi init`
@@ -25,6 +29,42 @@ type generation struct {
 	version string
 	cmd     *exec.Cmd
 	exited  chan struct{}
+	out     *fusetest.LockedBuffer // its log, also on our stderr
+}
+
+// supervisorPID returns the PID of the supervisor process init runs.
+func (g *generation) supervisorPID(t *testing.T) int {
+	t.Helper()
+	des, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ppid := fmt.Sprintf("PPid:\t%d\n", g.cmd.Process.Pid)
+	for _, de := range des {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(st, []byte(ppid)) && bytes.Contains(cmdline, []byte("\x00supervisor\x00")) {
+			return pid
+		}
+	}
+	t.Fatalf("generation %s: no supervisor process", g.version)
+	return 0
+}
+
+// awaitLog waits until the generation logged s.
+func (g *generation) awaitLog(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(g.out.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("generation %s did not log %q within %s", g.version, s, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // buildCSI builds rekey-csi with the version string v.
@@ -43,12 +83,13 @@ func startGeneration(t *testing.T, csi, version, sock, stateDir, fuseBin string)
 	cmd := exec.Command(csi, "init", "--instance-state-dir="+stateDir, "--server-stop-grace=30s", "--",
 		csi, "supervisor", "--supervisor-socket="+sock, "--state-dir="+stateDir, "--fuse-binary="+fuseBin,
 		"--server-memory-mib=0", "--ready-file="+filepath.Join(filepath.Dir(sock), "ready-"+version))
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	out := &fusetest.LockedBuffer{All: true}
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stderr, out), io.MultiWriter(os.Stderr, out)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	g := &generation{version: version, cmd: cmd, exited: make(chan struct{})}
+	g := &generation{version: version, cmd: cmd, exited: make(chan struct{}), out: out}
 	go func() { _ = cmd.Wait(); close(g.exited) }()
 	t.Cleanup(func() { g.stop(t) })
 	return g
@@ -148,7 +189,18 @@ func TestHandoffUnderLoad(t *testing.T) {
 			t.Errorf("the %s supervisor serves but wrote no ready file: %v", to, err)
 		}
 		w.awaitProgress(t, 2*time.Minute, map[string]int64{"seqwrite": 5}) // both containers run
-		from.stop(t)                                                       // the old pod is deleted
+		// The old container's supervisor process restarts (a crash, an
+		// OOM): its init starts it again, and it must leave the mount and
+		// the node's socket to the newer one.
+		served := pidOf(t, client, info.ID)
+		if err := syscall.Kill(from.supervisorPID(t), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		from.awaitLog(t, "superseded by a newer node pod's supervisor", 30*time.Second)
+		if in, _ := awaitVersion(t, client, info.ID, to, 10*time.Second); in.PID != served {
+			t.Fatalf("the mount moved (process %d → %d) after the old supervisor restarted", served, in.PID)
+		}
+		from.stop(t) // the old pod is deleted
 		w.awaitProgress(t, 2*time.Minute, map[string]int64{"seqwrite": 5})
 		return g
 	}
@@ -170,6 +222,22 @@ func TestHandoffUnderLoad(t *testing.T) {
 		t.Fatalf("at the end: %+v, %v", infos, err)
 	}
 	_ = genA2
+}
+
+// pidOf returns the server PID of mount id on the node socket.
+func pidOf(t *testing.T, c *supervisor.Client, id string) int {
+	t.Helper()
+	infos, err := c.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		if in.ID == id {
+			return in.PID
+		}
+	}
+	t.Fatalf("no mount %s: %+v", id, infos)
+	return 0
 }
 
 // eventuallyAnswers waits until a supervisor answers on c.

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +28,12 @@ import (
 // starting next to the old one), and treats those of an instance whose
 // lock is free as its own to adopt (that container is gone: a node reboot,
 // or the old pod was deleted).
+//
+// Hand-offs go one way only, from an older instance to a newer one (by the
+// start time init writes into its lock file): the supervisor of an old
+// pod that restarts after handing its mounts over must not take them back.
+// It finds a newer live instance, is superseded, refuses to start mounts
+// and leaves the node's socket to the newer one.
 
 // InstanceEnv passes the instance ID from init to the supervisor it runs.
 const InstanceEnv = "REKEY_SUPERVISOR_INSTANCE"
@@ -74,6 +83,12 @@ func LockOwner(stateDir, id string) (*OwnerLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: owner lock: %w", err)
 	}
+	// The start time first, then the lock: whoever sees the lock held
+	// reads the time. (IDs are random: no one else writes this file.)
+	if _, err := f.WriteAt([]byte(strconv.FormatInt(time.Now().UnixNano(), 10)+"\n"), 0); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("supervisor: owner lock: %w", err)
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("supervisor: owner lock %s: %w", id, err)
@@ -113,6 +128,52 @@ func ownerAlive(stateDir, id string) bool {
 	}
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	return false
+}
+
+// ownerStarted returns when instance id started (its lock file); ok is
+// false if that cannot be read.
+func ownerStarted(stateDir, id string) (time.Time, bool) {
+	if !validInstance(id) {
+		return time.Time{}, false
+	}
+	b, err := os.ReadFile(ownerLockPath(stateDir, id)) //nolint:gosec // in the state dir
+	if err != nil {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// olderThan reports whether instance id started before instance self. An
+// instance whose start cannot be read counts as older unless it is self.
+func olderThan(stateDir, id, self string) bool {
+	if id == self {
+		return false
+	}
+	them, ok := ownerStarted(stateDir, id)
+	if !ok {
+		return true
+	}
+	me, ok := ownerStarted(stateDir, self)
+	return !ok || them.Before(me)
+}
+
+// newerLive returns a live instance that started after self, if any.
+func newerLive(stateDir, self string) (string, bool) {
+	paths, err := filepath.Glob(filepath.Join(stateDir, ownersDir, "*.lock"))
+	if err != nil {
+		return "", false
+	}
+	for _, p := range paths {
+		id := strings.TrimSuffix(filepath.Base(p), ".lock")
+		if id != self && validInstance(id) && !olderThan(stateDir, id, self) && ownerAlive(stateDir, id) {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // removeStaleOwner removes the lock file and hand-off socket of a gone

@@ -205,6 +205,12 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 	case opHandoff:
 		s.serveHandoff(ctx, c, enc, log.WithName("handoff"))
 	case opWatch:
+		if s.Superseded() {
+			// Drivers are to follow the newer supervisor, which serves the
+			// node's socket (or is about to): they retry the path.
+			reply(nil, ErrHandedOff)
+			return
+		}
 		ch, cancel := s.Subscribe()
 		defer cancel()
 		go func() { _, _ = io.Copy(io.Discard, c); cancel() }() // client gone
@@ -396,6 +402,9 @@ func (c *Client) watch(ctx context.Context, fn func(Event), connected func()) er
 	var first response
 	if err := dec.Decode(&first); err != nil {
 		return fmt.Errorf("supervisor: watch: %w", err)
+	}
+	if first.Error != "" {
+		return fmt.Errorf("supervisor: watch: %s", first.Error)
 	}
 	if connected != nil {
 		go connected()

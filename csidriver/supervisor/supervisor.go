@@ -148,6 +148,14 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 // Instance is this supervisor's instance ID (owner.go).
 func (s *Supervisor) Instance() string { return s.cfg.Instance }
 
+// Superseded reports whether a newer supervisor instance took (or takes)
+// this one's mounts: it starts none and must not serve the node's socket.
+func (s *Supervisor) Superseded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ho.handedOff
+}
+
 // HandOffs returns what New took over from other instances.
 func (s *Supervisor) HandOffs() []HandoffReport { return s.handoffs }
 
@@ -578,9 +586,16 @@ func (s *Supervisor) adoptAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if newer, ok := newerLive(s.cfg.StateDir, s.cfg.Instance); ok {
+		// This container's mounts went (or go) to a newer node pod: leave
+		// them and the node's socket to it.
+		s.ho.handedOff = true
+		s.cfg.Log.Info("a newer supervisor instance runs on this node; this one is superseded and starts no mounts", "newer", newer)
+	}
 	live := map[string]bool{}
 	for _, in := range infos {
-		if in.Owner != "" && in.Owner != s.cfg.Instance && !live[in.Owner] && ownerAlive(s.cfg.StateDir, in.Owner) {
+		if in.Owner != "" && in.Owner != s.cfg.Instance && !live[in.Owner] && !s.ho.handedOff &&
+			olderThan(s.cfg.StateDir, in.Owner, s.cfg.Instance) && ownerAlive(s.cfg.StateDir, in.Owner) {
 			live[in.Owner] = true
 		}
 	}
@@ -600,8 +615,9 @@ func (s *Supervisor) adoptAll(ctx context.Context) error {
 	if infos, err = s.readStates(); err != nil {
 		return err
 	}
+	superseded := s.Superseded()
 	for _, in := range infos {
-		if in.Owner == "" && answers(ctx, s.cfg.NodeSocket) {
+		if in.Owner == "" && !superseded && answers(ctx, s.cfg.NodeSocket) {
 			return fmt.Errorf("supervisor: a supervisor that cannot hand off its mounts (rekey before hand-off, protocol 2 or older) "+
 				"still runs them on %s; this node finishes the upgrade once that node pod is deleted (docs/install.md, \"Upgrade\")", s.cfg.NodeSocket)
 		}
@@ -611,7 +627,8 @@ func (s *Supervisor) adoptAll(ctx context.Context) error {
 		s.mu.Lock()
 		_, have := s.mounts[in.ID]
 		s.mu.Unlock()
-		if have || (in.Owner != "" && in.Owner != s.cfg.Instance && ownerAlive(s.cfg.StateDir, in.Owner)) {
+		if have || (in.Owner != "" && in.Owner != s.cfg.Instance && ownerAlive(s.cfg.StateDir, in.Owner)) ||
+			(superseded && in.Owner != s.cfg.Instance) { // orphans go to the newer instance
 			continue
 		}
 		if in.Owner != "" && in.Owner != s.cfg.Instance {
