@@ -133,9 +133,18 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if found && !info.Dead && mounted && !corrupted {
-		s.republish(ctx, log, vol, info)
-		return &csi.NodePublishVolumeResponse{}, nil
+	if d := publishDecision(found, info.Dead, mounted, corrupted); d != publishMount {
+		switch d {
+		case publishRepublish:
+			if corrupted {
+				log.Info("the mount did not answer a stat in time, but its FUSE server runs; republishing, not remounting")
+			}
+			s.republish(ctx, log, vol, info)
+			return &csi.NodePublishVolumeResponse{}, nil
+		default: // publishRetry
+			return nil, status.Error(codes.Unavailable, "the target is a live FUSE mount that the supervisor does not list "+
+				"(a node plugin upgrade is handing it to the new node pod); retry")
+		}
 	}
 	if found {
 		_ = s.runner.Stop(ctx, info.ID)
@@ -182,6 +191,31 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	s.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	log.Info("volume published", "readOnly", readOnly, "duration", time.Since(start).String())
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// What NodePublishVolume does with a target (publishDecision).
+type publishAction int
+
+const (
+	publishMount     publishAction = iota // (clean up and) mount anew
+	publishRepublish                      // a live mount: new keys only
+	publishRetry                          // a live mount some other supervisor serves now: retry
+)
+
+// publishDecision decides from what the supervisor lists (found, dead) and
+// what the mount table says (mounted; corrupted: the stat failed or took
+// more than its timeout). A mount whose server the supervisor runs is never
+// torn down on a slow stat alone; a live mount the supervisor does not list
+// is being handed over between node pods (docs/upgrade.md) and is never
+// unmounted for it.
+func publishDecision(found, dead, mounted, corrupted bool) publishAction {
+	switch {
+	case found && !dead && mounted:
+		return publishRepublish
+	case !found && mounted && !corrupted:
+		return publishRetry
+	}
+	return publishMount
 }
 
 func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumecontext.Volume, target string, readOnly bool) error {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -423,6 +424,10 @@ func (s *Supervisor) takeOver(ctx context.Context, owner string) (HandoffReport,
 	for _, in := range infos {
 		began := time.Now()
 		if err := s.takeOne(h, in.ID, log); err != nil {
+			if strings.Contains(err.Error(), ErrNotFound.Error()) {
+				log.Info("mount stopped during the hand-off (unpublished)", "mountId", in.ID)
+				continue
+			}
 			rep.Failed[in.ID] = err.Error()
 			log.Error(err, "mount not taken over; it stays with the running supervisor", "mountId", in.ID)
 			continue
