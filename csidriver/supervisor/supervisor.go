@@ -135,6 +135,9 @@ func New(ctx context.Context, cfg Config) (*Supervisor, error) {
 			return nil, err
 		}
 		s.ownLock, s.cfg.Instance = lock, lock.ID
+		// Without init (tests, the demo) the instance is this
+		// supervisor's life: the next one adopts its mounts.
+		go func() { <-ctx.Done(); _ = lock.Close() }()
 	} else if !validInstance(s.cfg.Instance) {
 		return nil, fmt.Errorf("supervisor: bad instance id %q", s.cfg.Instance)
 	}
