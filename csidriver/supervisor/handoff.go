@@ -121,6 +121,9 @@ func (s *Supervisor) serveHandoff(ctx context.Context, c *net.UnixConn, enc *jso
 		case opHandoffDone:
 			fds.Close()
 			done = true
+			s.mu.Lock()
+			s.ho.handedOff = true // before the answer: the peer acts on it
+			s.mu.Unlock()
 			log.Info("hand-off done: this supervisor serves no mount and starts none")
 			_ = enc.Encode(response{})
 			s.endSubscriptions() // drivers watch the new supervisor from now on

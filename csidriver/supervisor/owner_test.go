@@ -56,3 +56,38 @@ func TestOwnerLock(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestListenNoLooseWindow: the supervisor socket appears at its path with
+// mode 0600 (bound elsewhere and renamed), replaces a stale socket, refuses
+// to replace anything else, and closing it leaves the path to whoever
+// bound it since.
+func TestListenNoLooseWindow(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/sup.sock"
+	lis, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %v, %v; want a 0600 socket", fi, err)
+	}
+	again, err := Listen(path) // a stale socket (or a new node pod's turn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = lis.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Errorf("closing the earlier listener removed the later one's socket: %v", err)
+	}
+	_ = again.Close()
+	if err := os.WriteFile(dir+"/file", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(dir + "/file"); err == nil {
+		t.Error("Listen replaced a regular file")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("left in the directory: %v", ents)
+	}
+}

@@ -65,15 +65,23 @@ type response struct {
 }
 
 // Listen creates the supervisor socket at path (replacing a stale one),
-// mode 0600, in a directory created 0700 if missing.
+// mode 0600, in a directory created 0700 if missing. The socket is bound
+// in a private temporary directory, made 0600 there and renamed into
+// place, so it never exists at path with a looser mode.
 func Listen(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("supervisor: socket dir: %w", err)
 	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("supervisor: listen %s: a %s is in the way, not a socket", path, fi.Mode().Type())
 	}
-	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".rekey-sup-")
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: listen: %w", err)
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	name := filepath.Join(tmp, "s")
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: listen: %w", err)
 	}
@@ -82,9 +90,13 @@ func Listen(path string) (*net.UnixListener, error) {
 	// old one's exit must not unlink it. A stale socket is replaced by the
 	// next Listen.
 	lis.SetUnlinkOnClose(false)
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(name, 0o600); err != nil {
 		_ = lis.Close()
 		return nil, fmt.Errorf("supervisor: chmod socket: %w", err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("supervisor: listen %s: %w", path, err)
 	}
 	return lis, nil
 }

@@ -65,10 +65,29 @@ func TestProtocolSkew(t *testing.T) {
 	if e, _ := out["error"].(string); !strings.Contains(e, "unknown op") {
 		t.Errorf("release outside a hand-off session: %v", out)
 	}
-	// A hand-off session with no mounts: opened, then done.
-	out = rawCall(t, client.Path, `{"v":3,"op":"handoff"}`)
-	if out["error"] != nil {
-		t.Errorf("handoff: %v", out)
+	// A hand-off session with no mounts: opened, then done; after it this
+	// supervisor starts nothing and sends drivers to the newer one.
+	c, err := net.Dial("unix", client.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dec := json.NewDecoder(c)
+	for _, line := range []string{`{"v":3,"op":"handoff"}`, `{"v":3,"op":"handoff-done"}`} {
+		if _, err := c.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		var out map[string]any
+		if err := dec.Decode(&out); err != nil || out["error"] != nil {
+			t.Fatalf("%s: %v, %v", line, out, err)
+		}
+	}
+	if !sup.Superseded() {
+		t.Error("not superseded after a hand-off")
+	}
+	out = rawCall(t, client.Path, `{"v":3,"op":"watch"}`)
+	if e, _ := out["error"].(string); !strings.Contains(e, "handed its mounts") {
+		t.Errorf("watch after the hand-off: %v", out)
 	}
 }
 
