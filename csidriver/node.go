@@ -61,16 +61,55 @@ type nodeServer struct {
 	metrics     *Metrics
 	log         logr.Logger
 
-	vault  *vault   // the driver's copies of every mount's descriptors
-	locks  sync.Map // target path -> *sync.Mutex
-	tokens sync.Map // target path -> tokenSum of the token last exchanged
+	vault  *vault      // the driver's copies of every mount's descriptors
+	locks  targetLocks // one publish or unpublish per target at a time
+	tokens sync.Map    // target path -> tokenSum of the token last exchanged
 }
 
-func (s *nodeServer) lock(target string) func() {
-	v, _ := s.locks.LoadOrStore(target, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+func (s *nodeServer) lock(target string) func() { return s.locks.lock(target) }
+
+// targetLocks serialises the calls for one target path. A target's lock
+// exists only while a call holds or waits for it (a node sees a new target
+// path for every pod volume, so kept locks would grow without bound).
+type targetLocks struct {
+	mu sync.Mutex
+	m  map[string]*targetLock
+}
+
+type targetLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters, under targetLocks.mu
+}
+
+// lock locks target and returns the unlock.
+func (l *targetLocks) lock(target string) func() {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*targetLock{}
+	}
+	tl := l.m[target]
+	if tl == nil {
+		tl = &targetLock{}
+		l.m[target] = tl
+	}
+	tl.refs++
+	l.mu.Unlock()
+	tl.mu.Lock()
+	return func() {
+		tl.mu.Unlock()
+		l.mu.Lock()
+		if tl.refs--; tl.refs == 0 {
+			delete(l.m, target)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// held is how many targets have a lock now (tests).
+func (l *targetLocks) held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
 }
 
 func (s *nodeServer) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
@@ -81,8 +120,24 @@ func (s *nodeServer) NodeGetCapabilities(context.Context, *csi.NodeGetCapabiliti
 	return &csi.NodeGetCapabilitiesResponse{}, nil
 }
 
+// getter is the part of a Runner that returns one mount (the supervisor
+// Client has it): a publish then costs the same with 200 mounts as with one.
+type getter interface {
+	Get(ctx context.Context, id string) (supervisor.Info, bool, error)
+}
+
 // find returns the Runner's mount for target, if any.
 func (s *nodeServer) find(ctx context.Context, target string) (supervisor.Info, bool, error) {
+	if g, ok := s.runner.(getter); ok {
+		in, found, err := g.Get(ctx, supervisor.MountID(target))
+		if err == nil || !errors.Is(err, supervisor.ErrUnknownOp) {
+			if err != nil {
+				return supervisor.Info{}, false, fmt.Errorf("get mount: %w", err)
+			}
+			return in, found, nil
+		}
+		// A supervisor without "get" (an older version): list.
+	}
 	infos, err := s.runner.List(ctx)
 	if err != nil {
 		return supervisor.Info{}, false, fmt.Errorf("list mounts: %w", err)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -43,6 +44,7 @@ const (
 	opRelease     = "release"
 	opRestore     = "restore"
 	opHandoffDone = "handoff-done"
+	opGet         = "get" // one mount by ID
 )
 
 // ProtocolVersion is the version of the supervisor's API this build speaks:
@@ -214,6 +216,13 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 	case opList:
 		infos, err := s.List(ctx)
 		reply(infos, err)
+	case opGet:
+		in, ok := s.Get(req.ID)
+		if !ok {
+			reply(nil, nil)
+			return
+		}
+		reply([]Info{in}, nil)
 	case opHandoff:
 		s.serveHandoff(ctx, c, enc, log.WithName("handoff"))
 	case opWatch:
@@ -233,8 +242,23 @@ func (s *Supervisor) handle(ctx context.Context, c *net.UnixConn) {
 			}
 		}
 	default:
-		reply(nil, fmt.Errorf("supervisor: unknown op %q", req.Op))
+		reply(nil, fmt.Errorf("%w %q", ErrUnknownOp, req.Op))
 	}
+}
+
+// ErrUnknownOp answers an op this supervisor does not have (an older
+// version); Client.Get's error wraps it then.
+var ErrUnknownOp = errors.New("supervisor: unknown op")
+
+// Get returns mount id (ok false if there is none).
+func (s *Supervisor) Get(id string) (Info, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.mounts[id]
+	if !ok {
+		return Info{}, false
+	}
+	return m.info, true
 }
 
 // parseRights returns the descriptors of a control message: the first is
@@ -368,6 +392,22 @@ func (c *Client) Start(ctx context.Context, spec Spec, fds Descriptors, k keys.K
 func (c *Client) Stop(ctx context.Context, id string) error {
 	_, err := c.call(ctx, request{Op: opStop, ID: id}, Descriptors{})
 	return err
+}
+
+// Get returns mount id, if the supervisor runs it. Against a supervisor of
+// an older version the error wraps ErrUnknownOp.
+func (c *Client) Get(ctx context.Context, id string) (Info, bool, error) {
+	resp, err := c.call(ctx, request{Op: opGet, ID: id}, Descriptors{})
+	if err != nil {
+		if strings.Contains(err.Error(), ErrUnknownOp.Error()) {
+			return Info{}, false, fmt.Errorf("%w (%w)", ErrUnknownOp, err)
+		}
+		return Info{}, false, err
+	}
+	if len(resp.Infos) == 0 {
+		return Info{}, false, nil
+	}
+	return resp.Infos[0], true, nil
 }
 
 // List returns the supervisor's mounts.

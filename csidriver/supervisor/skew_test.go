@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,6 +53,9 @@ func TestProtocolSkew(t *testing.T) {
 		if out := rawCall(t, client.Path, line); out["error"] != nil {
 			t.Errorf("%s: %v", line, out["error"])
 		}
+	}
+	if out := rawCall(t, client.Path, `{"v":3,"op":"get","id":"nosuchmount"}`); out["error"] != nil || out["infos"] != nil {
+		t.Errorf("get of an unknown mount: %v", out)
 	}
 	out := rawCall(t, client.Path, `{"v":2,"op":"descriptors","id":"nosuchmount"}`)
 	if e, _ := out["error"].(string); !strings.Contains(e, "no such mount") {
@@ -123,5 +127,33 @@ func TestLegacyStateWhileOldSupervisorRuns(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(state, "8c0a6b6f1bb3bd2b3e5a2f05.json"))
 	if !bytes.Equal(b, fixture) {
 		t.Error("the legacy state file was changed")
+	}
+}
+
+// TestGetAgainstOlderSupervisor: Client.Get against a supervisor without
+// "get" (protocol 2) says so with ErrUnknownOp, so the driver lists instead.
+func TestGetAgainstOlderSupervisor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.sock")
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			var req map[string]any
+			_ = json.NewDecoder(c).Decode(&req)
+			// What a protocol-2 supervisor answers to an op it lacks.
+			_, _ = c.Write([]byte(`{"error":"supervisor: unknown op \"get\""}` + "\n"))
+			_ = c.Close()
+		}
+	}()
+	_, _, err = (&supervisor.Client{Path: path}).Get(t.Context(), "x")
+	if !errors.Is(err, supervisor.ErrUnknownOp) {
+		t.Fatalf("Get against protocol 2: %v, want ErrUnknownOp", err)
 	}
 }
