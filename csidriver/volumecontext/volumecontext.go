@@ -129,14 +129,16 @@ func Parse(volumeID string, attrs, secrets map[string]string) (Volume, error) {
 	}
 
 	rawURL, urlField := attrs[contract.VolumeAttrURL], attr.Key(contract.VolumeAttrURL)
+	shownURL := ShownURL(rawURL)
 	if rawURL == "" && secrets[contract.SecretKeyEndpoint] != "" {
 		rawURL, urlField = secrets[contract.SecretKeyEndpoint], sec.Key(contract.SecretKeyEndpoint)
+		shownURL = "(the Secret's value, not shown)"
 	}
 	if rawURL == "" {
 		errs = append(errs, field.Required(attr.Key(contract.VolumeAttrURL),
 			"the S3 endpoint URL (or \"endpoint\" in the Secret)"))
 	} else if u, err := s3client.ParseEndpoint(rawURL); err != nil {
-		errs = append(errs, field.Invalid(urlField, rawURL, strings.TrimPrefix(err.Error(), "s3client: ")))
+		errs = append(errs, field.Invalid(urlField, shownURL, strings.TrimPrefix(err.Error(), "s3client: ")))
 	} else {
 		v.Endpoint = u.String()
 	}
@@ -174,7 +176,7 @@ func Parse(volumeID string, attrs, secrets map[string]string) (Volume, error) {
 		}
 		if v.STSEndpoint != "" {
 			if _, err := s3client.ParseEndpoint(v.STSEndpoint); err != nil {
-				errs = append(errs, field.Invalid(attr.Key(contract.VolumeAttrSTSEndpoint), v.STSEndpoint,
+				errs = append(errs, field.Invalid(attr.Key(contract.VolumeAttrSTSEndpoint), ShownURL(v.STSEndpoint),
 					strings.TrimPrefix(err.Error(), "s3client: ")))
 			}
 		}
@@ -238,4 +240,17 @@ func (v Volume) SecretRef() string {
 		return ""
 	}
 	return v.Pod.Namespace + "/" + v.Pod.Name
+}
+
+// ShownURL is raw as an error may quote it: nothing of a URL with an "@"
+// (user info is a credential, and where it ends is anyone's guess in a URL
+// that does not parse), and bounded.
+func ShownURL(raw string) string {
+	if strings.Contains(raw, "@") {
+		return "(a URL with user info, not shown)"
+	}
+	if len(raw) > 200 {
+		return raw[:200] + "…"
+	}
+	return raw
 }

@@ -111,16 +111,78 @@ func TestIgnoredAttributes(t *testing.T) {
 }
 
 // FuzzParse checks that Parse never panics and never puts a secret value
-// into its error.
+// into its error: the secret key, the Secret's endpoint, or the user info
+// of an endpoint URL (in the attributes or the Secret).
 func FuzzParse(f *testing.F) {
-	f.Add("bkt/p", "bkt", "http://h", "-o ro", "secret", "AKID", secretValue)
-	f.Add("", "", "", "", "rrsa", "", "")
-	f.Add("x", "B", "ftp://", "-o", "x", "A K", "s\x00")
-	f.Fuzz(func(t *testing.T, id, bucket, url, opts, auth, ak, sk string) {
+	f.Add("bkt/p", "bkt", "http://h", "-o ro", "secret", "AKID", secretValue, "")
+	f.Add("", "", "", "", "rrsa", "", "", "")
+	f.Add("x", "B", "ftp://", "-o", "x", "A K", "s\x00", "")
+	f.Add("pv", "bkt", "https://AKIDAKIDAKID:longsecretvalue@h", "", "secret", "AKID", secretValue, "")
+	f.Add("pv", "bkt", "", "", "secret", "AKID", secretValue, "https://AKIDAKIDAKID:s3cr3t%zz@[::1")
+	f.Fuzz(func(t *testing.T, id, bucket, url, opts, auth, ak, sk, endpoint string) {
 		_, err := Parse(id, map[string]string{"bucket": bucket, "url": url, "otherOpts": opts, "authType": auth},
-			map[string]string{"akId": ak, "akSecret": sk})
-		if err != nil && len(sk) >= 8 && strings.Contains(err.Error(), sk) && !strings.Contains(id+bucket+url+opts+auth+ak, sk) {
+			map[string]string{"akId": ak, "akSecret": sk, "endpoint": endpoint})
+		if err == nil {
+			return
+		}
+		others := id + bucket + opts + auth + ak
+		if len(sk) >= 8 && strings.Contains(err.Error(), sk) && !strings.Contains(others, sk) {
 			t.Fatalf("error quotes the secret %q: %v", sk, err)
 		}
+		if len(endpoint) >= 8 && strings.Contains(err.Error(), endpoint) && !strings.Contains(others+url, endpoint) {
+			t.Fatalf("error quotes the Secret's endpoint %q: %v", endpoint, err)
+		}
+		for _, u := range []string{url, endpoint} {
+			at := strings.LastIndexByte(u, '@')
+			if at < 0 {
+				continue
+			}
+			info := u[:at]
+			if i := strings.Index(info, "://"); i >= 0 {
+				info = info[i+3:]
+			}
+			if len(info) >= 8 && strings.Contains(err.Error(), info) && !strings.Contains(others, info) {
+				t.Fatalf("error quotes the user info %q: %v", info, err)
+			}
+		}
 	})
+}
+
+// TestEndpointErrorsHideUserInfo: an endpoint with user info (in a volume
+// attribute or in the Secret), valid or not as a URL, never reaches the
+// error, not even in part.
+func TestEndpointErrorsHideUserInfo(t *testing.T) {
+	t.Parallel()
+	const ak, sk = "AKIDLEAKCHECK", "s3cr3t%zzSECRETPART/+="
+	for _, c := range []struct{ name, url, secretEndpoint string }{
+		{"attribute with user info", "https://" + ak + ":" + sk + "@s3.example.com", ""},
+		{"attribute, user info and a bad escape", "https://" + ak + ":s3cr3t%zz@s3.example.com", ""},
+		{"attribute, user info, bad port", "https://" + ak + ":" + sk + "@s3.example.com:99999x", ""},
+		{"Secret endpoint with user info", "", "https://" + ak + ":" + sk + "@s3.example.com"},
+		{"Secret endpoint that does not parse", "", "https://" + ak + ":s3cr3t%zz@[::1"},
+		{"user info in the path", "https://s3.example.com/" + ak + ":" + sk + "@x", ""},
+	} {
+		attrs := map[string]string{"bucket": "bkt"}
+		if c.url != "" {
+			attrs["url"] = c.url
+		}
+		secrets := map[string]string{"akId": "AKID", "akSecret": secretValue}
+		if c.secretEndpoint != "" {
+			secrets["endpoint"] = c.secretEndpoint
+		}
+		_, err := Parse("pv", attrs, secrets)
+		if err == nil {
+			if c.name == "user info in the path" {
+				continue // a path is not user info; nothing to quote
+			}
+			t.Errorf("%s: accepted", c.name)
+			continue
+		}
+		msg := err.Error()
+		for _, part := range []string{ak, "s3cr3t", "SECRETPART", "%zz"} {
+			if strings.Contains(msg, part) {
+				t.Errorf("%s: error quotes %q: %s", c.name, part, msg)
+			}
+		}
+	}
 }

@@ -127,7 +127,13 @@ func ParseEndpoint(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("s3client: endpoint URL does not parse: %w", err)
+		// url.Parse quotes the input (and parts of it): never with what
+		// may be user info.
+		var ue *url.Error
+		if strings.Contains(raw, "@") || !errors.As(err, &ue) {
+			return nil, errors.New("s3client: endpoint URL does not parse")
+		}
+		return nil, fmt.Errorf("s3client: endpoint URL does not parse: %w", ue.Err)
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
