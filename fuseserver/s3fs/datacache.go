@@ -35,7 +35,7 @@ func (f *FS) keepLocked(st *fileState) []*fileState {
 	st.kept = f.kept.PushFront(st)
 	f.keptBytes += st.keptSize
 	var evicted []*fileState
-	for f.keptBytes > f.opts.WriteCacheSize {
+	for f.keptBytes > f.opts.WriteCacheSize || f.kept.Len() > f.opts.WriteCacheFiles {
 		victim := f.kept.Back().Value.(*fileState)
 		f.unkeepLocked(victim)
 		if f.files[victim.key] == victim {
@@ -101,4 +101,35 @@ func (f *FS) dropAllKept() {
 	}
 	f.mu.Unlock()
 	f.dropKept(all)
+}
+
+// sweepKept drops the kept copies that expired, every StatCacheTTL (at
+// least every second) until the FS closes: a copy nobody asks for again
+// would otherwise keep its descriptor and disk space until evicted.
+func (f *FS) sweepKept() {
+	defer f.bg.Done()
+	every := max(f.opts.StatCacheTTL, time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.bgCtx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		var expired []*fileState
+		f.mu.Lock()
+		// Most recently closed first: the expired ones are at the back.
+		for e := f.kept.Back(); e != nil; {
+			st := e.Value.(*fileState)
+			e = e.Prev()
+			if !f.expiredLocked(st, now) {
+				break
+			}
+			expired = append(expired, st)
+		}
+		f.mu.Unlock()
+		f.dropKept(expired)
+	}
 }

@@ -77,3 +77,25 @@ func keptCount(f *FS) int {
 	defer f.mu.Unlock()
 	return f.kept.Len()
 }
+
+// TestWriteCacheBoundedAndSwept: the write cache keeps at most
+// WriteCacheFiles copies (each an open descriptor), whatever their size,
+// and drops expired copies by itself, without the keys being used again.
+func TestWriteCacheBoundedAndSwept(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{StatCacheTTL: time.Second, WriteCacheFiles: 4}, true)
+	for i := range 30 {
+		if err := os.WriteFile(e.path(fmt.Sprintf("small-%d", i)), []byte{byte(i)}, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "the last four files kept", func() bool { return keptCount(e.fsys) == 4 })
+	for i := range 30 {
+		if got := e.mustGet(fmt.Sprintf("small-%d", i)); len(got) != 1 || got[0] != byte(i) {
+			t.Fatalf("small-%d in the bucket: %v", i, got)
+		}
+	}
+	eventually(t, 10*time.Second, "expired copies swept", func() bool {
+		return keptCount(e.fsys) == 0 && stagingBytes(t, e) == 0
+	})
+}

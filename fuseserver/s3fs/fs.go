@@ -102,6 +102,10 @@ func New(api API, opts Options) (*FS, error) {
 	// Staged data an earlier process left is uploaded in the background
 	// (journal.go); what cannot be is reported through opts.OnRetained.
 	f.recoverStaging()
+	if f.opts.WriteCacheSize > 0 && f.opts.StatCacheTTL > 0 {
+		f.bg.Add(1)
+		go f.sweepKept()
+	}
 	return f, nil
 }
 

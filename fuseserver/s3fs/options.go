@@ -20,6 +20,7 @@ const (
 	DefaultRequestTimeout            = 60 * time.Second
 	DefaultReadAheadMemory    int64  = 128 << 20
 	DefaultWriteCacheSize     int64  = 256 << 20
+	DefaultWriteCacheFiles           = 1024
 )
 
 // MinPartSize is the smallest part S3 accepts in a multipart upload (all
@@ -114,6 +115,11 @@ type Options struct {
 	// no request (datacache.go). Only files up to MultipartThreshold are
 	// kept. Zero means DefaultWriteCacheSize; negative disables it.
 	WriteCacheSize int64
+	// WriteCacheFiles bounds how many files the write cache keeps: each
+	// holds an open descriptor of its staging copy. Zero means
+	// DefaultWriteCacheFiles. Expired copies are also swept every
+	// StatCacheTTL (at least every second), not only when the key is used.
+	WriteCacheFiles int
 
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
@@ -184,6 +190,12 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.WriteCacheFiles < 0 {
+		return o, fmt.Errorf("%w: write cache files %d is negative", ErrInvalidOptions, o.WriteCacheFiles)
+	}
+	if o.WriteCacheFiles == 0 {
+		o.WriteCacheFiles = DefaultWriteCacheFiles
 	}
 	switch {
 	case o.WriteCacheSize == 0:
