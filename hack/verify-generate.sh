@@ -8,16 +8,19 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$root/hack/generate.sh" "$tmp"
+"$root/hack/generate.sh" "$tmp/proto" "$tmp"
 
 status=0
-generated() { (cd "$1" && find . -type f \( -name '*.pb.go' \) | sort); }
-if ! diff -u <(generated "$root/proto") <(generated "$tmp"); then
+generated() {
+	(cd "$1" && find proto api manifests/crd charts/rekey/crds -type f \
+		\( -name '*.pb.go' -o -name 'zz_generated.*.go' -o -path '*crd*/*.yaml' \) 2>/dev/null | sort)
+}
+if ! diff -u <(generated "$root") <(generated "$tmp"); then
 	echo "generated files differ in name (committed vs. regenerated)" >&2
 	status=1
 fi
 while read -r f; do
-	if [[ -f $root/proto/$f ]] && ! diff -u "$root/proto/$f" "$tmp/$f"; then
+	if [[ -f $root/$f ]] && ! diff -u "$root/$f" "$tmp/$f"; then
 		status=1
 	fi
 done < <(generated "$tmp")

@@ -62,3 +62,12 @@ const (
 	// DefaultSupervisorSocket is the node-local socket of the supervisor.
 	DefaultSupervisorSocket = "/var/lib/kubelet/plugins/" + DriverName + "/supervisor.sock"
 )
+
+// The per-cluster fingerprint key (package clusterkey): a Secret in rekey's
+// namespace that the node plugin creates, and its entry.
+const (
+	FingerprintKeySecret = "rekey-fingerprint-key" //nolint:gosec // a Secret's name, not a credential
+	FingerprintKeyEntry  = "key"
+	// DefaultNamespace is where the manifests and the chart install rekey.
+	DefaultNamespace = "rekey-system"
+)

@@ -8,6 +8,7 @@
 package keys
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -87,6 +88,34 @@ func (k Keys) Fingerprint() string {
 	}
 	sum := h.Sum(nil)
 	return k.AccessKeyID + ":" + hex.EncodeToString(sum[:8])
+}
+
+// MinClusterKeyLen is the shortest cluster key KeyedFingerprint accepts.
+const MinClusterKeyLen = 32
+
+// ErrShortClusterKey is returned by KeyedFingerprint for a missing or short key.
+var ErrShortClusterKey = errors.New("keys: fingerprint cluster key is shorter than 32 bytes")
+
+// KeyedFingerprint identifies the keys to readers of Events and status
+// objects: the access key ID followed by 16 hex digits of an HMAC-SHA256,
+// keyed with the per-cluster fingerprint key, over all fields. Unlike
+// Fingerprint, nobody without the cluster key can test guesses of a secret
+// against it offline; whoever holds the cluster key and the same keys
+// computes the same value.
+func (k Keys) KeyedFingerprint(clusterKey []byte) (string, error) {
+	if len(clusterKey) < MinClusterKeyLen {
+		return "", ErrShortClusterKey
+	}
+	if k.AccessKeyID == "" && k.SecretAccessKey == "" {
+		return "", nil
+	}
+	h := hmac.New(sha256.New, clusterKey)
+	for _, s := range []string{"rekey-keyed-fingerprint-v1", k.AccessKeyID, k.SecretAccessKey, k.SessionToken} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	sum := h.Sum(nil)
+	return k.AccessKeyID + ":" + hex.EncodeToString(sum[:8]), nil
 }
 
 // Equal reports whether both sets of keys sign identically and expire at the same time.
