@@ -19,6 +19,7 @@ import (
 	registerv1 "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"rekey.dev/rekey/csidriver/mounter"
+	"rekey.dev/rekey/csidriver/volstatus"
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/internal/contract"
 )
@@ -53,6 +54,11 @@ type Options struct {
 	RefreshedEventInterval time.Duration
 	// Registerer receives the metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// ClusterKey keys the fingerprints in Events and status objects
+	// (package clusterkey); nil: they name the access key ID only.
+	ClusterKey []byte
+	// Status writes the RekeyVolumeStatus objects; nil: none are written.
+	Status *volstatus.Writer
 	// Log is the driver's logger.
 	Log logr.Logger
 }
@@ -88,7 +94,9 @@ func New(opts Options) (*Driver, error) {
 		opts.RefreshedEventInterval = 10 * time.Minute
 	}
 	m := NewMetrics(opts.Registerer)
+	v := newVault()
 	ev := &eventPoster{rec: opts.Recorder, log: opts.Log.WithName("events"), metrics: m,
+		status:         newKeyStatus(opts.ClusterKey, v, opts.Status, opts.Registerer, opts.Log.WithName("status")),
 		refreshedEvery: opts.RefreshedEventInterval}
 	return &Driver{
 		opts:     opts,
@@ -96,7 +104,7 @@ func New(opts Options) (*Driver, error) {
 		node: &nodeServer{nodeID: opts.NodeID, kubeletRoot: opts.KubeletRootDir, socketUID: opts.SocketUID,
 			mounter: opts.Mounter, runner: opts.Runner, precheck: opts.Precheck, events: ev, metrics: m,
 			exchange: exchangeToken(opts.STSDuration), stsWindow: opts.STSRefreshWindow,
-			vault: newVault(), log: opts.Log.WithName("node")},
+			vault: v, log: opts.Log.WithName("node")},
 		events:  ev,
 		metrics: m,
 	}, nil
@@ -115,6 +123,9 @@ func (d *Driver) GRPCServer() *grpc.Server {
 // until ctx ends.
 func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
 	srv := d.GRPCServer()
+	if d.opts.Status != nil {
+		go d.opts.Status.Run(ctx)
+	}
 	go d.events.watchEvents(ctx, d.opts.Runner, func() { d.node.vault.sync(ctx, d.opts.Runner, d.node.log.WithName("vault")) })
 	go func() { <-ctx.Done(); srv.GracefulStop() }()
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -35,6 +35,7 @@ type eventPoster struct {
 	rec            record.EventRecorder // nil: log only
 	log            logr.Logger
 	metrics        *Metrics
+	status         *keyStatus // nil: no keyed fingerprints, status objects or key state gauges
 	refreshedEvery time.Duration
 
 	mu   sync.Mutex
@@ -57,6 +58,7 @@ func (p *eventPoster) post(s supervisor.Spec, eventType, reason, msg string) {
 }
 
 func (p *eventPoster) refreshFailed(s supervisor.Spec, reason string) {
+	p.status.refused(s, reason)
 	p.post(s, corev1.EventTypeWarning, contract.EventReasonRefreshFailed,
 		fmt.Sprintf(contract.EventMessageFailedFormat, s.VolumeID, reason))
 }
@@ -82,14 +84,17 @@ func (p *eventPoster) Handle(ev supervisor.Event) {
 	switch ev.Kind {
 	case "applied":
 		p.metrics.keySet(ev.Spec.VolumeID)
-		p.refreshed(ev.Spec, ev.Fingerprint, ev.Source)
+		fp, exp := p.status.eventFingerprint(ev)
+		p.status.applied(ev, fp, exp)
+		p.refreshed(ev.Spec, fp, ev.Source)
 	case "refused", "reported":
 		if ev.Source == republishSource || ev.Source == stsSource(contract.AuthTypeRRSA) || ev.Source == stsSource(contract.AuthTypeIRSA) {
-			return // the republish itself posted it
+			return // the republish itself posted it (and recorded it in the status)
 		}
 		p.refreshFailed(ev.Spec, ev.Reason)
 	case supervisor.EventResumed:
 		p.metrics.serverResumes.Inc()
+		p.status.resumed(ev)
 		p.post(ev.Spec, corev1.EventTypeNormal, contract.EventReasonFUSEServerResumed,
 			fmt.Sprintf(contract.EventMessageFUSEServerResumedFormat, ev.Spec.VolumeID, ev.Reason))
 	case supervisor.EventDied:

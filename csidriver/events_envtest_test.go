@@ -54,7 +54,7 @@ func TestEventsOnAPIServer(t *testing.T) {
 
 	want := map[string]string{
 		contract.EventReasonRefreshFailed:  fmt.Sprintf("failed to refresh ak/sk for pv-a, reason: %s", reason),
-		contract.EventReasonRefreshed:      "refreshed ak/sk for pv-a, key AK1:abcd (source secret)",
+		contract.EventReasonRefreshed:      "refreshed ak/sk for pv-a, key AK1 (source secret)", // no cluster key: the access key ID only,
 		contract.EventReasonFUSEServerDied: fmt.Sprintf(contract.EventMessageFUSEServerDiedFormat, "pv-a", "process 42 exited"),
 		contract.EventReasonStagedDataRetained: "data written to pv-a was not uploaded and is kept on the node (2 object(s)): " +
 			"another client changed the object while this data was staged; objects: a.txt, dir/b.bin",

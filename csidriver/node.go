@@ -312,6 +312,7 @@ func (s *nodeServer) mount(ctx context.Context, log logr.Logger, vol volumeconte
 	// The supervisor holds its own copies; ours keep the connection alive
 	// if the supervisor's container dies.
 	s.vault.put(info.ID, fds)
+	s.events.status.mounted(info, vol.Keys)
 	// The server answered INIT, which set the read-ahead to at most 128 KiB;
 	// one FUSE read request's worth lets the kernel ask for the next MiB
 	// while the reader copies the last one.
@@ -332,6 +333,7 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	if vol.Keys.IsZero() && !useToken {
 		return
 	}
+	s.events.status.secretSeen(info.Spec, vol.Keys)
 	start := time.Now()
 	c, closer, err := control.Dial(info.ControlSocket)
 	if err != nil {
@@ -459,6 +461,7 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		}
 		s.metrics.keyForget(req.GetVolumeId())
 	}
+	s.events.status.forget(supervisor.MountID(target))
 	s.vault.drop(supervisor.MountID(target))
 	s.tokens.Delete(target)
 	if err := s.mounter.Unmount(target); err != nil {

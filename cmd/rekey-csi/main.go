@@ -24,13 +24,20 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	rekeyv1alpha1 "rekey.dev/rekey/api/v1alpha1"
 
 	"rekey.dev/rekey/csidriver"
 	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/csidriver/volstatus"
+	"rekey.dev/rekey/internal/clusterkey"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/logging"
 )
@@ -61,6 +68,9 @@ type config struct {
 	orphanWait       time.Duration
 	initStateDir     string
 	readyFile        string
+	namespace        string
+	statusQPS        float64
+	statusBurst      int
 }
 
 func main() {
@@ -100,6 +110,10 @@ func parse(args []string) (config, error) {
 		"how long init waits, when the container stops, for the FUSE servers to upload staged data and exit before it kills them (init; keep below terminationGracePeriodSeconds)")
 	fs.DurationVar(&cfg.orphanWait, "orphan-wait", supervisor.DefaultOrphanWait,
 		"how long a supervisor that finds a mount's server gone, without its descriptors, waits for the driver to attach them before it gives the mount up (supervisor)")
+	fs.StringVar(&cfg.namespace, "namespace", contract.DefaultNamespace,
+		"rekey's namespace, e.g. $(POD_NAMESPACE): where the fingerprint key Secret "+contract.FingerprintKeySecret+" is kept (driver)")
+	fs.Float64Var(&cfg.statusQPS, "status-qps", volstatus.DefaultQPS, "RekeyVolumeStatus writes per second this node sends at most (driver)")
+	fs.IntVar(&cfg.statusBurst, "status-burst", volstatus.DefaultBurst, "burst of RekeyVolumeStatus writes (driver)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
@@ -173,6 +187,12 @@ func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Lo
 		rec, stopRec := csidriver.NewEventRecorder(cs, cfg.nodeID)
 		defer stopRec()
 		opts.Recorder = rec
+		if opts.ClusterKey, err = ensureClusterKey(ctx, cs, cfg.namespace); err != nil {
+			log.Error(err, "no fingerprint key: Events and statuses name the access key ID only", "namespace", cfg.namespace)
+		}
+		if opts.Status, err = statusWriter(rc, cfg, reg, log.WithName("status")); err != nil {
+			return err
+		}
 	}
 	d, err := csidriver.New(opts)
 	if err != nil {
@@ -273,4 +293,42 @@ func serveHTTP(ctx context.Context, hs *http.Server, log logr.Logger) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// ensureClusterKey reads or creates the fingerprint key, retrying for ten
+// seconds while the API server is not reachable (it delays the driver's start).
+func ensureClusterKey(ctx context.Context, cs kubernetes.Interface, namespace string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		key, err := clusterkey.Ensure(ctx, cs, namespace)
+		if err == nil || apierrors.IsForbidden(err) || errors.Is(err, clusterkey.ErrInvalid) {
+			return key, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// statusWriter returns the RekeyVolumeStatus writer, on a client of its
+// own whose client-side limit is the writer's.
+func statusWriter(rc *rest.Config, cfg config, reg prometheus.Registerer, log logr.Logger) (*volstatus.Writer, error) {
+	sc := rest.CopyConfig(rc)
+	sc.QPS, sc.Burst = float32(cfg.statusQPS)*2, cfg.statusBurst*2 // the writer paces itself; reads for seeding come on top
+	s := runtime.NewScheme()
+	if err := rekeyv1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	c, err := client.New(sc, client.Options{Scheme: s})
+	if err != nil {
+		return nil, fmt.Errorf("status client: %w", err)
+	}
+	writes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekey_csi_status_writes_total",
+		Help: "RekeyVolumeStatus writes by result (ok, error)."}, []string{"result"})
+	reg.MustRegister(writes)
+	return volstatus.New(volstatus.Config{Client: c, Node: cfg.nodeID, Version: version, QPS: float32(cfg.statusQPS),
+		Burst: cfg.statusBurst, Writes: writes, Log: log}), nil
 }

@@ -19,11 +19,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -81,6 +83,8 @@ type Writer struct {
 	mounts map[string]*entry // by MountID
 	dirty  map[string]bool
 	kick   chan struct{}
+
+	noCRDLogged atomic.Bool
 }
 
 type entry struct {
@@ -225,8 +229,14 @@ func (w *Writer) Flush(ctx context.Context) {
 				w.Forget(j.id) // the pod's namespace goes, and the status with it
 				continue
 			}
-			w.cfg.Log.Error(err, "writing the volume's status failed; retrying", "mountId", j.id,
-				"pod", j.e.mount.PodNamespace+"/"+j.e.mount.PodName)
+			if meta.IsNoMatchError(err) {
+				if !w.noCRDLogged.Swap(true) {
+					w.cfg.Log.Error(err, "the RekeyVolumeStatus CRD is not installed (manifests/crd); statuses are kept in memory and written once it is")
+				}
+			} else {
+				w.cfg.Log.Error(err, "writing the volume's status failed; retrying", "mountId", j.id,
+					"pod", j.e.mount.PodNamespace+"/"+j.e.mount.PodName)
+			}
 			w.redo(j.id)
 			failed = true
 			continue
