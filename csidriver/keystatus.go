@@ -19,9 +19,9 @@ const publishSource = "csi-publish"
 
 // Key states of the rekey_csi_mounts_by_key_state gauge.
 const (
-	keyStateCurrent = "current" // the keys of the Secret's content kubelet passed last
+	keyStateCurrent = "current" // the keys of the Secret content kubelet passed last
 	keyStateStale   = "stale"   // other keys
-	keyStateUnknown = "unknown" // no keys or no Secret content seen yet
+	keyStateUnknown = "unknown" // no keys, or no Secret content seen yet
 )
 
 // keyStatus follows the keys each mount runs on: it fingerprints them with
@@ -29,7 +29,9 @@ const (
 // RekeyVolumeStatus writer, and keeps the gauge of mounts by key state per
 // Secret. The keys in use are read from the mount's key custody file, which
 // the FUSE server writes before it uses them; the Secret's current content
-// is what kubelet passed on the last publish or republish.
+// is what kubelet passed for the mount on its last publish or republish.
+// CSI does not name the Secret to a node plugin, so the gauge is by volume
+// (a PersistentVolume names one Secret).
 type keyStatus struct {
 	clusterKey []byte            // nil: fingerprints name the access key ID only
 	vault      *vault            // the mounts' custody files
@@ -37,21 +39,21 @@ type keyStatus struct {
 	states     *prometheus.GaugeVec
 	log        logr.Logger
 
-	mu       sync.Mutex
-	inUse    map[string]mountKeys // by mount ID
-	secretFP map[string]string    // by Secret "namespace/name": keyed fingerprint of its content
+	mu    sync.Mutex
+	inUse map[string]mountKeys // by mount ID
 }
 
 type mountKeys struct {
-	secretRef, fp string
+	volume       string
+	fp, secretFP string // keyed fingerprints of the keys in use and of the Secret content last passed
 }
 
 func newKeyStatus(clusterKey []byte, v *vault, w *volstatus.Writer, reg prometheus.Registerer, log logr.Logger) *keyStatus {
 	ks := &keyStatus{clusterKey: clusterKey, vault: v, writer: w, log: log,
 		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rekey_csi_mounts_by_key_state",
-			Help: "Mounts on this node by Secret and whether their keys are the Secret's current content (current, stale, unknown)."},
-			[]string{"secret", "state"}),
-		inUse: map[string]mountKeys{}, secretFP: map[string]string{}}
+			Help: "Mounts on this node by volume and whether their keys are those of the Secret content kubelet passed last (current, stale, unknown)."},
+			[]string{"volume", "state"}),
+		inUse: map[string]mountKeys{}}
 	if reg != nil {
 		reg.MustRegister(ks.states)
 	}
@@ -103,7 +105,7 @@ func (ks *keyStatus) eventFingerprint(ev supervisor.Event) (string, time.Time) {
 
 func mountOf(id string, s supervisor.Spec) volstatus.Mount {
 	return volstatus.Mount{MountID: id, PodName: s.PodName, PodNamespace: s.PodNamespace, PodUID: s.PodUID,
-		VolumeID: s.VolumeID, AuthType: s.AuthType, SecretRef: s.SecretRef, RoleARN: s.RoleARN}
+		VolumeID: s.VolumeID, AuthType: s.AuthType, RoleARN: s.RoleARN}
 }
 
 // mounted records the keys a new mount started with; for a Secret volume
@@ -114,7 +116,11 @@ func (ks *keyStatus) mounted(info supervisor.Info, k keys.Keys) {
 	}
 	fp := ks.fingerprint(k)
 	ks.writer.Applied(mountOf(info.ID, info.Spec), fp, k.Expiration, publishSource, time.Now())
-	ks.set(info.ID, info.Spec.SecretRef, fp, info.Spec.AuthType == "secret" || info.Spec.AuthType == "")
+	secretFP := ""
+	if info.Spec.AuthType == "secret" || info.Spec.AuthType == "" {
+		secretFP = fp
+	}
+	ks.set(info.ID, info.Spec.VolumeID, func(m *mountKeys) { m.fp, m.secretFP = fp, secretFP })
 }
 
 // applied records an "applied" event with its keyed fingerprint.
@@ -127,7 +133,7 @@ func (ks *keyStatus) applied(ev supervisor.Event, fp string, exp time.Time) {
 		at = time.Now()
 	}
 	ks.writer.Applied(mountOf(ev.MountID, ev.Spec), fp, exp, ev.Source, at)
-	ks.set(ev.MountID, ev.Spec.SecretRef, fp, false)
+	ks.set(ev.MountID, ev.Spec.VolumeID, func(m *mountKeys) { m.fp = fp })
 }
 
 // refused records a failure to apply keys to the mount of spec.
@@ -148,13 +154,11 @@ func (ks *keyStatus) resumed(ev supervisor.Event) {
 
 // secretSeen records the Secret content kubelet passed on a republish.
 func (ks *keyStatus) secretSeen(s supervisor.Spec, k keys.Keys) {
-	if ks == nil || s.SecretRef == "" || k.IsZero() {
+	if ks == nil || k.IsZero() {
 		return
 	}
-	ks.mu.Lock()
-	ks.secretFP[s.SecretRef] = ks.fingerprint(k)
-	ks.mu.Unlock()
-	ks.refreshStates()
+	fp := ks.fingerprint(k)
+	ks.set(supervisor.MountID(s.Target), s.VolumeID, func(m *mountKeys) { m.secretFP = fp })
 }
 
 // forget drops an unpublished mount.
@@ -169,12 +173,12 @@ func (ks *keyStatus) forget(mountID string) {
 	ks.refreshStates()
 }
 
-func (ks *keyStatus) set(mountID, secretRef, fp string, fromSecret bool) {
+func (ks *keyStatus) set(mountID, volume string, change func(*mountKeys)) {
 	ks.mu.Lock()
-	ks.inUse[mountID] = mountKeys{secretRef: secretRef, fp: fp}
-	if fromSecret && secretRef != "" && ks.clusterKey != nil {
-		ks.secretFP[secretRef] = fp
-	}
+	m := ks.inUse[mountID]
+	m.volume = volume
+	change(&m)
+	ks.inUse[mountID] = m
 	ks.mu.Unlock()
 	ks.refreshStates()
 }
@@ -196,18 +200,15 @@ func (ks *keyStatus) refreshStates() {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	counts := map[[2]string]int{}
-	secrets := map[string]bool{}
+	volumes := map[string]bool{}
 	for _, m := range ks.inUse {
-		if m.secretRef == "" {
-			continue
-		}
-		secrets[m.secretRef] = true
-		counts[[2]string{m.secretRef, keyState(m.fp, ks.secretFP[m.secretRef], ks.clusterKey != nil)}]++
+		volumes[m.volume] = true
+		counts[[2]string{m.volume, keyState(m.fp, m.secretFP, ks.clusterKey != nil)}]++
 	}
 	ks.states.Reset()
-	for ref := range secrets {
+	for v := range volumes {
 		for _, st := range []string{keyStateCurrent, keyStateStale, keyStateUnknown} {
-			ks.states.WithLabelValues(ref, st).Set(float64(counts[[2]string{ref, st}]))
+			ks.states.WithLabelValues(v, st).Set(float64(counts[[2]string{v, st}]))
 		}
 	}
 }

@@ -78,8 +78,8 @@ func TestEventFingerprintIsKeyed(t *testing.T) {
 	}
 }
 
-// TestKeyStateGauge: mounts of one Secret are current, stale or unknown
-// against the content kubelet passed last.
+// TestKeyStateGauge: mounts of one volume are current, stale or unknown
+// against the Secret content kubelet passed last.
 func TestKeyStateGauge(t *testing.T) {
 	ck := bytes.Repeat([]byte{1}, 32)
 	old := keys.Keys{AccessKeyID: "AK1", SecretAccessKey: "s1"}
@@ -87,21 +87,22 @@ func TestKeyStateGauge(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ks := newKeyStatus(ck, newVault(), nil, reg, logr.Discard())
 	spec := func(pod string) supervisor.Spec {
-		return supervisor.Spec{Target: "/t/" + pod, PodName: pod, PodNamespace: "ns", PodUID: pod, AuthType: "secret", SecretRef: "ns/keys"}
+		return supervisor.Spec{Target: "/t/" + pod, VolumeID: "pv-1", PodName: pod, PodNamespace: "ns", PodUID: pod, AuthType: "secret"}
 	}
-	ks.mounted(supervisor.Info{ID: "a", Spec: spec("a")}, old)
-	ks.mounted(supervisor.Info{ID: "b", Spec: spec("b")}, old)
-	ks.mounted(supervisor.Info{ID: "c", Spec: spec("c")}, old)
-	ks.secretSeen(spec("a"), cur) // the Secret was updated
-	ks.applied(supervisor.Event{Kind: "applied", MountID: "a", Spec: spec("a")}, ks.fingerprint(cur), time.Time{})
-	ks.applied(supervisor.Event{Kind: "applied", MountID: "b", Spec: spec("b")}, "", time.Time{})
+	id := func(pod string) string { return supervisor.MountID("/t/" + pod) }
+	for _, pod := range []string{"a", "b", "c"} {
+		ks.mounted(supervisor.Info{ID: id(pod), Spec: spec(pod)}, old)
+		ks.secretSeen(spec(pod), cur) // the Secret was updated; kubelet republished
+	}
+	ks.applied(supervisor.Event{Kind: "applied", MountID: id("a"), Spec: spec("a")}, ks.fingerprint(cur), time.Time{})
+	ks.applied(supervisor.Event{Kind: "applied", MountID: id("b"), Spec: spec("b")}, "", time.Time{})
 	for state, want := range map[string]float64{keyStateCurrent: 1, keyStateStale: 1, keyStateUnknown: 1} {
-		if got := testutil.ToFloat64(ks.states.WithLabelValues("ns/keys", state)); got != want {
+		if got := testutil.ToFloat64(ks.states.WithLabelValues("pv-1", state)); got != want {
 			t.Errorf("%s = %v, want %v", state, got, want)
 		}
 	}
-	ks.forget("c")
-	if got := testutil.ToFloat64(ks.states.WithLabelValues("ns/keys", keyStateStale)); got != 0 {
+	ks.forget(id("c"))
+	if got := testutil.ToFloat64(ks.states.WithLabelValues("pv-1", keyStateStale)); got != 0 {
 		t.Errorf("stale after unpublish = %v, want 0", got)
 	}
 }

@@ -40,7 +40,7 @@ const (
 // +kubebuilder:resource:shortName=rvs,categories=rekey
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`
 // +kubebuilder:printcolumn:name="Volume",type=string,JSONPath=`.status.volumeId`
-// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.keySource.secretName`
+// +kubebuilder:printcolumn:name="Auth",type=string,JSONPath=`.status.keySource.authType`
 // +kubebuilder:printcolumn:name="Fingerprint",type=string,JSONPath=`.status.fingerprint`
 // +kubebuilder:printcolumn:name="Applied",type=date,JSONPath=`.status.appliedAt`
 // +kubebuilder:printcolumn:name="Refused",type=string,JSONPath=`.status.lastRefusal.reason`,priority=1
@@ -100,15 +100,12 @@ type VolumeKeyStatus struct {
 	UpdatedAt *metav1.Time `json:"updatedAt,omitempty"`
 }
 
-// KeySource names the Secret, or the role, that the keys come from.
+// KeySource says where the keys come from. CSI does not tell a node plugin
+// the name of a volume's nodePublishSecretRef Secret: kubectl rekey finds
+// it in the pod's inline volume or the PersistentVolume.
 type KeySource struct {
 	// AuthType is the volume's authType: secret, rrsa or irsa.
 	AuthType string `json:"authType"`
-	// SecretNamespace and SecretName name the nodePublishSecretRef Secret.
-	// +optional
-	SecretNamespace string `json:"secretNamespace,omitempty"`
-	// +optional
-	SecretName string `json:"secretName,omitempty"`
 	// RoleARN is the role assumed for rrsa and irsa volumes.
 	// +optional
 	RoleARN string `json:"roleArn,omitempty"`

@@ -70,7 +70,7 @@ type Mount struct {
 	MountID                       string
 	PodName, PodNamespace, PodUID string
 	VolumeID                      string
-	AuthType, SecretRef, RoleARN  string // SecretRef: "namespace/name"
+	AuthType, RoleARN             string
 }
 
 // Writer batches and writes RekeyVolumeStatus objects. Its recording
@@ -300,9 +300,6 @@ func (w *Writer) write(ctx context.Context, id string, e *entry) error {
 	st := e.status
 	st.PodName, st.PodUID, st.VolumeID, st.MountID, st.Node = m.PodName, types.UID(m.PodUID), m.VolumeID, m.MountID, w.cfg.Node
 	st.KeySource = rekeyv1alpha1.KeySource{AuthType: m.AuthType, RoleARN: m.RoleARN}
-	if ns, n, ok := strings.Cut(m.SecretRef, "/"); ok {
-		st.KeySource.SecretNamespace, st.KeySource.SecretName = ns, n
-	}
 	st.NodePluginVersion = w.cfg.Version
 	now := metav1.Now()
 	st.UpdatedAt = &now

@@ -70,7 +70,7 @@ func (cl cluster) pod(t testing.TB, ns, name string) *corev1.Pod {
 
 func mountOf(p *corev1.Pod, n int) volstatus.Mount {
 	return volstatus.Mount{MountID: fmt.Sprintf("%s-mount-%d", p.UID, n), PodName: p.Name, PodNamespace: p.Namespace,
-		PodUID: string(p.UID), VolumeID: fmt.Sprintf("pv-%d", n), AuthType: "secret", SecretRef: p.Namespace + "/s3-keys"}
+		PodUID: string(p.UID), VolumeID: fmt.Sprintf("pv-%d", n), AuthType: "secret"}
 }
 
 func newWriter(cl cluster, cfg volstatus.Config) (*volstatus.Writer, *prometheus.CounterVec) {
@@ -127,7 +127,7 @@ func TestWriterBatchesChanges(t *testing.T) {
 	}
 	st := o.Status
 	if st.PodName != "app" || st.PodUID != p.UID || st.Node != "node-1" || st.NodePluginVersion != "v9.9.9" ||
-		st.KeySource.SecretNamespace != "batch" || st.KeySource.SecretName != "s3-keys" || st.KeySource.AuthType != "secret" ||
+		st.KeySource.AuthType != "secret" ||
 		st.VolumeID != "pv-1" || st.AppliedBy != "sidecar" || !st.AppliedAt.Time.Equal(t0) || !st.Expiration.Time.Equal(exp) ||
 		st.LastRefusal.Reason != "invalid credentials (code=InvalidAccessKeyId)" {
 		t.Errorf("status = %+v", st)
