@@ -16,8 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -36,22 +34,8 @@ type cluster struct {
 // start runs a kube-apiserver with the RekeyVolumeStatus CRD of manifests/crd.
 func start(t testing.TB) cluster {
 	t.Helper()
-	cfg, env := envtest.Start(t)
-	if _, err := crenvtest.InstallCRDs(cfg, crenvtest.CRDInstallOptions{Paths: []string{"../../manifests/crd"}, ErrorIfPathMissing: true}); err != nil {
-		t.Fatal(err)
-	}
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := rekeyv1alpha1.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cluster{cfg: cfg, env: env, c: c}
+	cfg, env := envtest.StartWithCRDs(t)
+	return cluster{cfg: cfg, env: env, c: envtest.Client(t, cfg)}
 }
 
 func (cl cluster) pod(t testing.TB, ns, name string) *corev1.Pod {
