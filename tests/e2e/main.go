@@ -163,6 +163,7 @@ func buildImages(ctx context.Context, o options) ([]string, error) {
 		{filepath.Join(e2eBin, "pause"), "./tests/e2e/pause"},
 		{filepath.Join(e2eBin, "loadgen"), "./tests/e2e/loadgen"},
 		{filepath.Join(e2eBin, "images"), "./hack/images"},
+		{filepath.Join(e2eBin, "kubectl-rekey"), "./cmd/kubectl-rekey"},
 	} {
 		// The version string of the node plugin's images (VERSION), which
 		// the upgrade step checks the servers report.

@@ -142,8 +142,12 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		if err != nil {
 			return err
 		}
+		updated := time.Now()
 		rot, err := rotate(ctx, c, writerUID, next)
 		if err != nil {
+			return fmt.Errorf("step 3, rotation %d: %w", i+1, err)
+		}
+		if err := rekeyWaitGate(ctx, o, c, updated); err != nil { // tests/e2e/status.go
 			return fmt.Errorf("step 3, rotation %d: %w", i+1, err)
 		}
 		if err := m.Revoke(ctx, cur); err != nil {
@@ -157,6 +161,9 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	time.Sleep(3 * time.Second) // I/O on the last key, after its predecessor's revocation
 	if err := checkNoErrors(ctx, c, pods, "step 3+5 (rotations)"); err != nil {
 		return err
+	}
+	if err := statusTable(ctx, o, c); err != nil {
+		return fmt.Errorf("step 3: %w", err)
 	}
 	for _, p := range []podRef{{appNS, writer}, {annotatedNS, reader}, {annotatedNS, inlinePod}} {
 		if err := sidecarSummary(ctx, c, p); err != nil {
