@@ -178,6 +178,9 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if err := invalidKey(ctx, c, writer, pods); err != nil {
 		return fmt.Errorf("step 4: %w", err)
 	}
+	if err := refusedNotSafe(ctx, o, c, writer); err != nil { // tests/e2e/status.go
+		return fmt.Errorf("step 4: %w", err)
+	}
 	if err := checkNoErrors(ctx, c, pods, "step 4 (invalid key)"); err != nil {
 		return err
 	}
@@ -204,8 +207,12 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if err != nil {
 		return err
 	}
+	updated := time.Now()
 	rot, err := rotate(ctx, c, writerUID, next)
 	if err != nil {
+		return fmt.Errorf("step 6, rotation after the restarts: %w", err)
+	}
+	if err := rekeyWaitGate(ctx, o, c, updated); err != nil {
 		return fmt.Errorf("step 6, rotation after the restarts: %w", err)
 	}
 	if err := m.Revoke(ctx, cur); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -64,7 +65,7 @@ func rekeyWaitGate(ctx context.Context, o options, c *Cluster, updated time.Time
 	}
 	took := time.Since(updated)
 	statusWaitTimes = append(statusWaitTimes, took)
-	logf("E2E status: kubectl rekey wait saw %d/%d mounts on the new key after %.1f s (%d progress lines before)", seen, want, took.Seconds(), lines)
+	logf("E2E status: kubectl rekey wait saw %d/%d mounts on the new key after %.1f s (%d progress lines while waiting)", seen, want, took.Seconds(), lines)
 	return nil
 }
 
@@ -84,5 +85,36 @@ func statusTable(ctx context.Context, o options, c *Cluster) error {
 	}
 	note("status: kubectl rekey wait returned after every Secret update with all mounts on the new key, before its revocation (update → wait returned: %s)",
 		strings.Join(ds, " "))
+	return nil
+}
+
+// refusedNotSafe runs while the Secret holds keys the S3 server refuses
+// (step 4): kubectl rekey status shows the writer's mount on other keys
+// than the Secret's, with the refusal, and kubectl rekey wait refuses to
+// call the old key safe to revoke (exit 1, naming the writer).
+func refusedNotSafe(ctx context.Context, o options, c *Cluster, writer string) error {
+	var row string
+	if err := waitFor(ctx, 60*time.Second, "the refusal in kubectl rekey status", func() error {
+		out, err := kubectlRekey(ctx, o, c, "status", "-n", appNS, "--pod", writer)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 7 && f[0] == writer && f[4] == "NO" && f[6] != "-" {
+				row = strings.Join(f, " ")
+				return nil
+			}
+		}
+		return fmt.Errorf("no stale row with an error yet:\n%s", out)
+	}); err != nil {
+		return err
+	}
+	out, err := kubectlRekey(ctx, o, c, "wait", "--secret", appNS+"/bucket-keys", "--timeout", "3s", "--interval", "1s")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(err.Error(), "not safe to revoke") ||
+		!strings.Contains(err.Error(), appNS+"/"+writer) {
+		return fmt.Errorf("kubectl rekey wait on a refused key: want exit 1 naming %s, got %v\n%s", writer, err, out)
+	}
+	note("status: with a refused key in the Secret, kubectl rekey status shows: %s; kubectl rekey wait exits 1 (not safe to revoke)", row)
 	return nil
 }
