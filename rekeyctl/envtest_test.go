@@ -235,3 +235,47 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestRotateWritesThenWaits: rotate refuses entries that would leave the
+// Secret unusable (writing nothing), writes valid new keys, and returns
+// once every mount reports them, telling which key to revoke.
+func TestRotateWritesThenWaits(t *testing.T) {
+	wd := setup(t)
+	at := time.Now()
+	wd.apply(t, map[string]string{"web-0": fp(t, wd.oldK), "web-1": fp(t, wd.oldK), "web-2": fp(t, wd.oldK)}, at)
+	l := &rekeyctl.Lister{C: wd.c, RekeyNamespace: "rekey-system"}
+	ctx := context.Background()
+	var out syncBuffer
+
+	// Two naming conventions at once: refused before any write.
+	_, err := l.Rotate(ctx, rekeyctl.RotateOptions{Entries: map[string][]byte{contract.SecretKeyAccessKeyID: []byte("AKX")},
+		WaitOptions: rekeyctl.WaitOptions{Secret: "shop/s3-keys", Timeout: time.Second, Out: &out}})
+	if !errors.Is(err, keys.ErrAmbiguous) {
+		t.Fatalf("ambiguous entries: err = %v", err)
+	}
+	var s corev1.Secret
+	must(t, wd.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "s3-keys"}, &s))
+	if _, ok := s.Data[contract.SecretKeyAccessKeyID]; ok {
+		t.Fatal("the refused entries were written")
+	}
+
+	type result struct {
+		p   rekeyctl.Progress
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := l.Rotate(ctx, rekeyctl.RotateOptions{
+			Entries:     map[string][]byte{contract.SecretKeyAkID: []byte(wd.newK.AccessKeyID), contract.SecretKeyAkSecret: []byte(wd.newK.SecretAccessKey + "\n")},
+			WaitOptions: rekeyctl.WaitOptions{Secret: "shop/s3-keys", Timeout: time.Minute, Interval: 100 * time.Millisecond, Out: &out}})
+		done <- result{p, err}
+	}()
+	waitOutput(t, &out, "Secret shop/s3-keys updated: keys "+fp(t, wd.oldK)+" -> "+fp(t, wd.newK))
+	waitOutput(t, &out, "0/3 mounts on "+fp(t, wd.newK))
+	wd.apply(t, map[string]string{"web-0": fp(t, wd.newK), "web-1": fp(t, wd.newK), "web-2": fp(t, wd.newK)}, at)
+	r := <-done
+	if r.err != nil || r.p.Current != 3 {
+		t.Fatalf("rotate = %+v, %v\n%s", r.p, r.err, out.String())
+	}
+	waitOutput(t, &out, "revoke the old key AKOLD at your provider now")
+}

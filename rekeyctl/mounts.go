@@ -276,13 +276,9 @@ func (l *Lister) SecretFingerprint(ctx context.Context, ref string, key []byte) 
 		}
 		return "", explain(err, "read Secret "+ref, ns)
 	}
-	data := make(map[string]string, len(s.Data))
-	for k, v := range s.Data {
-		data[k] = string(v)
-	}
-	k, err := keys.FromSecret(data)
+	k, err := keys.FromSecret(stringData(s.Data))
 	if err != nil {
-		return "", fmt.Errorf("Secret %s: %w", ref, err)
+		return "", fmt.Errorf("the Secret %s: %w", ref, err)
 	}
 	return k.KeyedFingerprint(key)
 }

@@ -6,6 +6,8 @@
 //	kubectl rekey wait --secret NS/NAME [-n NS] [--timeout 5m]
 //	    exits 0 once every mount of the Secret runs its current keys (safe to
 //	    revoke the old ones), 1 with the laggards named on timeout
+//	kubectl rekey rotate --secret NS/NAME --from-file akId=FILE --from-file akSecret=FILE [--timeout 5m]
+//	    writes new keys into the Secret (checked first), then waits like wait
 //
 // Exit status 2: the question could not be answered (usage, no CRD, no
 // permission, no such Secret). See docs/rotation.md.
@@ -39,6 +41,7 @@ const usage = `kubectl rekey: is it safe to revoke a key?
 
   kubectl rekey status [-n NS | -A] [--secret NS/NAME] [--pod NAME]
   kubectl rekey wait --secret NS/NAME [-n NS] [--timeout 5m]
+  kubectl rekey rotate --secret NS/NAME --from-file ENTRY=FILE... [--timeout 5m]
   kubectl rekey version
 
 Common flags: --kubeconfig FILE, --context NAME, --rekey-namespace NS (default rekey-system).
@@ -56,6 +59,7 @@ type Config struct {
 	Timeout        time.Duration
 	Interval       time.Duration
 	RekeyNamespace string
+	Entries        map[string][]byte
 }
 
 func main() {
@@ -101,18 +105,35 @@ func parse(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Pod, "pod", "", "only this pod (status)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "give up after this long (wait)")
 	fs.DurationVar(&cfg.Interval, "interval", 2*time.Second, "poll interval (wait)")
+	fs.Func("from-file", "ENTRY=FILE: a Secret entry (akId, akSecret, ...) read from FILE (rotate; repeat)", func(v string) error {
+		e, b, err := rekeyctl.ParseFromFile(v)
+		if err != nil {
+			return err
+		}
+		if cfg.Entries == nil {
+			cfg.Entries = map[string][]byte{}
+		}
+		cfg.Entries[e] = b
+		return nil
+	})
 	fs.StringVar(&cfg.RekeyNamespace, "rekey-namespace", cfg.RekeyNamespace, "rekey's namespace, holding the fingerprint key Secret")
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, err
+		}
+		return cfg, fmt.Errorf("%w: %v", rekeyctl.ErrUsage, err) //nolint:errorlint // flag's errors carry no cause worth keeping
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("%w: unexpected arguments %q", rekeyctl.ErrUsage, fs.Args())
 	}
 	switch cfg.Command {
 	case "status", "version":
-	case "wait":
+	case "wait", "rotate":
 		if cfg.Secret == "" {
-			return cfg, fmt.Errorf("%w: wait needs --secret NAMESPACE/NAME", rekeyctl.ErrUsage)
+			return cfg, fmt.Errorf("%w: %s needs --secret NAMESPACE/NAME", rekeyctl.ErrUsage, cfg.Command)
+		}
+		if cfg.Command == "rotate" && len(cfg.Entries) == 0 {
+			return cfg, fmt.Errorf("%w: rotate needs --from-file ENTRY=FILE for the new keys", rekeyctl.ErrUsage)
 		}
 	default:
 		fmt.Fprint(stderr, usage)
@@ -166,5 +187,5 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	return rekeyctl.Run(ctx, rekeyctl.Command{Name: cfg.Command, Lister: &rekeyctl.Lister{C: c, RekeyNamespace: cfg.RekeyNamespace},
 		Scope: rekeyctl.Scope{Namespace: ns, Secret: cfg.Secret, Pod: cfg.Pod}, Timeout: cfg.Timeout, Interval: cfg.Interval,
-		Out: out, Now: time.Now})
+		Entries: cfg.Entries, Out: out, Now: time.Now})
 }

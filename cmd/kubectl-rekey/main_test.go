@@ -23,7 +23,11 @@ func TestParse(t *testing.T) {
 			check: func(c Config) bool { return c.Secret == "shop/keys" && c.Timeout == 90*time.Second }},
 		{args: []string{"wait"}, wantErr: "wait needs --secret"},
 		{args: []string{"wait", "--secret", "keys"}, wantErr: `"keys" is not NAMESPACE/NAME`},
-		{args: []string{"rotate"}, wantErr: `unknown command "rotate"`},
+		{args: []string{"rotate", "--secret", "shop/keys"}, wantErr: "rotate needs --from-file"},
+		{args: []string{"rotate", "--secret", "shop/keys", "--from-file", "password=/etc/hostname"}, wantErr: `entry "password" is not a key name`},
+		{args: []string{"rotate", "--secret", "shop/keys", "--from-file", "akId=/etc/hostname"},
+			check: func(c Config) bool { return len(c.Entries["akId"]) > 0 }},
+		{args: []string{"revoke"}, wantErr: `unknown command "revoke"`},
 		{args: []string{"status", "extra"}, wantErr: "unexpected arguments"},
 		{args: nil, wantErr: "name a command"},
 	} {
