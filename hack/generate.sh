@@ -54,4 +54,4 @@ cd "$root"
 mkdir -p "$k8sout/api/v1alpha1" "$k8sout/manifests/crd" "$k8sout/charts/rekey/crds"
 controller-gen object paths=./api/v1alpha1 output:object:dir="$k8sout/api/v1alpha1" \
 	crd:crdVersions=v1 output:crd:dir="$k8sout/manifests/crd"
-cp "$k8sout"/manifests/crd/*.yaml "$k8sout/charts/rekey/crds/"
+cp "$k8sout"/manifests/crd/rekey.dev_*.yaml "$k8sout/charts/rekey/crds/"
