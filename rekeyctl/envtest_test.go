@@ -50,14 +50,13 @@ func fp(t *testing.T, k keys.Keys) string {
 // claim (on two nodes), one pod with an inline volume of batch/keys and one
 // pod with an unrelated volume.
 type world struct {
-	c            client.Client
-	cfg          *rest.Config
-	env          *crenvtest.Environment
-	oldK, newK   keys.Keys
-	pods         map[string]*corev1.Pod
-	w            *volstatus.Writer
-	mounts       map[string]volstatus.Mount
-	statusesFrom time.Time
+	c          client.Client
+	cfg        *rest.Config
+	env        *crenvtest.Environment
+	oldK, newK keys.Keys
+	pods       map[string]*corev1.Pod
+	w          *volstatus.Writer
+	mounts     map[string]volstatus.Mount
 }
 
 func setup(t *testing.T) *world {

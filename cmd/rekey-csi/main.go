@@ -266,7 +266,7 @@ func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log log
 		if err := os.WriteFile(cfg.readyFile, []byte(sup.Instance()+"\n"), 0o600); err != nil {
 			return fmt.Errorf("ready file: %w", err)
 		}
-		defer func() { _ = os.Remove(cfg.readyFile) }()
+		defer func() { _ = os.Remove(cfg.readyFile) }() //nolint:gosec // G703: our own flag, a path in this container
 	}
 	log.Info("supervisor serving", "socket", cfg.supervisorSocket, "stateDir", cfg.stateDir, "instance", sup.Instance(), "version", version)
 	// The FUSE servers keep running when the supervisor stops.

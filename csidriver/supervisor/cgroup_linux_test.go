@@ -383,7 +383,7 @@ func TestEnableV2MovesProcesses(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(base.dir(), "cgroup.procs"), []byte(strconv.Itoa(sleeper.pid())), 0o644); err != nil {
 		t.Skipf("cannot move a process into a v2 test cgroup: %v", err)
 	}
-	c, err := newMemoryCgroups(base)
+	_, err := newMemoryCgroups(base)
 	ctrls, _ := os.ReadFile(filepath.Join(base.dir(), "cgroup.controllers"))
 	if strings.Contains(string(ctrls), "memory") {
 		// A v2 host: the whole thing works.
@@ -398,7 +398,7 @@ func TestEnableV2MovesProcesses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "memory controller is not delegated") {
 			t.Fatalf("newMemoryCgroups without the memory controller: %v", err)
 		}
-		c = &memoryCgroups{dir: base.dir(), rel: "/" + base.rel, mountpoint: mnt}
+		c := &memoryCgroups{dir: base.dir(), rel: "/" + base.rel, mountpoint: mnt}
 		if c.v2, err = cgroup2.Load(c.rel, cgroup2.WithMountpoint(mnt)); err != nil {
 			t.Fatal(err)
 		}

@@ -695,7 +695,7 @@ func renameWorker(e *workerEnv) error {
 			e.fail(fmt.Errorf("%s after rename %d has %q", filepath.Base(to), i, b))
 		}
 		if _, err := os.Stat(from); !errors.Is(err, fs.ErrNotExist) {
-			e.fail(fmt.Errorf("stat %s after rename %d: %v, want ENOENT", filepath.Base(from), i, err))
+			e.fail(fmt.Errorf("stat %s after rename %d: %w, want ENOENT", filepath.Base(from), i, err))
 		}
 		e.op()
 	}
@@ -733,7 +733,7 @@ func createUnlinkWorker(e *workerEnv) error {
 			return fmt.Errorf("unlink f-%d: %w", i, err)
 		}
 		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			e.fail(fmt.Errorf("stat f-%d after unlink: %v, want ENOENT", i, err))
+			e.fail(fmt.Errorf("stat f-%d after unlink: %w, want ENOENT", i, err))
 		}
 		e.op()
 	}

@@ -28,7 +28,7 @@ func rawCall(t *testing.T, path, line string) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if _, err := c.Write([]byte(line + "\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestProtocolSkew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	dec := json.NewDecoder(c)
 	for _, line := range []string{`{"v":3,"op":"handoff"}`, `{"v":3,"op":"handoff-done"}`} {
 		if _, err := c.Write([]byte(line + "\n")); err != nil {

@@ -12,7 +12,7 @@ import (
 	"rekey.dev/rekey/fuseserver/s3fs"
 )
 
-// EventStagedDataRetained: data an application wrote is kept in the
+// EventStagedDataRetained is the kind of the Event that says data an application wrote is kept in the
 // mount's staging directory on the node because it was not uploaded (sent
 // by a FUSE server, or by the supervisor when a mount's server is gone).
 // Keys names the objects.

@@ -76,7 +76,7 @@ func object(t *testing.T, s3c *fakes3.Server, k keys.Keys, key string) string {
 
 // serveSocket serves sup's API on a socket in dir until ctx ends, and
 // returns a client of it and a channel closed when Serve returned.
-func serveSocket(t *testing.T, ctx context.Context, sup *supervisor.Supervisor, dir string) (*supervisor.Client, <-chan struct{}) {
+func serveSocket(t *testing.T, ctx context.Context, sup *supervisor.Supervisor, dir string) (*supervisor.Client, <-chan struct{}) { //nolint:revive // t first, like every test helper here
 	t.Helper()
 	sock := filepath.Join(dir, "sup.sock")
 	lis, err := supervisor.Listen(sock)

@@ -124,7 +124,7 @@ func (s *Store) load() (rec Record, seq uint64, ok bool, err error) {
 	defer clear(buf)
 	n, err := s.f.ReadAt(buf, 0)
 	if n != fileSize {
-		return Record{}, 0, false, fmt.Errorf("%w: %d bytes, want %d (%v)", ErrNotCustody, n, fileSize, err)
+		return Record{}, 0, false, fmt.Errorf("%w: %d bytes, want %d (%w)", ErrNotCustody, n, fileSize, err)
 	}
 	var best []byte
 	empty := 0

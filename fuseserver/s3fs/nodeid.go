@@ -141,7 +141,7 @@ func (t *nodeTable) now() time.Duration { return time.Since(t.epoch) }
 // registered (or in go-fuse's tree), or was handed out so recently that
 // go-fuse may not have registered it yet.
 func (t *nodeTable) liveLocked(rec *nodeRec, now time.Duration) bool {
-	return rec.node != nil && (!rec.node.Forgotten() || now-rec.issued < nodeGrace)
+	return rec.node != nil && (!rec.node.Forgotten() || now-rec.issued < nodeGrace) //nolint:staticcheck // SA1019: a state query under the bridge's lock; NodeOnForgetter is a callback
 }
 
 // inode returns the inode to hand out for key below parent: the one
@@ -158,7 +158,7 @@ func (t *nodeTable) inode(ctx context.Context, parent *fs.Inode, key string, mod
 	switch {
 	case rec == nil:
 		rec = t.assignLocked(key)
-	case fresh && (rec.node == nil || !rec.node.Forgotten()):
+	case fresh && (rec.node == nil || !rec.node.Forgotten()): //nolint:staticcheck // SA1019: a state query under the bridge's lock; NodeOnForgetter is a callback
 		t.detachLocked(rec, now)
 		rec = t.assignLocked(key)
 	case !fresh && t.liveLocked(rec, now):
@@ -396,7 +396,7 @@ func (t *nodeTable) sweepLocked(now time.Duration) {
 			continue // handed out again
 		}
 		rec.dying = false
-		if rec.node != nil && rec.node.Forgotten() {
+		if rec.node != nil && rec.node.Forgotten() { //nolint:staticcheck // SA1019: a state query under the bridge's lock; NodeOnForgetter is a callback
 			t.removeLocked(rec)
 		}
 	}

@@ -462,7 +462,7 @@ func TestNodeTableFormat(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New on the v1 fixture: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	for ino, want := range map[uint64]struct{ key, from string }{
 		1001: {"photos/c.jpg", ""},
 		1002: {"photos/\xff.jpg", ""},

@@ -144,7 +144,7 @@ func TestResentAppend(t *testing.T) {
 	if errno := h.Flush(ctx); errno != 0 {
 		t.Fatal(errno)
 	}
-	h.Release(ctx)
+	_ = h.Release(ctx)
 	if got := e.mustGet("log"); string(got) != "abcdef" {
 		t.Fatalf("log %q, want abcdef", got)
 	}

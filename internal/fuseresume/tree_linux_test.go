@@ -56,7 +56,7 @@ func (n *node) path() string { return filepath.Join(n.t.dir, n.rel) }
 
 // child returns the node for rel, whose backing file has st.
 func (n *node) child(ctx context.Context, rel string, st *syscall.Stat_t, out *fuse.EntryOut) *gofs.Inode {
-	out.Attr.FromStat(st)
+	out.FromStat(st)
 	out.SetEntryTimeout(entryTimeout)
 	return n.NewInode(ctx, &node{t: n.t, rel: rel}, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino})
 }

@@ -113,7 +113,7 @@ func refusedNotSafe(ctx context.Context, o options, c *Cluster, writer string) e
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(err.Error(), "not safe to revoke") ||
 		!strings.Contains(err.Error(), appNS+"/"+writer) {
-		return fmt.Errorf("kubectl rekey wait on a refused key: want exit 1 naming %s, got %v\n%s", writer, err, out)
+		return fmt.Errorf("kubectl rekey wait on a refused key: want exit 1 naming %s, got %w\n%s", writer, err, out)
 	}
 	note("status: with a refused key in the Secret, kubectl rekey status shows: %s; kubectl rekey wait exits 1 (not safe to revoke)", row)
 	return nil

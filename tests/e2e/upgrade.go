@@ -35,7 +35,7 @@ func repoVersion(repo string) (string, error) {
 // tarball.
 func buildUpgradeImage(ctx context.Context, o options, v string) (string, error) {
 	bin := filepath.Join(o.repo, "bin", "e2e", "upgrade")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
+	if err := os.MkdirAll(bin, 0o750); err != nil {
 		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+v, "-o", filepath.Join(bin, "rekey-csi"), "./cmd/rekey-csi")
