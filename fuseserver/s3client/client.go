@@ -55,7 +55,7 @@ type Client struct {
 	host     string
 	provider *Provider
 	api      *s3.Client
-	probe    *s3.Client // the same client without retries, for Validate
+	probe    *s3.Client // the same client with its own retries (newProbeRetryer), for Validate
 }
 
 // New returns a Client that signs with initial until SetKeys replaces them.
@@ -99,7 +99,7 @@ func New(cfg Config, initial keys.Keys) (*Client, error) {
 	}
 	c.api = s3.New(opts)
 	c.probe = s3.New(opts, func(o *s3.Options) {
-		o.Retryer = aws.NopRetryer{}
+		o.Retryer = newProbeRetryer()
 		o.APIOptions = nil
 		o.HTTPSignerV4 = newKeySafeSigner() // the probe signs with candidate keys; keep its cache apart
 	})

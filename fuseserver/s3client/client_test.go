@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,5 +250,54 @@ func TestNewSecretSameAccessKey(t *testing.T) {
 	c.SetKeys(fixed, 1)
 	if _, err := c.API().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("bucket")}); err != nil {
 		t.Fatalf("request after swapping the secret: %v", err)
+	}
+}
+
+// TestValidateRetriesBusyServer: a server that answers 503 SlowDown (or
+// 500 InternalError) for a moment does not refuse keys: the probe asks
+// again; one that keeps failing refuses them as an unreachable endpoint,
+// which senders retry, never as bad keys.
+func TestValidateRetriesBusyServer(t *testing.T) {
+	srv, good := startServer(t)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var failures atomic.Int32
+	var code atomic.Value
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failures.Add(-1) >= 0 {
+			status := http.StatusServiceUnavailable
+			if code.Load() == "InternalError" {
+				status = http.StatusInternalServerError
+			}
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>busy</Message></Error>`, code.Load())
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer busy.Close()
+
+	for _, c := range []struct {
+		code     string
+		failures int32
+		ok       bool
+	}{{"SlowDown", 2, true}, {"InternalError", 1, true}, {"SlowDown", 100, false}} {
+		code.Store(c.code)
+		failures.Store(c.failures)
+		err := newClient(t, busy.URL, "bucket", good, 5*time.Second).Validate(context.Background(), good)
+		if c.ok {
+			if err != nil {
+				t.Errorf("%s %d times, then good: %v", c.code, c.failures, err)
+			}
+			continue
+		}
+		var ref *rotation.RefusalError
+		if !errors.As(err, &ref) || ref.Reason != rotation.ReasonEndpointUnreachable || !strings.Contains(ref.Message, "code="+c.code) {
+			t.Errorf("%s for good: %v, want an unreachable-endpoint refusal naming the code", c.code, err)
+		}
 	}
 }

@@ -73,6 +73,31 @@ func (b backoff) BackoffDelay(attempt int, err error) (time.Duration, error) {
 	return b.std.BackoffDelay(attempt, err)
 }
 
+// newProbeRetryer is the retryer of Validate's probe: a server that is busy
+// or failing for a moment (503 SlowDown, 500 InternalError, throttling, a
+// reset connection) is asked again, up to three times with a short
+// jittered backoff, within the validation timeout; an answer about the keys
+// (InvalidAccessKeyId, SignatureDoesNotMatch...) is final at once.
+// Connection errors are not retried: an endpoint that does not answer is
+// reported as such at once (the sender retries those refusals).
+func newProbeRetryer() aws.Retryer {
+	codes := map[string]struct{}{}
+	for c, transient := range transientCodes {
+		if transient {
+			codes[c] = struct{}{}
+		}
+	}
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 3
+		o.MaxBackoff = time.Second
+		o.RateLimiter = ratelimit.None
+		o.Retryables = []retry.IsErrorRetryable{
+			retry.RetryableHTTPStatusCode{Codes: map[int]struct{}{429: {}, 500: {}, 502: {}, 503: {}, 504: {}}},
+			retry.RetryableErrorCode{Codes: codes},
+		}
+	})
+}
+
 // newRetryer returns the standard retryer without a client-side retry quota
 // (a burst of swap-caused retries must never exhaust it) and with immediate
 // retries after a swap.

@@ -65,8 +65,15 @@ func (c *Client) Classify(ctx context.Context, err error) *rotation.RefusalError
 			reason = rotation.ReasonExpiredToken
 		default:
 			var resp *awshttp.ResponseError
-			if errors.As(err, &resp) && resp.HTTPStatusCode() == http.StatusForbidden {
+			hasStatus := errors.As(err, &resp)
+			switch {
+			case hasStatus && resp.HTTPStatusCode() == http.StatusForbidden:
 				reason = rotation.ReasonAccessDenied
+			case transientCodes[code] || (hasStatus && (resp.HTTPStatusCode() >= 500 || resp.HTTPStatusCode() == http.StatusTooManyRequests)):
+				// Says nothing about the keys: a refusal the sender retries
+				// (the sidecar does for an unreachable endpoint).
+				return &rotation.RefusalError{Reason: rotation.ReasonEndpointUnreachable,
+					Message: fmt.Sprintf("endpoint busy or failing, retried (host=%s, code=%s)", c.host, code)}
 			}
 		}
 		return &rotation.RefusalError{Reason: reason,
@@ -107,4 +114,13 @@ func (c *Client) Classify(ctx context.Context, err error) *rotation.RefusalError
 func unreachable(host, why string) *rotation.RefusalError {
 	return &rotation.RefusalError{Reason: rotation.ReasonEndpointUnreachable,
 		Message: fmt.Sprintf("endpoint unreachable (host=%s, %s)", host, why)}
+}
+
+// transientCodes are S3 error codes of a server that is busy or failing
+// for a moment, whatever the keys.
+var transientCodes = map[string]bool{
+	"InternalError": true, "ServiceUnavailable": true, "SlowDown": true, "SlowDownRead": true, "SlowDownWrite": true,
+	"RequestTimeout": true, "Throttling": true, "ThrottlingException": true,
+	"TooManyRequests": true, "TooManyRequestsException": true, "RequestLimitExceeded": true, "BandwidthLimitExceeded": true,
+	"ServerBusy": true, "OperationAborted": true,
 }
