@@ -339,11 +339,63 @@ func stsKeys(action, id, secret, token, expiration string) (keys.Keys, error) {
 	return k, nil
 }
 
+// scrubToken removes the token from an STS message, also in part: STS
+// services echo the token, a JWT segment of it or a truncated prefix, URL
+// encoded or glued to other text. Every run of token-like characters that
+// shares tokenEcho or more characters with the token goes whole.
 func scrubToken(msg, token string) string {
 	if token != "" {
 		msg = strings.ReplaceAll(msg, token, "[redacted]")
+		var b strings.Builder
+		run := func(r rune) bool {
+			return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.=+/%~", r)
+		}
+		rs := []rune(msg)
+		for i := 0; i < len(rs); {
+			if !run(rs[i]) {
+				b.WriteRune(rs[i])
+				i++
+				continue
+			}
+			j := i
+			for j < len(rs) && run(rs[j]) {
+				j++
+			}
+			word := string(rs[i:j])
+			if echoes(word, token) {
+				b.WriteString("[redacted]")
+			} else {
+				b.WriteString(word)
+			}
+			i = j
+		}
+		msg = b.String()
 	}
 	return bounded(msg, maxMessage)
+}
+
+// tokenEcho is how many characters in a row a message may share with the
+// token before they count as an echo of it.
+const tokenEcho = 8
+
+// echoes reports whether word (URL-decoded too) shares tokenEcho
+// characters in a row with token.
+func echoes(word, token string) bool {
+	for _, w := range []string{word, unescape(word)} {
+		for i := 0; i+tokenEcho <= len(w); i++ {
+			if strings.Contains(token, w[i:i+tokenEcho]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func unescape(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
 }
 
 // bounded cuts s to at most n bytes and replaces control characters.
