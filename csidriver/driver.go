@@ -59,6 +59,8 @@ type Options struct {
 	ClusterKey []byte
 	// Status writes the RekeyVolumeStatus objects; nil: none are written.
 	Status *volstatus.Writer
+	// Policy is what pod authors may choose (policy.go); nil: DefaultPolicy.
+	Policy *Policy
 	// Log is the driver's logger.
 	Log logr.Logger
 }
@@ -98,13 +100,17 @@ func New(opts Options) (*Driver, error) {
 	ev := &eventPoster{rec: opts.Recorder, log: opts.Log.WithName("events"), metrics: m,
 		status:         newKeyStatus(opts.ClusterKey, v, opts.Status, opts.Registerer, opts.Log.WithName("status")),
 		refreshedEvery: opts.RefreshedEventInterval}
+	policy := DefaultPolicy
+	if opts.Policy != nil {
+		policy = *opts.Policy
+	}
 	return &Driver{
 		opts:     opts,
 		identity: &identityServer{version: opts.Version, runner: opts.Runner},
 		node: &nodeServer{nodeID: opts.NodeID, kubeletRoot: opts.KubeletRootDir, socketUID: opts.SocketUID,
 			mounter: opts.Mounter, runner: opts.Runner, precheck: opts.Precheck, events: ev, metrics: m,
 			exchange: exchangeToken(opts.STSDuration), stsWindow: opts.STSRefreshWindow,
-			vault: v, log: opts.Log.WithName("node")},
+			vault: v, policy: policy, log: opts.Log.WithName("node")},
 		events:  ev,
 		metrics: m,
 	}, nil

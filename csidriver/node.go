@@ -61,6 +61,7 @@ type nodeServer struct {
 	metrics     *Metrics
 	log         logr.Logger
 
+	policy Policy      // what pod authors may choose
 	vault  *vault      // the driver's copies of every mount's descriptors
 	locks  targetLocks // one publish or unpublish per target at a time
 	tokens sync.Map    // target path -> tokenSum of the token last exchanged
@@ -169,6 +170,9 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	vol, err := volumecontext.Parse(req.GetVolumeId(), req.GetVolumeContext(), req.GetSecrets())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.policy.Check(vol, req.GetVolumeContext()[contract.PodInfoEphemeral] == "true"); err != nil {
+		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
 	log := s.log.WithValues("volumeId", vol.ID, "target", target, "pod", vol.SecretRef())
 	if ign := volumecontext.IgnoredAttributes(req.GetVolumeContext()); len(ign) > 0 {

@@ -216,7 +216,7 @@ func TestNoTokenInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testDriver(t, Options{NodeID: "n", Log: log})
+	c := testDriver(t, Options{NodeID: "n", Log: log, Policy: &Policy{InsecureSTS: true}}) // the test STS speaks http
 	tokens := func(tok string) string {
 		return `{"sts.amazonaws.com":{"token":"` + tok + `","expirationTimestamp":"2030-01-01T00:00:00Z"}}`
 	}

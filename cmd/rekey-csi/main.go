@@ -71,6 +71,9 @@ type config struct {
 	namespace        string
 	statusQPS        float64
 	statusBurst      int
+	inlineVolumes    bool
+	inlineEndpoints  string
+	insecureSTS      bool
 }
 
 func main() {
@@ -114,6 +117,10 @@ func parse(args []string) (config, error) {
 		"rekey's namespace, e.g. $(POD_NAMESPACE): where the fingerprint key Secret "+contract.FingerprintKeySecret+" is kept (driver)")
 	fs.Float64Var(&cfg.statusQPS, "status-qps", volstatus.DefaultQPS, "RekeyVolumeStatus writes per second this node sends at most (driver)")
 	fs.IntVar(&cfg.statusBurst, "status-burst", volstatus.DefaultBurst, "burst of RekeyVolumeStatus writes (driver)")
+	fs.BoolVar(&cfg.inlineVolumes, "inline-volumes", true, "allow inline CSI volumes, whose endpoints pod authors choose (driver)")
+	fs.StringVar(&cfg.inlineEndpoints, "inline-endpoints", "",
+		"comma-separated hosts (host, host:port, *.domain) that inline volumes' url and stsEndpoint may name; empty: any (driver)")
+	fs.BoolVar(&cfg.insecureSTS, "allow-insecure-sts", false, "allow http:// STS endpoints, which carry service-account tokens in clear (driver; test clusters)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
@@ -126,6 +133,9 @@ func parse(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if _, err := csidriver.ParseEndpointPatterns(cfg.inlineEndpoints); err != nil {
+		return cfg, fmt.Errorf("--inline-endpoints: %w", err)
 	}
 	if cfg.serverMemoryMiB != 0 && cfg.serverMemoryMiB < supervisor.MinServerMemoryMiB {
 		return cfg, fmt.Errorf("--server-memory-mib=%d: want 0 (no budget) or at least %d", cfg.serverMemoryMiB, supervisor.MinServerMemoryMiB)
@@ -177,6 +187,8 @@ func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Lo
 	opts := csidriver.Options{NodeID: cfg.nodeID, Version: version, KubeletRootDir: cfg.kubeletRoot,
 		SocketUID: cfg.socketUID, Mounter: m, Runner: &supervisor.Client{Path: cfg.supervisorSocket},
 		Registerer: reg, Log: log, STSDuration: cfg.stsDuration, STSRefreshWindow: cfg.stsWindow}
+	patterns, _ := csidriver.ParseEndpointPatterns(cfg.inlineEndpoints) // checked in parse
+	opts.Policy = &csidriver.Policy{InlineVolumes: cfg.inlineVolumes, InlineEndpoints: patterns, InsecureSTS: cfg.insecureSTS}
 	if rc, err := restConfig(cfg.kubeconfig); err != nil {
 		log.Info("no Kubernetes API access; Events are logged only", "why", err.Error())
 	} else {

@@ -132,7 +132,8 @@ func inProcessDriver(tb testing.TB, log logr.Logger, opts ...func(*csidriver.Opt
 	supDone := make(chan struct{})
 	go func() { defer close(supDone); _ = sup.Serve(ctx, lis) }()
 	o := csidriver.Options{NodeID: "sanity-node", Version: "test", KubeletRootDir: filepath.Join(dir, "kubelet"),
-		Mounter: m, Runner: &supervisor.Client{Path: supSock}, Log: log.WithName("driver")}
+		Mounter: m, Runner: &supervisor.Client{Path: supSock}, Log: log.WithName("driver"),
+		Policy: &csidriver.Policy{InlineVolumes: true, InsecureSTS: true}} // the test STS servers speak http
 	for _, f := range opts {
 		f(&o)
 	}
