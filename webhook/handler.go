@@ -90,6 +90,22 @@ func diff(original, mutated *corev1.Pod) ([]jsonpatch.JsonPatchOperation, bool) 
 	add := func(path string, v any) {
 		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: path, Value: v})
 	}
+	// Mounts the injector took from the pod's own containers
+	// (stripPrivateMounts): replaced first, at the containers' original
+	// indexes, before anything is inserted in front of them.
+	original = original.DeepCopy()
+	mounts := func(orig, mut []corev1.Container, offset int, path string) {
+		for i := range orig {
+			if j := i + offset; j >= 0 && j < len(mut) && !apiequality.Semantic.DeepEqual(orig[i].VolumeMounts, mut[j].VolumeMounts) {
+				ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "replace",
+					Path: path + "/" + strconv.Itoa(i) + "/volumeMounts", Value: mut[j].VolumeMounts})
+				orig[i].VolumeMounts = mut[j].VolumeMounts
+			}
+		}
+	}
+	mounts(original.Spec.Containers, mutated.Spec.Containers, 0, "/spec/containers")
+	mounts(original.Spec.InitContainers, mutated.Spec.InitContainers,
+		max(0, len(mutated.Spec.InitContainers)-len(original.Spec.InitContainers)), "/spec/initContainers")
 	if len(original.Annotations) == 0 && len(mutated.Annotations) > 0 {
 		add("/metadata/annotations", mutated.Annotations)
 	} else {

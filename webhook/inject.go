@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -98,6 +99,7 @@ func (in *Injector) Default(ctx context.Context, pod *corev1.Pod) (admission.War
 		return warnings, err
 	}
 
+	warnings = append(warnings, stripPrivateMounts(pod)...)
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
 		Name:         contract.SocketVolumeName,
 		VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
@@ -341,4 +343,33 @@ func conflicts(pod *corev1.Pod, nSources int) string {
 		}
 	}
 	return ""
+}
+
+// stripPrivateMounts removes from the pod's own containers every mount of
+// a volume the injector adds for the sidecar alone: the socket directory
+// (whoever can write there could put a socket of its own in place of a
+// FUSE server's and collect the keys the sidecar sends it) and the key
+// sources. A pod spec may name them in advance, expecting the volumes to
+// appear. Each removal is a warning.
+func stripPrivateMounts(pod *corev1.Pod) admission.Warnings {
+	private := func(name string) bool {
+		return name == contract.SocketVolumeName || strings.HasPrefix(name, contract.SourceVolumePrefix)
+	}
+	var warnings admission.Warnings
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			c := &list[i]
+			kept := c.VolumeMounts[:0]
+			for _, m := range c.VolumeMounts {
+				if private(m.Name) {
+					warnings = append(warnings, fmt.Sprintf("rekey: container %q mounted the sidecar's volume %q at %s; that mount was removed "+
+						"(only the rekey sidecar may use it)", c.Name, m.Name, m.MountPath))
+					continue
+				}
+				kept = append(kept, m)
+			}
+			c.VolumeMounts = kept
+		}
+	}
+	return warnings
 }
