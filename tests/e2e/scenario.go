@@ -331,7 +331,8 @@ func install(ctx context.Context, o options, c *Cluster) error {
 	if _, err := c.kubectl(ctx, "apply", "-k", filepath.Join(o.repo, "tests/e2e/overlay")); err != nil {
 		return err
 	}
-	// The DaemonSet is OnDelete: no rollout status; wait for its pod.
+	// A fresh install: wait for the pods themselves (rollout status is for
+	// updates, step 6b).
 	for _, app := range []string{"rekey-csi-node", "rekey-webhook"} {
 		if err := waitPodsReady(ctx, c, "rekey-system", "app.kubernetes.io/name="+app); err != nil {
 			return err
