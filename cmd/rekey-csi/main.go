@@ -168,13 +168,7 @@ func run(args []string) error {
 		// The supervisor container's readiness probe: its supervisor
 		// serves the node's mounts (after taking them over from the node
 		// pod it replaces, if any).
-		if cfg.readyFile == "" {
-			return errors.New("ready: --ready-file is required")
-		}
-		if _, err := os.Stat(cfg.readyFile); err != nil {
-			return fmt.Errorf("supervisor not serving yet: %w", err)
-		}
-		return nil
+		return probeReady(cfg.readyFile)
 	}
 	return fmt.Errorf("unknown role %q, want driver, supervisor, init or ready", cfg.role)
 }
@@ -249,7 +243,16 @@ func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log log
 		Memory:   supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups},
 		Instance: os.Getenv(supervisor.InstanceEnv), Version: version, NodeSocket: cfg.supervisorSocket})
 	if err != nil {
+		// Why this node pod is not Ready (a takeover that failed): the
+		// readiness probe prints it, and kubelet puts it in the pod's
+		// Unhealthy Event.
+		if cfg.readyFile != "" {
+			_ = os.WriteFile(cfg.readyFile+errorSuffix, []byte(err.Error()+"\n"), 0o600) //nolint:gosec // G703: our own flag
+		}
 		return err
+	}
+	if cfg.readyFile != "" {
+		_ = os.Remove(cfg.readyFile + errorSuffix) //nolint:gosec // G703: our own flag
 	}
 	for _, rep := range sup.HandOffs() {
 		log.Info("took over the mounts of the previous supervisor", "fromInstance", rep.From, "mounts", len(rep.Mounts))
@@ -343,4 +346,28 @@ func statusWriter(rc *rest.Config, cfg config, reg prometheus.Registerer, log lo
 	reg.MustRegister(writes)
 	return volstatus.New(volstatus.Config{Client: c, Node: cfg.nodeID, Version: version, QPS: float32(cfg.statusQPS),
 		Burst: cfg.statusBurst, Writes: writes, Log: log}), nil
+}
+
+// errorSuffix names the file beside --ready-file with why the supervisor
+// could not start (for the readiness probe).
+const errorSuffix = ".error"
+
+// probeReady is the supervisor container's readiness probe: its supervisor
+// serves the node's mounts (after taking them over from the node pod it
+// replaces, if any). Not ready, it says why if the supervisor left a reason.
+func probeReady(readyFile string) error {
+	if readyFile == "" {
+		return errors.New("ready: --ready-file is required")
+	}
+	if _, err := os.Stat(readyFile); err == nil {
+		return nil
+	}
+	if b, err := os.ReadFile(readyFile + errorSuffix); err == nil && len(b) > 0 {
+		msg := strings.TrimSpace(string(b))
+		if len(msg) > 1024 {
+			msg = msg[:1024] + "…"
+		}
+		return fmt.Errorf("supervisor not serving: %s", msg)
+	}
+	return errors.New("supervisor not serving yet (taking over the node's mounts, or starting)")
 }
