@@ -2,9 +2,14 @@ package certs
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,59 +18,76 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"rekey.dev/rekey/internal/envtest"
 )
 
+// fixture is an Authority against a real API server, with the webhook
+// configuration it keeps trusted.
 type fixture struct {
 	a      *Authority
 	client client.Client
-	now    time.Time
 }
 
-func newFixture(t *testing.T, objs ...client.Object) *fixture {
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "rekey-webhook"},
-		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "a.rekey.dev"}, {Name: "b.rekey.dev"}},
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(objs, mwc)...).Build()
-	cfg := DefaultConfig()
-	cfg.Namespace = "rekey-system"
-	cfg.CertDir = t.TempDir()
-	cfg.ExtraSANs = []string{"127.0.0.1"}
-	cfg.CAValidity = 90 * time.Hour
-	cfg.CertValidity = 9 * time.Hour
-	a, err := New(cfg, c, logr.Discard())
+	restCfg, _ := envtest.Start(t)
+	c, err := client.New(restCfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{a: a, client: c, now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	a.now = func() time.Time { return f.now }
-	return f
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rekey-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	none := admissionregistrationv1.SideEffectClassNone
+	hook := func(name string) admissionregistrationv1.MutatingWebhook {
+		return admissionregistrationv1.MutatingWebhook{
+			Name: name, SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: ptr.To("https://localhost:1/mutate")},
+			// Matches nothing: the test only reads the caBundle.
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": "matches"}},
+		}
+	}
+	if err := c.Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "rekey-webhook"},
+		Webhooks:   []admissionregistrationv1.MutatingWebhook{hook("a.rekey.dev"), hook("b.rekey.dev")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{client: c, a: newAuthority(t, c, nil)}
 }
 
-func (f *fixture) secret(t *testing.T) map[string][]byte {
+func newAuthority(t *testing.T, c client.Client, extra []string) *Authority {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Namespace = "rekey-system"
+	cfg.CertDir = t.TempDir()
+	cfg.ExtraSANs = append([]string{"localhost"}, extra...)
+	a, err := New(cfg, c, true, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (f *fixture) secret(t *testing.T) *corev1.Secret {
 	t.Helper()
 	var s corev1.Secret
 	if err := f.client.Get(context.Background(), types.NamespacedName{Namespace: "rekey-system", Name: "rekey-webhook-tls"}, &s); err != nil {
 		t.Fatal(err)
 	}
-	return s.Data
+	return &s
 }
 
-// verify checks that the files in CertDir form a pair that the caBundle of
-// every webhook trusts for the service name, at the fixture's time.
-func (f *fixture) verify(t *testing.T) *x509.Certificate {
+// served answers the leaf in a's CertDir after checking that the caBundle
+// of every webhook trusts it for the Service name and localhost.
+func (f *fixture) served(t *testing.T, a *Authority) *x509.Certificate {
 	t.Helper()
-	pair, err := tls.LoadX509KeyPair(filepath.Join(f.a.cfg.CertDir, KeyTLSCert), filepath.Join(f.a.cfg.CertDir, KeyTLSKey))
+	pair, err := tls.LoadX509KeyPair(filepath.Join(a.cfg.CertDir, KeyTLSCert), filepath.Join(a.cfg.CertDir, KeyTLSKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +104,8 @@ func (f *fixture) verify(t *testing.T) *x509.Certificate {
 		if !roots.AppendCertsFromPEM(wh.ClientConfig.CABundle) {
 			t.Fatalf("webhook %s has no caBundle", wh.Name)
 		}
-		for _, name := range []string{"rekey-webhook.rekey-system.svc", "127.0.0.1"} {
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, CurrentTime: f.now}); err != nil {
+		for _, name := range []string{"rekey-webhook.rekey-system.svc", "localhost"} {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
 				t.Fatalf("webhook %s: verify %s: %v", wh.Name, name, err)
 			}
 		}
@@ -91,116 +113,153 @@ func (f *fixture) verify(t *testing.T) *x509.Certificate {
 	return leaf
 }
 
-func TestRotate(t *testing.T) {
+func TestBootstrapIssuesAndKeeps(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
 	if err := f.a.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.Rotate(ctx); err != nil {
+	first := f.served(t, f.a)
+	data := f.secret(t).Data
+	for _, k := range []string{KeyCACert, KeyCAKey, KeyTLSCert, KeyTLSKey} {
+		if len(data[k]) == 0 {
+			t.Fatalf("secret lacks %s", k)
+		}
+	}
+	// A second replica keeps the usable pair and serves it.
+	other := newAuthority(t, f.client, nil)
+	if err := other.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	first := f.verify(t)
-	caBefore := f.secret(t)[KeyCACert]
-
-	// Nothing is due: nothing changes.
-	f.now = f.now.Add(5 * time.Hour)
-	if err := f.a.Rotate(ctx); err != nil {
+	if got := f.served(t, other); !got.Equal(first) {
+		t.Fatal("second bootstrap replaced a usable pair")
+	}
+	// A new name renews the pair, and the names stay covered.
+	wider := newAuthority(t, f.client, []string{"webhook.example"})
+	if err := wider.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.verify(t); !got.Equal(first) {
-		t.Fatal("serving certificate renewed before it was due")
-	}
-
-	// Less than a third of the serving certificate's life left: new leaf, same CA.
-	f.now = f.now.Add(2 * time.Hour)
-	if err := f.a.Rotate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	second := f.verify(t)
-	if second.Equal(first) {
-		t.Fatal("serving certificate not renewed")
-	}
-	if string(f.secret(t)[KeyCACert]) != string(caBefore) {
-		t.Fatal("CA changed with the serving certificate")
-	}
-
-	// CA due: new CA, and the old one stays in the bundle while it is valid.
-	f.now = f.now.Add(55 * time.Hour)
-	if err := f.a.Rotate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	f.verify(t)
-	bundle, err := parseCerts(f.secret(t)[KeyCACert])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bundle) != 2 {
-		t.Fatalf("bundle holds %d CAs, want new and old", len(bundle))
-	}
-	// A replica still serving the previous leaf is trusted.
-	roots := x509.NewCertPool()
-	for _, c := range bundle {
-		roots.AddCert(c)
-	}
-	if _, err := second.Verify(x509.VerifyOptions{Roots: roots, DNSName: "rekey-webhook.rekey-system.svc", CurrentTime: second.NotAfter.Add(-time.Minute)}); err != nil {
-		t.Fatalf("previous leaf no longer trusted: %v", err)
-	}
-
-	// Once the old CA expires it leaves the bundle.
-	f.now = f.now.Add(40 * time.Hour)
-	if err := f.a.Rotate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	f.verify(t)
-	if bundle, _ := parseCerts(f.secret(t)[KeyCACert]); len(bundle) != 1 {
-		t.Fatalf("bundle holds %d CAs after the old one expired", len(bundle))
-	}
-}
-
-func TestBootstrapRepairsAndKeeps(t *testing.T) {
-	ctx := context.Background()
-	broken := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "rekey-system", Name: "rekey-webhook-tls"},
-		Data:       map[string][]byte{KeyTLSCert: []byte("garbage")},
-	}
-	f := newFixture(t, broken)
-	if err := f.a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
-	data := f.secret(t)
-	if _, err := parsePair(data[KeyTLSCert], data[KeyTLSKey]); err != nil {
-		t.Fatalf("not repaired: %v", err)
-	}
-	// A second replica bootstrapping later keeps the usable pair, even when
-	// it is due for rotation (that is the leader's job).
-	f.now = f.now.Add(8 * time.Hour)
-	if err := os.RemoveAll(f.a.cfg.CertDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if string(f.secret(t)[KeyTLSCert]) != string(data[KeyTLSCert]) {
-		t.Fatal("bootstrap replaced a usable pair")
-	}
-	if b, err := os.ReadFile(filepath.Join(f.a.cfg.CertDir, KeyTLSCert)); err != nil || string(b) != string(data[KeyTLSCert]) {
-		t.Fatalf("cert dir not written: %v", err)
-	}
-}
-
-func TestSANsChangeRenews(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t)
-	if err := f.a.Rotate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	f.a.cfg.ExtraSANs = []string{"127.0.0.1", "webhook.example"}
-	if err := f.a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
-	leaf := f.verify(t)
+	leaf := f.served(t, wider)
 	if err := leaf.VerifyHostname("webhook.example"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBootstrapReplacesForeignCA covers the upgrade from rekey's earlier
+// ECDSA authority, whose key the rotator cannot sign with: a new CA is
+// issued, and the old one stays trusted for replicas still serving its leaf.
+func TestBootstrapReplacesForeignCA(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	oldCA, oldData := ecdsaPair(t)
+	if err := f.client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "rekey-system", Name: "rekey-webhook-tls"},
+		Type:       corev1.SecretTypeTLS, Data: oldData,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.trust(ctx, oldData[KeyCACert]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.served(t, f.a)
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := f.client.Get(ctx, types.NamespacedName{Name: "rekey-webhook"}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := parseCerts(mwc.Webhooks[0].ClientConfig.CABundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bundle) != 2 || !bundle[1].Equal(oldCA) {
+		t.Fatalf("caBundle holds %d CAs, want the new one and the old one", len(bundle))
+	}
+}
+
+// TestSyncWaitsForTrust: a replica serves a renewed pair only once the
+// caBundle trusts it.
+func TestSyncWaitsForTrust(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	if err := f.a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := f.served(t, f.a)
+	// What the rotator does on the leader: a new CA and leaf in the Secret.
+	renewed, err := f.a.issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.secret(t)
+	s.Data = renewed
+	if err := f.client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.served(t, f.a); !got.Equal(first) {
+		t.Fatal("replica switched to a leaf the caBundle does not trust")
+	}
+	// The leader's caBundle keeper trusts the new CA (keeping the old one).
+	if err := f.a.trust(ctx, renewed[KeyCACert]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.syncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.served(t, f.a); got.Equal(first) {
+		t.Fatal("replica did not switch to the trusted renewed leaf")
+	}
+	roots := x509.NewCertPool()
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := f.client.Get(ctx, types.NamespacedName{Name: "rekey-webhook"}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	roots.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle)
+	if _, err := first.Verify(x509.VerifyOptions{Roots: roots, DNSName: "rekey-webhook.rekey-system.svc"}); err != nil {
+		t.Fatalf("previous leaf no longer trusted: %v", err)
+	}
+}
+
+// ecdsaPair makes a CA and serving pair in the layout of rekey's earlier
+// authority (ECDSA, PKCS#8).
+func ecdsaPair(t *testing.T) (*x509.Certificate, map[string][]byte) {
+	t.Helper()
+	key := func() (*ecdsa.PrivateKey, []byte) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	now := time.Now()
+	caKey, caKeyPEM := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rekey-webhook-ca"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, leafKeyPEM := key()
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "rekey-webhook.rekey-system.svc"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * time.Minute),
+		DNSNames: []string{"rekey-webhook.rekey-system.svc", "localhost"}, KeyUsage: x509.KeyUsageDigitalSignature}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, leafKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := func(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
+	return ca, map[string][]byte{KeyCACert: certPEM(caDER), KeyCAKey: caKeyPEM, KeyTLSCert: certPEM(leafDER), KeyTLSKey: leafKeyPEM}
 }

@@ -101,12 +101,12 @@ func startCluster(tb testing.TB, opts clusterOptions) *cluster {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	installWebhookConfiguration(tb, c, fmt.Sprintf("https://127.0.0.1:%d", port))
+	installWebhookConfiguration(tb, c, fmt.Sprintf("https://localhost:%d", port))
 
 	certCfg := certs.DefaultConfig()
 	certCfg.Namespace = webhookNamespace
 	certCfg.CertDir = tb.TempDir()
-	certCfg.ExtraSANs = []string{"127.0.0.1"}
+	certCfg.ExtraSANs = []string{"localhost"}
 	certCfg.CheckInterval = 500 * time.Millisecond
 	if opts.certValidity > 0 {
 		certCfg.CertValidity, certCfg.CAValidity = opts.certValidity, opts.caValidity
@@ -123,7 +123,7 @@ func startCluster(tb testing.TB, opts clusterOptions) *cluster {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	authority, err := certs.New(certCfg, direct, log)
+	authority, err := certs.New(certCfg, direct, true, log)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (Config, error) {
 	fs.DurationVar(&crt.CAValidity, "ca-validity", crt.CAValidity, "lifetime of the self-signed CA")
 	fs.DurationVar(&crt.CertValidity, "cert-validity", crt.CertValidity, "lifetime of the self-signed serving certificate")
 	fs.DurationVar(&crt.CheckInterval, "cert-check-interval", crt.CheckInterval, "how often certificates are checked and re-read")
-	extraSANs := fs.String("cert-extra-sans", "", "comma-separated extra DNS names or IPs for the self-signed serving certificate")
+	extraSANs := fs.String("cert-extra-sans", "", "comma-separated extra DNS names for the self-signed serving certificate")
 
 	fs.IntVar(&cfg.Port, "port", 9443, "webhook server port")
 	fs.StringVar(&cfg.Host, "host", "", "webhook server bind address (empty: all)")
@@ -128,7 +128,7 @@ func run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("client: %w", err)
 		}
-		authority, err := certs.New(cfg.Certs, direct, log.WithName("certs"))
+		authority, err := certs.New(cfg.Certs, direct, cfg.LeaderElect, log.WithName("certs"))
 		if err != nil {
 			return err
 		}

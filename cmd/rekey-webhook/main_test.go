@@ -8,7 +8,7 @@ import (
 func TestParseFlags(t *testing.T) {
 	cfg, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{
 		"--namespace=rekey-system", "--native-sidecar=false", "--sidecar-image=img:1",
-		"--cert-extra-sans=127.0.0.1,webhook.example", "--cert-mode=cert-manager",
+		"--cert-extra-sans=localhost,webhook.example", "--cert-mode=cert-manager",
 	})
 	if err != nil {
 		t.Fatal(err)

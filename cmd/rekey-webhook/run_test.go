@@ -60,7 +60,7 @@ func TestRun(t *testing.T) {
 	cfg, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{
 		"--namespace=rekey-system", "--host=127.0.0.1", fmt.Sprintf("--port=%d", freePort(t)),
 		"--health-probe-bind-address=" + health, "--metrics-bind-address=0",
-		"--cert-dir=" + t.TempDir(), "--cert-extra-sans=127.0.0.1",
+		"--cert-dir=" + t.TempDir(), "--cert-extra-sans=localhost",
 	})
 	if err != nil {
 		t.Fatal(err)
