@@ -261,6 +261,10 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 	if err := deletePods(ctx, c); err != nil {
 		return fmt.Errorf("step 7: %w", err)
 	}
+	// Step 7b: the cert-manager path (tests/e2e/certmanager.go).
+	if err := certManagerStep(ctx, o, c); err != nil {
+		return fmt.Errorf("step 7b, cert-manager: %w", err)
+	}
 	// Step 8: uninstall; the cluster itself is torn down by the caller.
 	if _, err := c.kubectl(ctx, "delete", "-k", filepath.Join(o.repo, "tests/e2e/overlay"), "--wait=true", "--timeout=120s"); err != nil {
 		return fmt.Errorf("step 8, uninstall: %w", err)

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"rekey.dev/rekey/internal/contract"
+)
+
+// The cert-manager step switches the running install from the self-signed
+// mode to manifests/components/cert-manager against a real cert-manager
+// (controller and cainjector built by tests/cluster/build-cert-manager.sh,
+// run as host processes with the admin kubeconfig), then checks: the webhook
+// serves the certificate cert-manager issued, cainjector filled the caBundle
+// with the issuing CA, pods are injected, and a forced renewal of the
+// serving certificate causes no failed admission while pods are admitted in
+// a loop.
+const (
+	cmOverlay     = "tests/e2e/overlay-cert-manager"
+	cmNamespace   = "rekey-system"
+	cmCertificate = "rekey-webhook-serving"
+	cmServingTLS  = "rekey-webhook-serving-tls"
+	cmCASecret    = "rekey-webhook-ca"
+	cmWebhookAddr = "localhost:19443"
+	cmClaim       = "bucket" // examples/namespace-label's claim in appNS
+)
+
+func certManagerStep(ctx context.Context, o options, c *Cluster) error {
+	t := time.Now()
+	dir, err := output(ctx, o.repo, "tests/cluster/build-cert-manager.sh")
+	if err != nil {
+		return err
+	}
+	logf("cert-manager: binaries %s (%.1fs)", dir, time.Since(t).Seconds())
+	t = time.Now()
+	if _, err := c.kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(dir, "crds")); err != nil {
+		return err
+	}
+	if _, err := c.kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/certificates.cert-manager.io", "crd/certificaterequests.cert-manager.io", "crd/issuers.cert-manager.io"); err != nil {
+		return err
+	}
+	for _, name := range []string{"controller", "cainjector"} {
+		p, err := c.start("cert-manager-"+name, filepath.Join(dir, "bin", name), "--kubeconfig", c.Kubeconfig())
+		if err != nil {
+			return err
+		}
+		defer p.stop(10 * time.Second)
+	}
+	if _, err := c.kubectl(ctx, "apply", "-k", filepath.Join(o.repo, cmOverlay)); err != nil {
+		return err
+	}
+	if _, err := c.kubectl(ctx, "-n", cmNamespace, "wait", "--for=condition=Ready", "--timeout=120s",
+		"certificate/rekey-webhook-ca", "certificate/"+cmCertificate); err != nil {
+		return withDescribe(ctx, c, err, cmNamespace, "certificates")
+	}
+	if _, err := c.kubectl(ctx, "-n", cmNamespace, "rollout", "status", "deployment/rekey-webhook", "--timeout=120s"); err != nil {
+		return withDescribe(ctx, c, err, cmNamespace, "pods")
+	}
+	logf("cert-manager: installed with %s, Certificates Ready in %.1fs", cmOverlay, time.Since(t).Seconds())
+
+	cs, err := clientset(c)
+	if err != nil {
+		return err
+	}
+	ca, err := secretCert(ctx, cs, cmCASecret, "tls.crt")
+	if err != nil {
+		return err
+	}
+	// issued + injected: the webhook serves the Secret's certificate, signed
+	// by cert-manager's CA, and every webhook's caBundle is that CA.
+	var first *x509.Certificate
+	if err := waitFor(ctx, 120*time.Second, "webhook serving the cert-manager certificate through the injected caBundle", func() error {
+		first, err = servedMatchesSecret(ctx, cs, ca)
+		return err
+	}); err != nil {
+		return err
+	}
+	logf("cert-manager: webhook serves serial %s issued by %q; caBundle is cert-manager's CA", first.SerialNumber, first.Issuer.CommonName)
+	if err := createInjectedPod(ctx, cs); err != nil {
+		return err
+	}
+
+	// renewed: what `cmctl renew` does (condition Issuing=True), while
+	// admissions go on.
+	stamp := time.Now().UTC().Format(time.RFC3339)
+	if _, err := c.kubectl(ctx, "-n", cmNamespace, "patch", "certificate", cmCertificate, "--subresource=status", "--type=json", "-p",
+		`[{"op":"add","path":"/status/conditions/-","value":{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"e2e: forced renewal","lastTransitionTime":"`+stamp+`"}}]`); err != nil {
+		return err
+	}
+	t = time.Now()
+	admitted, failed, after := 0, 0, -1
+	var failures []string
+	var renewed *x509.Certificate
+	deadline := time.Now().Add(5 * time.Minute)
+	for after < 20 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cert-manager: the webhook did not serve a renewed certificate within 5 minutes (%d admitted, %d failed)", admitted, failed)
+		}
+		if err := admitDryRun(ctx, cs); err != nil {
+			failed++
+			if len(failures) < 5 {
+				failures = append(failures, err.Error())
+			}
+		}
+		admitted++
+		if after >= 0 {
+			after++
+		} else if leaf, err := servedMatchesSecret(ctx, cs, ca); err == nil && leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			renewed, after = leaf, 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := createInjectedPod(ctx, cs); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("cert-manager: %d of %d admissions failed across the renewal: %s", failed, admitted, strings.Join(failures, "; "))
+	}
+	logf("cert-manager: renewal served after %.1fs (serial %s → %s); %d admissions across it, 0 failed",
+		time.Since(t).Seconds(), first.SerialNumber, renewed.SerialNumber, admitted)
+	fmt.Println("E2E cert-manager: issued, injected, renewed with 0 failed admissions")
+	return nil
+}
+
+func clientset(c *Cluster) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func secretCert(ctx context.Context, cs *kubernetes.Clientset, name, key string) (*x509.Certificate, error) {
+	s, err := cs.CoreV1().Secrets(cmNamespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(s.Data[key])
+	if b == nil {
+		return nil, fmt.Errorf("secret %s: no certificate in %s", name, key)
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// servedMatchesSecret dials the webhook trusting only the caBundle of the
+// webhook configuration, which must be exactly the CA ca, and answers the
+// leaf it serves if that is the serving Secret's current certificate.
+func servedMatchesSecret(ctx context.Context, cs *kubernetes.Clientset, ca *x509.Certificate) (*x509.Certificate, error) {
+	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "rekey-webhook", metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	for _, wh := range mwc.Webhooks {
+		b, rest := pem.Decode(wh.ClientConfig.CABundle)
+		if b == nil || len(strings.TrimSpace(string(rest))) > 0 {
+			return nil, fmt.Errorf("webhook %s: caBundle is not a single certificate", wh.Name)
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil || !cert.Equal(ca) {
+			return nil, fmt.Errorf("webhook %s: caBundle is not cert-manager's CA yet", wh.Name)
+		}
+		roots.AddCert(cert)
+	}
+	d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
+	conn, err := d.DialContext(ctx, "tcp", cmWebhookAddr)
+	if err != nil {
+		return nil, err
+	}
+	leaf := conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
+	_ = conn.Close()
+	want, err := secretCert(ctx, cs, cmServingTLS, "tls.crt")
+	if err != nil {
+		return nil, err
+	}
+	if !leaf.Equal(want) {
+		return nil, errors.New("webhook does not serve the Secret's certificate yet")
+	}
+	return leaf, nil
+}
+
+func cmPod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name, Namespace: appNS},
+		Spec: corev1.PodSpec{
+			// Never runs: no such node; the admission is what counts.
+			NodeName:   "e2e-cert-manager-nowhere",
+			Containers: []corev1.Container{{Name: "app", Image: loadgenImage, ImagePullPolicy: corev1.PullNever}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: cmClaim}}}},
+		},
+	}
+}
+
+func podInjected(p *corev1.Pod) error {
+	if p.Annotations[contract.StatusAnnotation] != contract.StatusInjected {
+		return fmt.Errorf("pod %s not injected (annotations %v)", p.Name, p.Annotations)
+	}
+	for _, ic := range p.Spec.InitContainers {
+		if ic.Name == contract.SidecarContainerName {
+			return nil
+		}
+	}
+	for _, ct := range p.Spec.Containers {
+		if ct.Name == contract.SidecarContainerName {
+			return nil
+		}
+	}
+	return fmt.Errorf("pod %s has no %s container", p.Name, contract.SidecarContainerName)
+}
+
+// admitDryRun sends one pod through admission (server-side dry run: the
+// webhook is called, nothing is stored) and checks it came back injected.
+func admitDryRun(ctx context.Context, cs *kubernetes.Clientset) error {
+	p, err := cs.CoreV1().Pods(appNS).Create(ctx, cmPod("cm-dry-"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return err
+	}
+	return podInjected(p)
+}
+
+// createInjectedPod stores one pod, checks it was injected, and removes it.
+func createInjectedPod(ctx context.Context, cs *kubernetes.Clientset) error {
+	p, err := cs.CoreV1().Pods(appNS).Create(ctx, cmPod("cm-"), metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("cert-manager: create pod: %w", err)
+	}
+	defer func() {
+		_ = cs.CoreV1().Pods(appNS).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	}()
+	if err := podInjected(p); err != nil {
+		return fmt.Errorf("cert-manager: %w", err)
+	}
+	logf("cert-manager: pod %s/%s injected", appNS, p.Name)
+	return nil
+}
