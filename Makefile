@@ -44,6 +44,10 @@ test-integration: test-prereqs ## FUSE functional and key-rotation tests against
 k8s: ## Build kube-apiserver and etcd v1.34.4 for the envtest suites (cached in tools/cache/).
 	tests/cluster/build.sh
 
+.PHONY: cert-manager
+cert-manager: ## Build cert-manager's controller and cainjector (version in tests/cluster/cert-manager/go.mod) for the e2e step, cached in tools/cache/.
+	tests/cluster/build-cert-manager.sh
+
 .PHONY: minio
 minio: ## Build the MinIO server used by the STS tests (separate AGPL binary, cached in tools/cache/).
 	tests/s3servers/build-minio.sh
