@@ -2,7 +2,7 @@
 # build-cert-manager.sh builds cert-manager's controller and cainjector at the
 # version pinned in tests/cluster/cert-manager/go.mod from the Go module proxy,
 # and caches them with cert-manager's CRDs under
-# tools/cache/cert-manager-<version>/.
+# tools/cache/cert-manager-<version>-<hash of the sources>/.
 #
 # Usage: tests/cluster/build-cert-manager.sh
 #
@@ -27,7 +27,9 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 src="${repo_root}/tests/cluster/cert-manager"
 version="$(awk '$1 == "github.com/cert-manager/cert-manager" { print $2 }' "${src}/go.mod")"
 cache_root="${REKEY_CACHE:-${repo_root}/tools/cache}"
-cache_dir="${cache_root}/cert-manager-${version}"
+# Keyed by the version and by rekey's main packages (a change rebuilds).
+src_hash="$(cd "${src}" && cat go.mod go.sum ./*/main.go | sha256sum | cut -c1-8)"
+cache_dir="${cache_root}/cert-manager-${version}-${src_hash}"
 
 log() { printf 'build-cert-manager.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

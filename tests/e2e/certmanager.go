@@ -52,12 +52,25 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 		"crd/certificates.cert-manager.io", "crd/certificaterequests.cert-manager.io", "crd/issuers.cert-manager.io"); err != nil {
 		return err
 	}
+	var procs []*proc
 	for _, name := range []string{"controller", "cainjector"} {
 		p, err := c.start("cert-manager-"+name, filepath.Join(dir, "bin", name), "--kubeconfig", c.Kubeconfig())
 		if err != nil {
 			return err
 		}
 		defer p.stop(10 * time.Second)
+		procs = append(procs, p)
+	}
+	// running fails a wait at once when a cert-manager process has exited.
+	running := func() error {
+		for _, p := range procs {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s exited (see %s)", p.name, c.path("logs", p.name+".log"))
+			default:
+			}
+		}
+		return nil
 	}
 	if _, err := c.kubectl(ctx, "apply", "-k", filepath.Join(o.repo, cmOverlay)); err != nil {
 		return err
@@ -83,6 +96,9 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	// by cert-manager's CA, and every webhook's caBundle is that CA.
 	var first *x509.Certificate
 	if err := waitFor(ctx, 120*time.Second, "webhook serving the cert-manager certificate through the injected caBundle", func() error {
+		if err := running(); err != nil {
+			return err
+		}
 		first, err = servedMatchesSecret(ctx, cs, ca)
 		return err
 	}); err != nil {
@@ -106,6 +122,9 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	var renewed *x509.Certificate
 	deadline := time.Now().Add(5 * time.Minute)
 	for after < 20 {
+		if err := running(); err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cert-manager: the webhook did not serve a renewed certificate within 5 minutes (%d admitted, %d failed)", admitted, failed)
 		}
