@@ -32,7 +32,7 @@ const (
 	cmNamespace   = "rekey-system"
 	cmCertificate = "rekey-webhook-serving"
 	cmServingTLS  = "rekey-webhook-serving-tls"
-	cmCASecret    = "rekey-webhook-ca"
+	cmCASecret    = "rekey-webhook-ca" //nolint:gosec // a Secret's name, not a credential
 	cmWebhookAddr = "localhost:19443"
 	cmClaim       = "bucket" // examples/namespace-label's claim in appNS
 )
@@ -184,15 +184,15 @@ func servedMatchesSecret(ctx context.Context, cs *kubernetes.Clientset, ca *x509
 	}
 	roots := x509.NewCertPool()
 	for _, wh := range mwc.Webhooks {
-		b, rest := pem.Decode(wh.ClientConfig.CABundle)
-		if b == nil || len(strings.TrimSpace(string(rest))) > 0 {
-			return nil, fmt.Errorf("webhook %s: caBundle is not a single certificate", wh.Name)
+		bundle, err := pemCerts(wh.ClientConfig.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: caBundle: %w", wh.Name, err)
 		}
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil || !cert.Equal(ca) {
-			return nil, fmt.Errorf("webhook %s: caBundle is not cert-manager's CA yet", wh.Name)
+		// cainjector writes the Certificate's ca.crt: cert-manager's CA alone.
+		if len(bundle) != 1 || !bundle[0].Equal(ca) {
+			return nil, fmt.Errorf("webhook %s: caBundle is %s, not cert-manager's CA %s alone", wh.Name, describe(bundle), describe([]*x509.Certificate{ca}))
 		}
-		roots.AddCert(cert)
+		roots.AddCert(bundle[0])
 	}
 	d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
 	conn, err := d.DialContext(ctx, "tcp", cmWebhookAddr)
@@ -209,6 +209,31 @@ func servedMatchesSecret(ctx context.Context, cs *kubernetes.Clientset, ca *x509
 		return nil, errors.New("webhook does not serve the Secret's certificate yet")
 	}
 	return leaf, nil
+}
+
+func pemCerts(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return out, nil
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+}
+
+// describe names certificates by subject and serial for error messages.
+func describe(certs []*x509.Certificate) string {
+	var s []string
+	for _, c := range certs {
+		s = append(s, fmt.Sprintf("%q#%s", c.Subject.String(), c.SerialNumber))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
 }
 
 func cmPod(name string) *corev1.Pod {
