@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,7 +105,7 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	}); err != nil {
 		return err
 	}
-	logf("cert-manager: webhook serves serial %s issued by %q; caBundle is cert-manager's CA", first.SerialNumber, first.Issuer.CommonName)
+	logf("cert-manager: webhook serves serial %s issued by %q; cainjector added that CA to the caBundle", first.SerialNumber, first.Issuer.CommonName)
 	if err := createInjectedPod(ctx, cs); err != nil {
 		return err
 	}
@@ -174,9 +175,9 @@ func secretCert(ctx context.Context, cs *kubernetes.Clientset, name, key string)
 	return x509.ParseCertificate(b.Bytes)
 }
 
-// servedMatchesSecret dials the webhook trusting only the caBundle of the
-// webhook configuration, which must be exactly the CA ca, and answers the
-// leaf it serves if that is the serving Secret's current certificate.
+// servedMatchesSecret checks that the caBundle of every webhook holds the CA
+// ca, dials the webhook trusting ca alone, and answers the leaf it serves if
+// that is the serving Secret's current certificate.
 func servedMatchesSecret(ctx context.Context, cs *kubernetes.Clientset, ca *x509.Certificate) (*x509.Certificate, error) {
 	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "rekey-webhook", metav1.GetOptions{})
 	if err != nil {
@@ -188,11 +189,13 @@ func servedMatchesSecret(ctx context.Context, cs *kubernetes.Clientset, ca *x509
 		if err != nil {
 			return nil, fmt.Errorf("webhook %s: caBundle: %w", wh.Name, err)
 		}
-		// cainjector writes the Certificate's ca.crt: cert-manager's CA alone.
-		if len(bundle) != 1 || !bundle[0].Equal(ca) {
-			return nil, fmt.Errorf("webhook %s: caBundle is %s, not cert-manager's CA %s alone", wh.Name, describe(bundle), describe([]*x509.Certificate{ca}))
+		// cainjector adds the Certificate's ca.crt to the bundle and keeps
+		// earlier CAs until they expire (here the self-signed mode's CA).
+		if !slices.ContainsFunc(bundle, ca.Equal) {
+			return nil, fmt.Errorf("webhook %s: caBundle %s lacks cert-manager's CA %s", wh.Name, describe(bundle), describe([]*x509.Certificate{ca}))
 		}
-		roots.AddCert(bundle[0])
+		// Trust cert-manager's CA alone: the served leaf must chain to it.
+		roots.AddCert(ca)
 	}
 	d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
 	conn, err := d.DialContext(ctx, "tcp", cmWebhookAddr)
