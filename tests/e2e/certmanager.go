@@ -35,7 +35,8 @@ const (
 	cmServingTLS  = "rekey-webhook-serving-tls"
 	cmCASecret    = "rekey-webhook-ca" //nolint:gosec // a Secret's name, not a credential
 	cmWebhookAddr = "localhost:19443"
-	cmClaim       = "bucket" // examples/namespace-label's claim in appNS
+	cmAppNS       = "cert-manager-e2e" // labelled for injection; the step's own
+	cmKeys        = "bucket-keys"
 )
 
 func certManagerStep(ctx context.Context, o options, c *Cluster) error {
@@ -89,6 +90,12 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	if err != nil {
 		return err
 	}
+	if err := cmAppNamespace(ctx, cs); err != nil {
+		return err
+	}
+	defer func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), cmAppNS, metav1.DeleteOptions{})
+	}()
 	ca, err := secretCert(ctx, cs, cmCASecret, "tls.crt")
 	if err != nil {
 		return err
@@ -239,15 +246,39 @@ func describe(certs []*x509.Certificate) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
+// cmAppNamespace creates the step's namespace, labelled for injection, with
+// the Secret its pods' inline volumes name.
+func cmAppNamespace(ctx context.Context, cs *kubernetes.Clientset) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cmAppNS,
+		Labels: map[string]string{contract.InjectionLabel: contract.InjectionEnabled}}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("cert-manager: namespace: %w", err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: cmKeys, Namespace: cmAppNS},
+		StringData: map[string]string{contract.SecretKeyAkID: firstKeys.AccessKeyID, contract.SecretKeyAkSecret: firstKeys.SecretAccessKey}}
+	if _, err := cs.CoreV1().Secrets(cmAppNS).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("cert-manager: secret: %w", err)
+	}
+	// Pods are refused until the controller manager made the namespace's
+	// default ServiceAccount.
+	return waitFor(ctx, 60*time.Second, "ServiceAccount default in "+cmAppNS, func() error {
+		_, err := cs.CoreV1().ServiceAccounts(cmAppNS).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+}
+
 func cmPod(name string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: name, Namespace: appNS},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name, Namespace: cmAppNS},
 		Spec: corev1.PodSpec{
 			// Never runs: no such node; the admission is what counts.
 			NodeName:   "e2e-cert-manager-nowhere",
 			Containers: []corev1.Container{{Name: "app", Image: loadgenImage, ImagePullPolicy: corev1.PullNever}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: cmClaim}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+				Driver:               contract.DriverName,
+				VolumeAttributes:     map[string]string{"bucket": "e2e-bucket", "url": "http://127.0.0.1:19000"},
+				NodePublishSecretRef: &corev1.LocalObjectReference{Name: cmKeys},
+			}}}},
 		},
 	}
 }
@@ -272,7 +303,7 @@ func podInjected(p *corev1.Pod) error {
 // admitDryRun sends one pod through admission (server-side dry run: the
 // webhook is called, nothing is stored) and checks it came back injected.
 func admitDryRun(ctx context.Context, cs *kubernetes.Clientset) error {
-	p, err := cs.CoreV1().Pods(appNS).Create(ctx, cmPod("cm-dry-"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	p, err := cs.CoreV1().Pods(cmAppNS).Create(ctx, cmPod("cm-dry-"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		return err
 	}
@@ -281,16 +312,16 @@ func admitDryRun(ctx context.Context, cs *kubernetes.Clientset) error {
 
 // createInjectedPod stores one pod, checks it was injected, and removes it.
 func createInjectedPod(ctx context.Context, cs *kubernetes.Clientset) error {
-	p, err := cs.CoreV1().Pods(appNS).Create(ctx, cmPod("cm-"), metav1.CreateOptions{})
+	p, err := cs.CoreV1().Pods(cmAppNS).Create(ctx, cmPod("cm-"), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("cert-manager: create pod: %w", err)
 	}
 	defer func() {
-		_ = cs.CoreV1().Pods(appNS).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+		_ = cs.CoreV1().Pods(cmAppNS).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	}()
 	if err := podInjected(p); err != nil {
 		return fmt.Errorf("cert-manager: %w", err)
 	}
-	logf("cert-manager: pod %s/%s injected", appNS, p.Name)
+	logf("cert-manager: pod %s/%s injected", cmAppNS, p.Name)
 	return nil
 }
