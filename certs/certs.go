@@ -241,7 +241,7 @@ func (a *Authority) issue() (map[string][]byte, error) {
 // Add registers the rotator and the caBundle keeper (leader only) and the
 // file syncer (every replica).
 func (a *Authority) Add(mgr manager.Manager) error {
-	if err := rotator.AddRotator(mgr, a.rot); err != nil {
+	if err := rotator.AddRotator(detachingManager{mgr}, a.rot); err != nil {
 		return fmt.Errorf("certs: add rotator: %w", err)
 	}
 	if err := mgr.Add(&bundleKeeper{a: a, leader: a.rot.RequireLeaderElection}); err != nil {
@@ -251,6 +251,37 @@ func (a *Authority) Add(mgr manager.Manager) error {
 		return fmt.Errorf("certs: add syncer: %w", err)
 	}
 	return nil
+}
+
+// detachingManager adds the rotator's own runnable so that stopping the
+// manager does not wait for it: the rotator reads its Secret with a
+// background context, which can block past shutdown when the cache stops
+// before that read's informer synced.
+type detachingManager struct{ manager.Manager }
+
+// Add implements manager.Manager.
+func (m detachingManager) Add(r manager.Runnable) error {
+	if cr, ok := r.(*rotator.CertRotator); ok {
+		return m.Manager.Add(&detached{cr: cr})
+	}
+	return m.Manager.Add(r)
+}
+
+type detached struct{ cr *rotator.CertRotator }
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (d *detached) NeedLeaderElection() bool { return d.cr.NeedLeaderElection() }
+
+// Start implements manager.Runnable.
+func (d *detached) Start(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- d.cr.Start(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 func firstCert(b []byte) (*x509.Certificate, error) {
