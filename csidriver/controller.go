@@ -313,8 +313,8 @@ func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolu
 	pv, err := contract.ParseVolumeID(id)
 	if err != nil {
 		// Not a handle this controller wrote: nothing of it to delete.
-		s.log.Info("DeleteVolume of a handle rekey did not provision: nothing deleted", "volumeId", id)
-		return &csi.DeleteVolumeResponse{}, nil
+		s.log.Info("DeleteVolume of a handle rekey did not provision: nothing deleted", "volumeId", id, "why", err.Error())
+		return &csi.DeleteVolumeResponse{}, nil //nolint:nilerr // CSI: deleting an unknown volume succeeds
 	}
 	c, k, err := clientFor(pv, req.GetSecrets())
 	if err != nil {
@@ -438,7 +438,7 @@ func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *
 		}
 	}
 	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
-		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil //nolint:nilerr // CSI: unsupported capabilities are an answer (no Confirmed), not an error
 	}
 	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
 		VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(), Parameters: req.GetParameters()}}, nil

@@ -626,7 +626,7 @@ func TestRBAC(t *testing.T) {
 					// rekey-controller-secrets: get of provisioner Secrets, whose
 					// names are templates, in the namespaces granted it only.
 					if slices.Contains(r.Resources, "secrets") && len(r.ResourceNames) == 0 && !slices.Equal(r.Verbs, []string{"create"}) &&
-						!(name == "Role rekey-controller-secrets" && slices.Equal(r.Verbs, []string{"get"})) {
+						(name != "Role rekey-controller-secrets" || !slices.Equal(r.Verbs, []string{"get"})) {
 						t.Errorf("%s: secrets %v without resourceNames", name, r.Verbs)
 					}
 					if strings.HasPrefix(name, "ClusterRole") && slices.Contains(r.Resources, "secrets") {

@@ -38,8 +38,8 @@ import (
 // DeleteVolume needs (external-provisioner's names), so deletion works
 // after the StorageClass or the claim is gone.
 const (
-	AnnDeletionSecretName      = "volume.kubernetes.io/provisioner-deletion-secret-name"
-	AnnDeletionSecretNamespace = "volume.kubernetes.io/provisioner-deletion-secret-namespace"
+	AnnDeletionSecretName      = "volume.kubernetes.io/provisioner-deletion-secret-name"      //nolint:gosec // an annotation name, not a credential
+	AnnDeletionSecretNamespace = "volume.kubernetes.io/provisioner-deletion-secret-namespace" //nolint:gosec // an annotation name, not a credential
 )
 
 // EventReasonParameterIgnored is the Warning Event on a claim whose

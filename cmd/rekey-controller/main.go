@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -60,7 +61,13 @@ func main() {
 		return
 	}
 	if err == nil {
-		err = run(ctx, cfg)
+		// The library also logs through klog's global logger (HandleError);
+		// set it once, before anything runs.
+		var log logr.Logger
+		if log, err = logging.New(os.Stderr, cfg.LogFormat, cfg.Verbosity); err == nil {
+			klog.SetLogger(log.WithName("provision-controller"))
+			err = run(ctx, cfg)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rekey-controller:", err)
@@ -107,8 +114,7 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	klog.SetLogger(log.WithName("provision-controller")) // the library logs through klog
-	ctx = klog.NewContext(ctx, log)
+	ctx = klog.NewContext(ctx, log) // the library logs through the context's logger
 	rc, err := restConfig(cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
@@ -123,14 +129,15 @@ func run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	provision := func(ctx context.Context) {
-		rec, stop := csidriver.NewEventRecorder(cs, cfg.Identity)
-		defer stop()
-		ctrl := csidriver.NewControllerServer(csidriver.ControllerOptions{MaxDeletesPerCall: cfg.MaxDeletes, Log: log.WithName("controller")})
-		p := provisioner.New(cs, ctrl, rec, log.WithName("provisioner"))
-		provisioner.NewController(ctx, cs, p, provisioner.Options{Threads: cfg.Threads,
-			RetryIntervalStart: cfg.RetryStart, RetryIntervalMax: cfg.RetryMax}).Run(ctx)
-	}
+	// Built before the election: the library registers types in client-go's
+	// global scheme when it is created, which must not happen while the
+	// elector's requests use it.
+	rec, stopEvents := csidriver.NewEventRecorder(cs, cfg.Identity)
+	defer stopEvents()
+	ctrl := csidriver.NewControllerServer(csidriver.ControllerOptions{MaxDeletesPerCall: cfg.MaxDeletes, Log: log.WithName("controller")})
+	pc := provisioner.NewController(ctx, cs, provisioner.New(cs, ctrl, rec, log.WithName("provisioner")),
+		provisioner.Options{Threads: cfg.Threads, RetryIntervalStart: cfg.RetryStart, RetryIntervalMax: cfg.RetryMax})
+	provision := pc.Run
 	if !cfg.LeaderElect {
 		provision(ctx)
 		return nil

@@ -4,8 +4,10 @@ import (
 	"context"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,20 @@ import (
 	"rekey.dev/rekey/internal/envtest"
 	"rekey.dev/rekey/internal/fusetest"
 )
+
+// childArgs, when set, makes the test binary run rekey-controller's main
+// with these arguments: TestRunLeaderElection runs each replica as a
+// process of its own, as in a cluster.
+const childArgs = "REKEY_CONTROLLER_ARGS"
+
+func TestMain(m *testing.M) {
+	if a := os.Getenv(childArgs); a != "" {
+		os.Args = append([]string{"rekey-controller"}, strings.Split(a, "\x1f")...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
@@ -87,25 +103,30 @@ func TestRunLeaderElection(t *testing.T) {
 		}
 	}
 	type replica struct {
-		cancel context.CancelFunc
-		done   chan error
+		cmd  *exec.Cmd
+		done chan error
 	}
 	start := func(id string) replica {
-		c, err := parseFlags(flag.NewFlagSet(id, flag.ContinueOnError), []string{"--kubeconfig", kubeconfig, "--namespace", "rekey-system",
+		args := []string{"--kubeconfig", kubeconfig, "--namespace", "rekey-system",
 			"--identity", id, "--health-addr", "", "--leader-election-lease-duration", "4s", "--leader-election-renew-deadline", "3s",
-			"--leader-election-retry-period", "500ms", "--retry-interval-start", "200ms"})
-		if err != nil {
+			"--leader-election-retry-period", "500ms", "--retry-interval-start", "200ms"}
+		cmd := exec.Command(os.Args[0], "-test.run", "^$")
+		cmd.Env = append(os.Environ(), childArgs+"="+strings.Join(args, "\x1f"))
+		if testing.Verbose() {
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		}
+		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		r := replica{cancel: cancel, done: make(chan error, 1)}
-		go func() { r.done <- run(rctx, c) }()
+		r := replica{cmd: cmd, done: make(chan error, 1)}
+		go func() { r.done <- cmd.Wait() }()
 		return r
 	}
 	replicas := map[string]replica{"a": start("a"), "b": start("b")}
 	defer func() {
 		for _, r := range replicas {
-			r.cancel()
+			_ = r.cmd.Process.Kill()
+			_ = <-r.done
 		}
 	}()
 	holder := func() string {
@@ -134,7 +155,9 @@ func TestRunLeaderElection(t *testing.T) {
 	wait(t, "a leader", func() bool { return holder() != "" })
 	first := holder()
 	provisioned("one")
-	replicas[first].cancel()
+	if err := replicas[first].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-replicas[first].done; err != nil {
 		t.Fatalf("leader %s stopped with %v", first, err)
 	}

@@ -50,10 +50,10 @@ const (
 // Standard secret parameters of a StorageClass (external-provisioner's
 // names). The provisioner resolves them; they never reach CreateVolume.
 const (
-	ProvisionerSecretName      = "csi.storage.k8s.io/provisioner-secret-name"
-	ProvisionerSecretNamespace = "csi.storage.k8s.io/provisioner-secret-namespace"
-	NodePublishSecretName      = "csi.storage.k8s.io/node-publish-secret-name"
-	NodePublishSecretNamespace = "csi.storage.k8s.io/node-publish-secret-namespace"
+	ProvisionerSecretName      = "csi.storage.k8s.io/provisioner-secret-name"       //nolint:gosec // a parameter name, not a credential
+	ProvisionerSecretNamespace = "csi.storage.k8s.io/provisioner-secret-namespace"  //nolint:gosec // a parameter name, not a credential
+	NodePublishSecretName      = "csi.storage.k8s.io/node-publish-secret-name"      //nolint:gosec // a parameter name, not a credential
+	NodePublishSecretNamespace = "csi.storage.k8s.io/node-publish-secret-namespace" //nolint:gosec // a parameter name, not a credential
 )
 
 // DefaultPathPattern gives every volume of a shared bucket the prefix of

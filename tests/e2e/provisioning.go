@@ -20,7 +20,7 @@ const (
 	provPod        = "provisioned"
 	provClaim      = "provisioned"
 	provKeptClaim  = "kept"
-	provKeysSecret = "e2e-provisioner-keys"
+	provKeysSecret = "e2e-provisioner-keys" //nolint:gosec // a Secret name, not a credential
 	provBase       = "e2e-provisioned"
 	controllerDir  = "tests/e2e/controller"
 )
@@ -110,6 +110,7 @@ func provisionStart(ctx context.Context, o options, c *Cluster, m *MinIO) (*prov
 		}
 	}
 	p := &provisioning{pod: podRef{appNS, provPod}, boundIn: time.Since(t)}
+	gateProvisioned(1)
 	if _, err := c.kubectlIn(ctx, provisionedPodYAML(), "apply", "-f", "-"); err != nil {
 		return nil, err
 	}
@@ -146,12 +147,13 @@ func provisionFinish(ctx context.Context, o options, c *Cluster, m *MinIO, p *pr
 		}
 	}
 	prefix := func(claim string) string { return "e2e/" + m.Bucket + "/" + provBase + "/" + appNS + "/" + claim + "/" }
-	if out, err := m.run(ctx, "ls", "--recursive", prefix(provClaim)); err != nil || strings.TrimSpace(out) == "" {
-		return fmt.Errorf("nothing under %s before the delete (%v)", prefix(provClaim), err)
+	if err := listed(ctx, m, prefix(provClaim), true); err != nil {
+		return fmt.Errorf("before the delete: %w", err)
 	}
 	if _, err := c.kubectl(ctx, "-n", appNS, "delete", "pod", provPod, "--wait=true", "--timeout=120s"); err != nil {
 		return err
 	}
+	gateProvisioned(-1)
 	if _, err := c.kubectl(ctx, "-n", appNS, "delete", "pvc", provClaim, provKeptClaim, "--wait=true", "--timeout=60s"); err != nil {
 		return err
 	}
@@ -164,15 +166,18 @@ func provisionFinish(ctx context.Context, o options, c *Cluster, m *MinIO, p *pr
 	}); err != nil {
 		return err
 	}
-	if out, err := m.run(ctx, "ls", "--recursive", prefix(provClaim)); err != nil || strings.TrimSpace(out) != "" {
-		return fmt.Errorf("prefix %s not removed on delete: %q (%v)", prefix(provClaim), out, err)
+	if err := listed(ctx, m, prefix(provClaim), false); err != nil {
+		return fmt.Errorf("claim of the Delete class: %w", err)
 	}
-	if out, err := m.run(ctx, "ls", "--recursive", prefix(provKeptClaim)); err != nil || strings.TrimSpace(out) == "" {
-		return fmt.Errorf("prefix %s of the Retain claim is gone (%v)", prefix(provKeptClaim), err)
+	if err := listed(ctx, m, prefix(provKeptClaim), true); err != nil {
+		return fmt.Errorf("claim of the Retain class: %w", err)
 	}
 	phase, err := c.kubectl(ctx, "get", "pv", pvs[provKeptClaim], "-o", "jsonpath={.status.phase}")
-	if err != nil || phase != "Released" {
-		return fmt.Errorf("PV %s of the Retain claim: phase %q (%v), want Released", pvs[provKeptClaim], phase, err)
+	if err != nil {
+		return err
+	}
+	if phase != "Released" {
+		return fmt.Errorf("PV %s of the Retain claim: phase %q, want Released", pvs[provKeptClaim], phase)
 	}
 	line := fmt.Sprintf("E2E provisioning: PVC bound in %.1f s, %d operations, 0 failed, prefix removed on delete (Retain: prefix and PV kept)",
 		p.boundIn.Seconds(), s.Ops)
@@ -186,4 +191,27 @@ func provisionFinish(ctx context.Context, o options, c *Cluster, m *MinIO, p *pr
 	}
 	_, err = c.kubectl(ctx, "delete", "-k", filepath.Join(o.repo, controllerDir), "--wait=true", "--timeout=60s")
 	return err
+}
+
+// listed checks whether objects exist under prefix (mc path).
+func listed(ctx context.Context, m *MinIO, prefix string, want bool) error {
+	out, err := m.run(ctx, "ls", "--recursive", prefix)
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(out) != ""; got != want {
+		return fmt.Errorf("objects under %s: %v, want %v (%q)", prefix, got, want, out)
+	}
+	return nil
+}
+
+// gateProvisioned counts the provisioned pod's mount among the mounts of
+// appNS's bucket-keys that the kubectl rekey wait gate expects (its
+// node-publish Secret): the gate then also proves it rotated.
+func gateProvisioned(delta int) {
+	for i := range gatedSecrets {
+		if gatedSecrets[i].ref == appNS+"/bucket-keys" {
+			gatedSecrets[i].mounts += delta
+		}
+	}
 }
