@@ -8,7 +8,7 @@ TOOLS_BIN    := $(CURDIR)/tools/bin
 CACHE        := $(CURDIR)/tools/cache
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI     := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_VERSION)
-BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook rekey-csi kubectl-rekey
+BINARIES     := rekey-fuse rekey-demo rekey-sidecar rekey-webhook rekey-csi kubectl-rekey rekey-controller
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
 VERSION      := $(shell cat VERSION)
 

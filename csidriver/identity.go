@@ -11,12 +11,14 @@ import (
 
 var _ csi.IdentityServer = (*identityServer)(nil)
 
-// identityServer answers who the plugin is. It offers no controller
-// service: volumes are static PVs and need no attach.
+// identityServer answers who the plugin is. The node plugin's offers no
+// controller service (volumes need no attach); rekey-controller's
+// (controller set, no runner) offers it for dynamic provisioning.
 type identityServer struct {
 	csi.UnimplementedIdentityServer
-	version string
-	runner  Runner
+	version    string
+	runner     Runner
+	controller bool
 }
 
 func (s *identityServer) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
@@ -24,11 +26,18 @@ func (s *identityServer) GetPluginInfo(context.Context, *csi.GetPluginInfoReques
 }
 
 func (s *identityServer) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
-	return &csi.GetPluginCapabilitiesResponse{}, nil
+	if !s.controller {
+		return &csi.GetPluginCapabilitiesResponse{}, nil
+	}
+	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{{Type: &csi.PluginCapability_Service_{
+		Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_CONTROLLER_SERVICE}}}}}, nil
 }
 
-// Probe is ready when the supervisor answers.
+// Probe is ready when the supervisor answers (always, without one).
 func (s *identityServer) Probe(ctx context.Context, _ *csi.ProbeRequest) (*csi.ProbeResponse, error) {
+	if s.runner == nil {
+		return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
+	}
 	_, err := s.runner.List(ctx)
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(err == nil)}, nil
 }

@@ -117,3 +117,13 @@ func LoggingInterceptor(log logr.Logger) grpc.UnaryServerInterceptor {
 		return resp, err
 	}
 }
+
+// ControllerGRPCServer returns a gRPC server with rekey-controller's
+// Identity service (CONTROLLER_SERVICE) and ctrl (NewControllerServer),
+// behind the secret-stripping logging interceptor.
+func ControllerGRPCServer(ctrl csi.ControllerServer, version string, log logr.Logger) *grpc.Server {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(LoggingInterceptor(log)))
+	csi.RegisterIdentityServer(srv, &identityServer{version: version, controller: true})
+	csi.RegisterControllerServer(srv, ctrl)
+	return srv
+}

@@ -15,12 +15,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"rekey.dev/rekey/csidriver/storageclass"
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/internal/contract"
 )
@@ -35,6 +37,7 @@ type objects struct {
 	pvcs        map[string]*corev1.PersistentVolumeClaim // namespace/name
 	deployments []*appsv1.Deployment
 	sas         map[string]*corev1.ServiceAccount // namespace/name
+	classes     map[string]*storagev1.StorageClass
 }
 
 func isKustomization(path string) bool { return filepath.Base(path) == "kustomization.yaml" }
@@ -44,7 +47,7 @@ func load(t *testing.T) objects {
 	t.Helper()
 	o := objects{namespaces: map[string]*corev1.Namespace{}, secrets: map[string]*corev1.Secret{},
 		pvs: map[string]*corev1.PersistentVolume{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
-		sas: map[string]*corev1.ServiceAccount{}}
+		sas: map[string]*corev1.ServiceAccount{}, classes: map[string]*storagev1.StorageClass{}}
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") || isKustomization(path) {
 			return err
@@ -94,6 +97,8 @@ func add(t *testing.T, o *objects, path string, obj runtime.Object) {
 		o.deployments = append(o.deployments, v)
 	case *corev1.ServiceAccount:
 		o.sas[v.Namespace+"/"+v.Name] = v
+	case *storagev1.StorageClass:
+		o.classes[v.Name] = v
 	default:
 		t.Errorf("%s: unexpected %T in the examples", path, obj)
 	}
@@ -179,6 +184,12 @@ func TestPersistentVolumes(t *testing.T) {
 func TestClaimsAndPods(t *testing.T) {
 	o := load(t)
 	for key, pvc := range o.pvcs {
+		if sc := pvc.Spec.StorageClassName; sc != nil && *sc != "" {
+			if _, ok := o.classes[*sc]; !ok || pvc.Spec.VolumeName != "" {
+				t.Errorf("PVC %s: class %q is not an example StorageClass, or the claim names a volume", key, *sc)
+			}
+			continue
+		}
 		pv, ok := o.pvs[pvc.Spec.VolumeName]
 		switch {
 		case pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "":
@@ -237,9 +248,13 @@ func TestClaimsAndPods(t *testing.T) {
 	}
 }
 
+// onItsOwn are example directories applied alone: rrsa/ and irsa/ need an
+// STS, provisioning/ needs rekey-controller.
+var onItsOwn = map[string]bool{"rrsa": true, "irsa": true, "provisioning": true}
+
 // TestKustomizations: every kustomization lists every YAML file (and every
-// subdirectory with a kustomization but rrsa/ and irsa/, which need an STS) beside
-// it, so apply -k applies them all.
+// subdirectory with a kustomization but those onItsOwn) beside it, so
+// apply -k applies them all.
 func TestKustomizations(t *testing.T) {
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !isKustomization(path) {
@@ -264,7 +279,7 @@ func TestKustomizations(t *testing.T) {
 		for _, e := range entries {
 			switch {
 			case e.IsDir():
-				if _, err := os.Stat(filepath.Join(dir, e.Name(), "kustomization.yaml")); err == nil && e.Name() != "rrsa" && e.Name() != "irsa" {
+				if _, err := os.Stat(filepath.Join(dir, e.Name(), "kustomization.yaml")); err == nil && !onItsOwn[e.Name()] {
 					want = append(want, e.Name())
 				}
 			case strings.HasSuffix(e.Name(), ".yaml") && !isKustomization(e.Name()):
@@ -281,5 +296,48 @@ func TestKustomizations(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStorageClasses: every example class is rekey's, its parameters
+// parse as CreateVolume parses them, its Secrets exist in the namespace
+// of each of its claims, both modes are shown, and each has a claim.
+func TestStorageClasses(t *testing.T) {
+	o := load(t)
+	modes := map[string]bool{}
+	for _, sc := range o.classes {
+		if sc.Provisioner != contract.DriverName {
+			t.Errorf("StorageClass %s: provisioner %q", sc.Name, sc.Provisioner)
+		}
+		c, err := storageclass.Parse(sc.Parameters)
+		if err != nil {
+			t.Errorf("StorageClass %s: %v", sc.Name, err)
+			continue
+		}
+		modes[map[bool]string{true: "bucket", false: "prefix"}[c.BucketMode()]] = true
+		claims := 0
+		for key, pvc := range o.pvcs {
+			if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != sc.Name {
+				continue
+			}
+			claims++
+			v := storageclass.Vars{PVName: "pvc-0", PVCName: pvc.Name, PVCNamespace: pvc.Namespace, PVCAnnotations: pvc.Annotations}
+			for _, kind := range []struct{ name, ns string }{
+				{storageclass.ProvisionerSecretName, storageclass.ProvisionerSecretNamespace},
+				{storageclass.NodePublishSecretName, storageclass.NodePublishSecretNamespace},
+			} {
+				name, err1 := storageclass.Expand(sc.Parameters[kind.name], v, storageclass.SecretNameVars)
+				ns, err2 := storageclass.Expand(sc.Parameters[kind.ns], v, storageclass.SecretNamespaceVars)
+				if err1 != nil || err2 != nil || o.secrets[ns+"/"+name] == nil {
+					t.Errorf("StorageClass %s, PVC %s: %s gives Secret %s/%s, not in the examples (%v, %v)", sc.Name, key, kind.name, ns, name, err1, err2)
+				}
+			}
+		}
+		if claims == 0 {
+			t.Errorf("StorageClass %s has no example claim", sc.Name)
+		}
+	}
+	if !modes["prefix"] || !modes["bucket"] {
+		t.Errorf("modes shown: %v, want prefix and bucket", modes)
 	}
 }

@@ -10,7 +10,7 @@
 //
 // The product images (build/Dockerfile builds the same ones with Docker):
 //
-//	<registry>/rekey-csi:<version>      /rekey-csi, /rekey-fuse; root (the node plugin is privileged)
+//	<registry>/rekey-csi:<version>      /rekey-csi, /rekey-fuse, /rekey-controller; root (the node plugin is privileged; rekey-controller runs as 65532)
 //	<registry>/rekey-webhook:<version>  /rekey-webhook; 65532:65532
 //	<registry>/rekey-sidecar:<version>  /rekey-sidecar; 65532:65532
 //
@@ -77,7 +77,7 @@ func run() error {
 		*version = strings.TrimSpace(string(b))
 	}
 	specs := []spec{
-		{ref: *registry + "/rekey-csi:" + *version, file: "rekey-csi", binaries: []string{"rekey-csi", "rekey-fuse"}, entrypoint: []string{"/rekey-csi"}, user: "0:0"},
+		{ref: *registry + "/rekey-csi:" + *version, file: "rekey-csi", binaries: []string{"rekey-csi", "rekey-fuse", "rekey-controller"}, entrypoint: []string{"/rekey-csi"}, user: "0:0"},
 		{ref: *registry + "/rekey-webhook:" + *version, file: "rekey-webhook", binaries: []string{"rekey-webhook"}, entrypoint: []string{"/rekey-webhook"}, user: nonroot},
 		{ref: *registry + "/rekey-sidecar:" + *version, file: "rekey-sidecar", binaries: []string{"rekey-sidecar"}, entrypoint: []string{"/rekey-sidecar"}, user: nonroot},
 	}

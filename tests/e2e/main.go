@@ -158,6 +158,7 @@ func buildImages(ctx context.Context, o options) ([]string, error) {
 	for _, b := range []struct{ out, pkg string }{
 		{filepath.Join(bin, "rekey-csi"), "./cmd/rekey-csi"},
 		{filepath.Join(bin, "rekey-fuse"), "./cmd/rekey-fuse"},
+		{filepath.Join(bin, "rekey-controller"), "./cmd/rekey-controller"},
 		{filepath.Join(bin, "rekey-webhook"), "./cmd/rekey-webhook"},
 		{filepath.Join(bin, "rekey-sidecar"), "./cmd/rekey-sidecar"},
 		{filepath.Join(e2eBin, "pause"), "./tests/e2e/pause"},

@@ -128,6 +128,11 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		return fmt.Errorf("step 2, irsa: %w", err)
 	}
 	pods := []podRef{{appNS, writer}, {annotatedNS, reader}, {plainNS, plainPod}, {annotatedNS, inlinePod}, {irsaNS, irsaWriter}}
+	prov, err := provisionStart(ctx, o, c, m) // tests/e2e/provisioning.go
+	if err != nil {
+		return fmt.Errorf("step 2c, provisioning: %w", err)
+	}
+	pods = append(pods, prov.pod)
 	writerUID, err := c.kubectl(ctx, "-n", appNS, "get", "pod", writer, "-o", "jsonpath={.metadata.uid}")
 	if err != nil {
 		return err
@@ -257,6 +262,9 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		return fmt.Errorf("step 6b: %w", err)
 	}
 
+	if err := provisionFinish(ctx, o, c, m, prov); err != nil {
+		return fmt.Errorf("step 6c, provisioning: %w", err)
+	}
 	// Step 7: delete the pods.
 	if err := deletePods(ctx, c); err != nil {
 		return fmt.Errorf("step 7: %w", err)

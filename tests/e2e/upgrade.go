@@ -44,7 +44,7 @@ func buildUpgradeImage(ctx context.Context, o options, v string) (string, error)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build rekey-csi %s: %w\n%s", v, err, out)
 	}
-	for _, b := range []string{"rekey-fuse", "rekey-webhook", "rekey-sidecar"} { // hack/images packs all three images
+	for _, b := range []string{"rekey-fuse", "rekey-controller", "rekey-webhook", "rekey-sidecar"} { // hack/images packs all three images
 		data, err := os.ReadFile(filepath.Join(o.repo, "bin", b))
 		if err != nil {
 			return "", err
