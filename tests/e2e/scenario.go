@@ -240,6 +240,9 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		}
 	}
 
+	if pods, err = provisionFinish(ctx, o, c, m, prov, pods); err != nil { // before 6b: see tests/e2e/provisioning.go
+		return fmt.Errorf("step 6a, provisioning: %w", err)
+	}
 	// Step 6b: roll the node plugin to another version and back, under
 	// load, with a key rotation during each rollout.
 	rotateOnce := func() error {
@@ -262,9 +265,6 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		return fmt.Errorf("step 6b: %w", err)
 	}
 
-	if err := provisionFinish(ctx, o, c, m, prov); err != nil {
-		return fmt.Errorf("step 6c, provisioning: %w", err)
-	}
 	// Step 7: delete the pods.
 	if err := deletePods(ctx, c); err != nil {
 		return fmt.Errorf("step 7: %w", err)
