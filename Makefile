@@ -41,7 +41,7 @@ test-integration: test-prereqs ## FUSE functional and key-rotation tests against
 	  $(GO) test $(TEST_FLAGS) -tags integration ./tests/integration/...
 
 .PHONY: k8s
-k8s: ## Build kube-apiserver and etcd v1.34.4 for the envtest suites (cached in tools/cache/).
+k8s: ## Build kube-apiserver, etcd and kube-controller-manager v1.34.4 for the envtest suites (cached in tools/cache/).
 	tests/cluster/build.sh
 
 .PHONY: cert-manager

@@ -5,7 +5,9 @@
 #
 # Usage: tests/cluster/build.sh [--all | component...]
 #   components: kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler
-#   default:    kube-apiserver etcd  (what controller-runtime envtest runs)
+#   default:    kube-apiserver etcd kube-controller-manager  (what the envtest
+#               suites run: controller-runtime envtest, plus the garbage
+#               collector for csidriver/volstatus)
 #   --all:      every component above
 #
 # Progress goes to stderr; the last line on stdout is the bin directory, so
@@ -27,7 +29,7 @@ cache_root="${REKEY_CACHE:-${repo_root}/tools/cache}"
 cache_dir="${cache_root}/k8s-${K8S_VERSION}"
 bin_dir="${cache_dir}/bin"
 
-default_components=(kube-apiserver etcd)
+default_components=(kube-apiserver etcd kube-controller-manager)
 all_components=(kube-apiserver etcd kubectl kubelet kube-controller-manager kube-scheduler)
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
