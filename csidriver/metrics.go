@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		mounts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rekey_csi_mounts", Help: "FUSE mounts the supervisor runs on this node (set on scrape)."}),
 		swaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rekey_csi_swaps_total",
-			Help: "Key swaps requested by republish, by result."}, []string{"result"}),
+			Help: "Key swaps requested by republish, by result (applied, unchanged, refused, stale; error, sts_error when none was answered)."}, []string{"result"}),
 		swapSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rekey_csi_swap_seconds",
 			Help: "Latency of applied republish swaps.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rekey_csi_publish_seconds",

@@ -20,11 +20,11 @@ import (
 	"rekey.dev/rekey/csidriver/volumecontext"
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/fuseserver/keycustody"
+	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/fusebdi"
 	"rekey.dev/rekey/internal/keys"
 	"rekey.dev/rekey/internal/sts"
-	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
 var _ csi.NodeServer = (*nodeServer)(nil)
@@ -65,6 +65,7 @@ type nodeServer struct {
 	vault  *vault      // the driver's copies of every mount's descriptors
 	locks  targetLocks // one publish or unpublish per target at a time
 	tokens sync.Map    // target path -> tokenSum of the token last exchanged
+	gens   generations // of republish swaps
 }
 
 func (s *nodeServer) lock(target string) func() { return s.locks.lock(target) }
@@ -337,25 +338,28 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 	if vol.Keys.IsZero() && !useToken {
 		return
 	}
+	// Kubelet read the Secret (or the token) just before calling: now is
+	// when this sender observed the keys, the generation they carry.
+	gen := s.gens.next(time.Now())
 	s.events.status.secretSeen(info.Spec, vol.Keys)
 	start := time.Now()
-	c, closer, err := control.Dial(info.ControlSocket)
+	c, err := control.NewClient(info.ControlSocket)
 	if err != nil {
 		s.events.refreshFailed(info.Spec, "FUSE server control socket: "+err.Error())
 		return
 	}
-	defer closer.Close()
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	k, source := vol.Keys, republishSource
 	if useToken {
-		st, err := c.Status(ctx, &credentialsv1.StatusRequest{})
+		st, err := c.Status(ctx)
 		if err != nil {
 			log.Error(err, "republish could not reach the FUSE server")
 			s.events.refreshFailed(info.Spec, "FUSE server unreachable: "+status.Convert(err).Message())
 			return
 		}
-		expiring := st.GetExpiration() != nil && time.Until(st.GetExpiration().AsTime()) < s.stsWindow
+		expiring := !st.Expiration.IsZero() && time.Until(st.Expiration) < s.stsWindow
 		if s.sameToken(info.Spec.Target, vol.Token) && !expiring {
 			return
 		}
@@ -367,38 +371,53 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 		}
 		source = stsSource(vol.AuthType)
 	}
-	swap := &credentialsv1.SwapRequest{AccessKeyId: k.AccessKeyID, SecretAccessKey: k.SecretAccessKey,
-		SessionToken: k.SessionToken, Source: source}
-	if !k.Expiration.IsZero() {
-		swap.Expiration = timestamp(k.Expiration)
-	}
-	resp, err := c.Swap(ctx, swap)
+	out, err := c.Swap(ctx, rotation.Request{Keys: k, Source: source, Generation: gen})
 	if err != nil {
 		log.Error(err, "republish could not reach the FUSE server")
 		s.metrics.swaps.WithLabelValues("error").Inc()
 		s.events.refreshFailed(info.Spec, "FUSE server unreachable: "+status.Convert(err).Message())
 		return
 	}
-	result := resp.GetResult().String()
-	s.metrics.swaps.WithLabelValues(result).Inc()
-	switch resp.GetResult() {
-	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED:
+	// The same result names as the sidecar's rekey_sidecar_swaps_total.
+	s.metrics.swaps.WithLabelValues(out.Result.String()).Inc()
+	switch out.Result {
+	case rotation.ResultApplied:
 		s.metrics.swapSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.keySet(vol.ID)
 		s.rememberToken(info.Spec.Target, vol.Token)
-		log.Info("keys swapped on republish", "fingerprint", resp.GetFingerprint(), "source", source)
-	case credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED:
+		log.Info("keys swapped on republish", "fingerprint", out.Fingerprint, "source", source, "generation", out.Generation)
+	case rotation.ResultUnchanged:
 		s.rememberToken(info.Spec.Target, vol.Token)
-	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
+	case rotation.ResultStale:
+		// The sidecar pushed keys it observed later, or these are keys
+		// the mount replaced: the server keeps its newer keys.
+		log.Info("republish keys not applied: the mount runs newer keys", "message", out.Message)
+	case rotation.ResultRefused:
 		// Posted here, with the republish's own wording; the event stream
 		// skips refusals of the driver's own swaps (sources csi-*).
-		log.Info("republish keys not applied", "result", result, "reason", resp.GetReason().String())
-		reason := resp.GetMessage()
+		log.Info("republish keys not applied", "result", out.Result.String(), "reason", out.Reason.String())
+		reason := out.Message
 		if reason == "" {
-			reason = resp.GetReason().String()
+			reason = out.Reason.String()
 		}
 		s.events.refreshFailed(info.Spec, reason)
 	}
+}
+
+// generations hands out the generations of republish swaps: the instant
+// the node plugin observed the keys on the node's clock (which the FUSE
+// servers and sidecars share), raised if needed to stay above the last one
+// given, so a clock stepping back does not reorder this process's swaps.
+type generations struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+func (g *generations) next(now time.Time) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.last = max(uint64(max(now.UnixNano(), 0)), g.last+1)
+	return g.last
 }
 
 // stsSource is the Swap source of keys the driver exchanged a token for.

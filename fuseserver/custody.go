@@ -14,8 +14,8 @@ import (
 // startKeys are the keys a server starts with.
 type startKeys struct {
 	keys keys.Keys
-	// generation of keys: 0 for a new mount, the saved one on resume.
-	generation uint64
+	// ledger of keys: zero for a new mount, the saved one on resume.
+	ledger rotation.Ledger
 	// custody is the key custody file, nil when the server has none.
 	custody *keycustody.Store
 	// fromCustody: the keys are those an earlier server of this mount
@@ -40,7 +40,8 @@ func loadStartKeys(cfg Config) (startKeys, error) {
 		}
 		sk.custody = store
 		if ok {
-			sk.keys, sk.generation, sk.fromCustody = rec.Keys, rec.Generation, true
+			sk.keys, sk.fromCustody = rec.Keys, true
+			sk.ledger = rotation.Ledger{Generation: rec.Generation, Replaced: rec.Replaced}
 			discardDeliveredKeys(cfg)
 			return sk, nil
 		}
@@ -69,19 +70,20 @@ func discardDeliveredKeys(cfg Config) {
 	}
 }
 
-// custodyApplier saves every key change to the custody file before the S3
-// client signs with it, so a server that resumes this mount starts on the
-// newest keys.
+// custodyApplier saves every key change, with the mount's ledger, to the
+// custody file before the S3 client signs with it, so a server that
+// resumes this mount starts on the newest keys and refuses the same
+// replays.
 type custodyApplier struct {
 	store *keycustody.Store
 	next  rotation.Applier
 	log   logr.Logger
 }
 
-func (a custodyApplier) SetKeys(k keys.Keys, generation uint64) {
-	if err := a.store.Save(keycustody.Record{Keys: k, Generation: generation}); err != nil {
+func (a custodyApplier) Apply(k keys.Keys, l rotation.Ledger) {
+	if err := a.store.Save(keycustody.Record{Keys: k, Generation: l.Generation, Replaced: l.Replaced}); err != nil {
 		a.log.Error(err, "keys not saved to custody: a resumed server would start on older keys until the next push",
-			"fingerprint", k.Fingerprint(), "generation", generation)
+			"fingerprint", k.Fingerprint(), "generation", l.Generation)
 	}
-	a.next.SetKeys(k, generation)
+	a.next.Apply(k, l)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"rekey.dev/rekey/fuseserver/s3client"
 	"rekey.dev/rekey/fuseserver/s3fs"
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/podusers"
 )
 
 // Config describes one FUSE server. Descriptor fields use -1 for "none".
@@ -70,12 +72,23 @@ type Config struct {
 	// server creates the socket once it exists, waiting up to
 	// PodSocketWait. A socket of its own, not a link to ControlSocket, so
 	// the emptyDir may be on another filesystem (medium: Memory).
+	//
+	// Only the pod's sidecar may use it: its peers are checked against
+	// SocketUID alone (AllowedUIDs when SocketUID is -1), so neither root
+	// nor any other UID in the pod can swap keys through it.
 	PodSocket     string
 	PodSocketWait time.Duration
+	// PodUsernsFile is kubelet's record of the pod's user namespace
+	// (<kubelet root>/pods/<uid>/userns, package podusers), written when
+	// kubelet creates the sandbox of a pod with hostUsers: false. While the
+	// pod socket waits for its sidecar, the server watches for it; once it
+	// appears, SocketUID is mapped to the host UID the sidecar runs as, and
+	// the pod socket is given to that UID and serves it. Empty: not watched.
+	PodUsernsFile string
 	// SocketUID/SocketGID own the sockets (-1: unchanged).
 	SocketUID, SocketGID int
-	// AllowedUIDs may call the control API (checked with SO_PEERCRED).
-	// Empty means only this process's own UID.
+	// AllowedUIDs may call the control API on ControlSocket (checked with
+	// SO_PEERCRED). Empty means only this process's own UID.
 	AllowedUIDs []uint32
 
 	// EventsFD, optional, receives every swap outcome and report as JSON
@@ -187,7 +200,7 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 
 	mgr := rotation.New(rotation.Identity{VolumeID: cfg.VolumeID, Bucket: cfg.Bucket, Prefix: cfg.Prefix,
 		AuthType: cfg.AuthType, SecretRef: cfg.SecretRef, RoleARN: cfg.RoleARN}, initial, client, applier(start, client, log),
-		rotation.Options{Generation: start.generation})
+		rotation.Options{Ledger: start.ledger})
 	done := make(chan struct{})
 	defer close(done)
 	var events *os.File
@@ -322,19 +335,68 @@ func startPodSocket(ctx context.Context, cfg Config, mgr *rotation.Manager, log 
 			case <-time.After(podSocketPoll):
 			}
 		}
-		lis, err := listenControl(cfg, cfg.PodSocket, log)
+		podCfg := cfg
+		if cfg.SocketUID >= 0 {
+			podCfg.AllowedUIDs = []uint32{uint32(cfg.SocketUID)}
+		}
+		lis, err := listenControl(podCfg, cfg.PodSocket, log)
 		if err != nil {
 			log.Error(err, "the control socket could not be created in the pod; its sidecar cannot reach this volume")
 			return
 		}
 		log.V(1).Info("control socket created in the pod")
 		stopServe = serveControl(ctx, lis, mgr, log)
+		if cfg.PodUsernsFile != "" && cfg.SocketUID >= 0 {
+			followPodUserns(waitCtx, cfg, lis, deadline, log)
+		}
 	}()
 	return func() {
 		cancelWait()
 		<-done
 		if stopServe != nil {
 			stopServe()
+		}
+	}
+}
+
+// followPodUserns waits, until deadline, for kubelet to record the pod's
+// user namespace, then admits the host UID the sidecar runs as on the pod
+// socket. A pod without a user namespace never gets the file; its sidecar's
+// UID is the same on the node, admitted from the start.
+func followPodUserns(ctx context.Context, cfg Config, lis net.Listener, deadline time.Time, log logr.Logger) {
+	adm, ok := lis.(control.Admitter)
+	if !ok {
+		return
+	}
+	for {
+		m, err := podusers.Read(cfg.PodUsernsFile)
+		switch {
+		case err == nil:
+			uid, okU := m.HostUID(uint32(cfg.SocketUID))
+			gid, okG := m.HostGID(ownerOrSelf(cfg.SocketGID, cfg.SocketUID))
+			if !okU || !okG {
+				log.Error(nil, "the pod's user namespace does not map the sidecar's UID; its sidecar cannot reach this volume",
+					"sidecarUid", cfg.SocketUID)
+				return
+			}
+			if err := adm.Admit(uid, gid); err != nil {
+				log.Error(err, "the pod socket could not be given to the sidecar's host UID; its sidecar cannot reach this volume")
+				return
+			}
+			log.Info("the pod runs in a user namespace; its sidecar is admitted by its host UID",
+				"sidecarUid", cfg.SocketUID, "hostUid", uid)
+			return
+		case !errors.Is(err, fs.ErrNotExist):
+			log.Error(err, "kubelet's record of the pod's user namespace is unreadable; a sidecar in a user namespace cannot reach this volume")
+			return
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(podSocketPoll):
 		}
 	}
 }

@@ -79,7 +79,8 @@ type SwapEvent struct {
 	Generation       uint64
 	Fingerprint      string // of the keys pushed
 	Result           string // applied, unchanged, refused, stale
-	Reason, Message  string // of a refusal
+	Reason           string // of a refusal: rotation.Reason's name ("invalid credentials", ...)
+	Message          string // the server's message
 }
 
 func (c *Config) setDefaults() {

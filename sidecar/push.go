@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"google.golang.org/grpc/status"
 
+	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/contract"
 	"rekey.dev/rekey/internal/keys"
-	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
 // hub holds the newest keys of every configured volume and delivers them
@@ -31,8 +31,7 @@ type hub struct {
 	mu      sync.Mutex
 	vols    map[string]*volume // by volume ID
 	servers map[string]*server // by socket path
-	lastGen uint64
-	ctx     context.Context // workers' parent; set by run
+	ctx     context.Context    // workers' parent; set by run
 	wg      sync.WaitGroup
 }
 
@@ -55,9 +54,8 @@ type server struct {
 	cancel context.CancelFunc
 
 	volID      string
-	syncedGen  uint64 // generation of ours the server is known to run
-	refusedGen uint64 // generation it refused for good
-	newerSeen  uint64 // generation of ours found superseded by another sender's
+	syncedGen  uint64 // generation of ours the server is known to run (or to have superseded)
+	settledGen uint64 // generation of ours this server process answered for good
 	reported   uint64 // reportSeq delivered
 	pid        int32
 	started    time.Time
@@ -72,18 +70,13 @@ func (h *hub) addVolume(id string, src contract.Source) {
 	h.vols[id] = &volume{id: id, name: src.VolumeName, source: authType(src)}
 }
 
-// nextGen returns a generation above every one handed out.
-// Generations are wall-clock nanoseconds, so they keep increasing across
-// sidecar restarts too. Callers hold h.mu.
-func (h *hub) nextGen() uint64 {
-	g := max(uint64(h.cfg.Clock.Now().UnixNano()), h.lastGen+1)
-	h.lastGen = g
-	return g
-}
-
-// publish makes k the newest keys of volume id. Identical keys change
-// nothing.
-func (h *hub) publish(id string, k keys.Keys) {
+// publish makes k the newest keys of volume id; observed is when the source
+// learned them (when kubelet wrote the projected Secret, or when STS issued
+// the keys). Their generation is that instant on the node's clock, which
+// the FUSE server and the node plugin share (see rotation.MaxGenerationAhead),
+// raised if needed to stay above the volume's previous one. Identical keys
+// change nothing.
+func (h *hub) publish(id string, k keys.Keys, observed time.Time) {
 	h.mu.Lock()
 	v := h.vols[id]
 	if v.gen != 0 && v.keys.Equal(k) {
@@ -92,7 +85,7 @@ func (h *hub) publish(id string, k keys.Keys) {
 		return
 	}
 	v.keys = k
-	v.gen = h.nextGen()
+	v.gen = max(uint64(max(observed.UnixNano(), 0)), v.gen+1)
 	gen := v.gen
 	// Counted before the kick: whoever sees the push sees the count.
 	h.metrics.refreshes.WithLabelValues(v.source, "success").Inc()
@@ -213,33 +206,32 @@ func (h *hub) work(ctx context.Context, s *server) {
 }
 
 // sync brings one server up to date: it asks for Status, delivers a
-// pending failure report and pushes the newest keys if the server does not
-// run them. It returns false if it should be retried with backoff.
-func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Logger) bool {
+// pending failure report and pushes the newest keys if decidePush says so.
+// It returns false if it should be retried with backoff.
+func (h *hub) sync(ctx context.Context, s *server, c *control.Client, log logr.Logger) bool {
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.RPCTimeout)
 	defer cancel()
-	st, err := c.status(rctx)
+	st, err := c.Status(rctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.V(1).Info("control socket does not answer; retrying", "err", err.Error())
 		}
 		return false
 	}
-	started := st.GetStartedAt().AsTime()
 	h.mu.Lock()
-	if s.pid != 0 && (s.pid != st.GetPid() || !s.started.Equal(started)) {
-		log.Info("FUSE server restarted; checking its keys", "volumeId", st.GetVolumeId(), "pid", st.GetPid())
-		s.syncedGen, s.refusedGen = 0, 0
+	if s.pid != 0 && (s.pid != st.PID || !s.started.Equal(st.StartedAt)) {
+		log.Info("FUSE server restarted; checking its keys", "volumeId", st.VolumeID, "pid", st.PID)
+		s.syncedGen, s.settledGen = 0, 0
 	}
-	s.pid, s.started = st.GetPid(), started
-	s.volID = st.GetVolumeId()
+	s.pid, s.started = st.PID, st.StartedAt
+	s.volID = st.VolumeID
 	v, ok := h.vols[s.volID]
 	var (
 		k                     keys.Keys
 		gen, reportSeq        uint64
 		report, source        string
 		warn                  = !s.warned
-		refusedGen, delivered = s.refusedGen, s.reported
+		settledGen, delivered = s.settledGen, s.reported
 	)
 	if ok {
 		k, gen, report, reportSeq, source = v.keys, v.gen, v.report, v.reportSeq, v.source
@@ -253,14 +245,14 @@ func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Log
 		}
 		return true
 	}
-	if warn && st.GetAuthType() != "" && st.GetAuthType() != source {
+	if warn && st.AuthType != "" && st.AuthType != source {
 		log.Info("FUSE server expects another key source than configured; pushing the configured one",
-			"volumeId", s.volID, "expected", st.GetAuthType(), "configured", source)
+			"volumeId", s.volID, "expected", st.AuthType, "configured", source)
 	}
 
 	if reportSeq > delivered {
-		err := c.report(rctx, s.volID, source, report)
-		if err != nil && retryable(err) {
+		err := c.Report(rctx, s.volID, source, report)
+		if err != nil && control.Retryable(err) {
 			log.V(1).Info("report not delivered; retrying", "err", err.Error())
 			return false
 		}
@@ -271,79 +263,69 @@ func (h *hub) sync(ctx context.Context, s *server, c *serverClient, log logr.Log
 		s.reported = reportSeq
 		h.mu.Unlock()
 	}
-	if gen == 0 {
-		return true // no keys yet
-	}
 	fp := k.Fingerprint()
-	switch {
-	case st.GetFingerprint() == fp:
-		h.markSynced(s, gen)
+	switch decidePush(pushView{gen: gen, fp: fp, serverFP: st.Fingerprint, settledGen: settledGen}) {
+	case pushNothing:
 		return true
-	case refusedGen == gen:
-		return true // refused for good; wait for other keys or a restart
-	case st.GetGeneration() >= gen:
-		// Another sender put other keys in place after ours were read: the
-		// node plugin's republish, which kubelet fills from the API server,
-		// while the projected Secret this sidecar reads can lag by a sync
-		// period. Newer keys win; pushing ours again would roll the server
-		// back to keys that may be revoked next. The sidecar pushes again
-		// once its own source changes (a newer generation).
-		if warnNewer := s.newerSeen != gen; warnNewer {
-			log.Info("FUSE server runs newer keys from another sender; not pushing older ones", "volumeId", s.volID,
-				"serverFingerprint", st.GetFingerprint(), "serverGeneration", st.GetGeneration(),
-				"fingerprint", fp, "generation", gen)
-		}
-		h.mu.Lock()
-		s.newerSeen = gen
-		h.mu.Unlock()
+	case pushSynced:
 		h.markSynced(s, gen)
 		return true
 	}
 
 	start := time.Now()
-	resp, err := c.swap(rctx, k, source, gen)
-	if err != nil {
-		h.metrics.swaps.WithLabelValues("error").Inc()
-		if retryable(err) {
-			log.V(1).Info("swap not delivered; retrying", "volumeId", s.volID, "generation", gen, "err", err.Error())
-			return false
+	out, err := c.Swap(rctx, rotation.Request{Keys: k, Source: source, Generation: gen})
+	label := "error"
+	if err == nil {
+		label = out.Result.String()
+	}
+	h.metrics.swaps.WithLabelValues(label).Inc()
+	if err == nil && h.cfg.OnSwap != nil {
+		ev := SwapEvent{Socket: s.path, VolumeID: s.volID, Generation: gen, Fingerprint: fp, Result: label, Message: out.Message}
+		if out.Result == rotation.ResultRefused {
+			ev.Reason = out.Reason.String()
 		}
-		// INVALID_ARGUMENT and the like: these keys will never do.
-		log.Error(err, "FUSE server rejected the swap request", "volumeId", s.volID, "generation", gen, "code", status.Code(err).String())
+		h.cfg.OnSwap(ev)
+	}
+	settle := func() {
 		h.mu.Lock()
-		s.refusedGen = gen
+		s.settledGen = gen
 		h.mu.Unlock()
-		return true
 	}
-	result := resultName(resp.GetResult())
-	h.metrics.swaps.WithLabelValues(result).Inc()
-	if h.cfg.OnSwap != nil {
-		h.cfg.OnSwap(SwapEvent{Socket: s.path, VolumeID: s.volID, Generation: gen, Fingerprint: fp, Result: result,
-			Reason: resp.GetReason().String(), Message: resp.GetMessage()})
-	}
-	switch resp.GetResult() {
-	case credentialsv1.SwapResult_SWAP_RESULT_APPLIED, credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED:
+	switch judgeSwap(out, err) {
+	case swapSynced:
 		h.markSynced(s, gen)
-		log.Info("keys in use", "volumeId", s.volID, "result", result, "fingerprint", resp.GetFingerprint(),
-			"generation", resp.GetGeneration(), "took", time.Since(start).Round(time.Millisecond))
+		log.Info("keys in use", "volumeId", s.volID, "result", label, "fingerprint", out.Fingerprint,
+			"generation", out.Generation, "took", time.Since(start).Round(time.Millisecond))
 		return true
-	case credentialsv1.SwapResult_SWAP_RESULT_REFUSED:
-		log.Error(nil, "FUSE server refused the new keys; the old keys stay in use", "volumeId", s.volID,
-			"fingerprint", fp, "generation", gen, "reason", resp.GetReason().String(), "message", resp.GetMessage())
-		if transientRefusal(resp.GetReason()) {
-			return false
+	case swapNewer:
+		// The server runs keys another sender observed after ours (the
+		// node plugin's republish reads the Secret from the API server,
+		// the projected file can lag), or ours are keys it replaced.
+		log.Info("FUSE server keeps newer keys; not pushing these again", "volumeId", s.volID,
+			"fingerprint", fp, "generation", gen, "serverFingerprint", out.Fingerprint,
+			"serverGeneration", out.Generation, "message", out.Message)
+		settle()
+		h.markSynced(s, gen)
+		return true
+	case swapRefused:
+		if err != nil {
+			log.Error(err, "FUSE server rejected the swap request", "volumeId", s.volID, "generation", gen, "code", control.Code(err))
+		} else {
+			log.Error(nil, "FUSE server refused the new keys; the old keys stay in use", "volumeId", s.volID,
+				"fingerprint", fp, "generation", gen, "reason", out.Reason.String(), "message", out.Message)
 		}
-		h.mu.Lock()
-		s.refusedGen = gen
-		h.mu.Unlock()
+		settle()
 		return true
-	case credentialsv1.SwapResult_SWAP_RESULT_STALE:
-		// Another sender got in between; the next round compares again.
-		log.Info("swap was stale; checking again", "volumeId", s.volID, "generation", gen, "serverGeneration", resp.GetGeneration())
-		kick(s.kick)
-		return true
+	case swapRetry:
+		if err != nil {
+			log.V(1).Info("swap not delivered; retrying", "volumeId", s.volID, "generation", gen, "err", err.Error())
+		} else {
+			log.Error(nil, "FUSE server could not check the new keys; retrying", "volumeId", s.volID,
+				"fingerprint", fp, "generation", gen, "reason", out.Reason.String(), "message", out.Message)
+		}
+		return false
 	}
-	log.Error(nil, "unexpected swap result", "volumeId", s.volID, "result", resp.GetResult().String())
+	log.Error(nil, "unexpected swap result", "volumeId", s.volID, "result", label)
 	return false
 }
 

@@ -83,7 +83,7 @@ type Refresher struct {
 	Margin    time.Duration
 	Backoff   Backoff
 
-	Publish func(keys.Keys)
+	Publish func(k keys.Keys, obtained time.Time)
 	Fail    func(reason string)
 	// Observe, if set, is told about every STS call: its duration and error.
 	Observe func(d time.Duration, err error)
@@ -149,7 +149,7 @@ func (r *Refresher) Start(ctx context.Context) error {
 			r.reported = ""
 			r.Backoff.Reset()
 			r.current = k
-			r.Publish(k)
+			r.Publish(k, now)
 			next = RefreshAt(now, k.Expiration, r.Margin)
 			// A little jitter so that pods started together do not
 			// refresh together: up to 5 % earlier.

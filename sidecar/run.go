@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, src := range cfg.Sources {
 		id := cfg.volumeID(src)
 		slog := log.WithValues("volumeId", id, "source", authType(src))
-		publish := func(k keys.Keys) { h.publish(id, k) }
+		publish := func(k keys.Keys, observed time.Time) { h.publish(id, k, observed) }
 		fail := func(reason string) { h.fail(id, reason) }
 		switch authType(src) {
 		case contract.AuthTypeSecret:

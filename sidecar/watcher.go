@@ -158,6 +158,14 @@ var secretKeyNames = []string{
 // directories (plain files, tests, hostPath) are read as they are. Missing
 // entries are simply absent from the map.
 func ReadSecretDir(dir string) (map[string]string, error) {
+	data, _, err := readSecretDir(dir)
+	return data, err
+}
+
+// readSecretDir is ReadSecretDir that also returns when the set was
+// written: the newest modification time of its entries (kubelet writes
+// every entry anew on each update).
+func readSecretDir(dir string) (map[string]string, time.Time, error) {
 	link := filepath.Join(dir, dataDirName)
 	for attempt := 0; attempt < 5; attempt++ {
 		target, err := os.Readlink(link)
@@ -166,83 +174,88 @@ func ReadSecretDir(dir string) (map[string]string, error) {
 			return readEntries(dir)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("sidecar: read %s: %w", dataDirName, err)
+			return nil, time.Time{}, fmt.Errorf("sidecar: read %s: %w", dataDirName, err)
 		}
 		path := target
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(dir, path)
 		}
-		data, err := readEntries(path)
+		data, written, err := readEntries(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // an update removed the timestamped directory
 		}
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		if again, err := os.Readlink(link); err == nil && again == target {
-			return data, nil
+			return data, written, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %s", ErrSecretChanging, dir)
+	return nil, time.Time{}, fmt.Errorf("%w: %s", ErrSecretChanging, dir)
 }
 
-// readEntries reads the key entries present in dir. A missing dir is an
-// error wrapping fs.ErrNotExist.
-func readEntries(dir string) (map[string]string, error) {
+// readEntries reads the key entries present in dir and the newest
+// modification time among them. A missing dir is an error wrapping
+// fs.ErrNotExist.
+func readEntries(dir string) (map[string]string, time.Time, error) {
 	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("sidecar: secret directory: %w", err)
+		return nil, time.Time{}, fmt.Errorf("sidecar: secret directory: %w", err)
 	}
 	data := map[string]string{}
+	var written time.Time
 	for _, name := range secretKeyNames {
-		b, err := readBounded(filepath.Join(dir, name))
+		b, mtime, err := readBounded(filepath.Join(dir, name))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
 		case err != nil:
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		data[name] = string(b)
+		if mtime.After(written) {
+			written = mtime
+		}
 	}
 	// The directory itself may have gone while we read (an update removed
 	// it): then some entries look missing. Report that instead.
 	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("sidecar: secret directory: %w", err)
+		return nil, time.Time{}, fmt.Errorf("sidecar: secret directory: %w", err)
 	}
-	return data, nil
+	return data, written, nil
 }
 
-func readBounded(path string) ([]byte, error) {
+func readBounded(path string) ([]byte, time.Time, error) {
 	f, err := os.Open(filepath.Clean(path))
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: open secret entry: %w", err)
+		return nil, time.Time{}, fmt.Errorf("sidecar: open secret entry: %w", err)
 	}
 	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: stat secret entry: %w", err)
+		return nil, time.Time{}, fmt.Errorf("sidecar: stat secret entry: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("sidecar: secret entry %s is not a regular file", filepath.Base(path))
+		return nil, time.Time{}, fmt.Errorf("sidecar: secret entry %s is not a regular file", filepath.Base(path))
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: read secret entry %s: %w", filepath.Base(path), err)
+		return nil, time.Time{}, fmt.Errorf("sidecar: read secret entry %s: %w", filepath.Base(path), err)
 	}
 	if len(b) > maxKeyFileSize {
-		return nil, fmt.Errorf("sidecar: secret entry %s is larger than %d bytes", filepath.Base(path), maxKeyFileSize)
+		return nil, time.Time{}, fmt.Errorf("sidecar: secret entry %s is larger than %d bytes", filepath.Base(path), maxKeyFileSize)
 	}
-	return b, nil
+	return b, st.ModTime(), nil
 }
 
 // SecretSource turns a projected Secret directory into keys: on every
 // change it reads a consistent set, skips content it has seen already,
 // parses it with keys.FromSecret (every alias of the contract) and calls
-// Publish with valid keys or Fail with the reason the set is unusable
-// (missing directory, incomplete or malformed Secret). Neither callback is
-// given a secret in text.
+// Publish with valid keys and when they were written, or Fail with the
+// reason the set is unusable (missing directory, incomplete or malformed
+// Secret). Neither callback is given a secret in text.
 type SecretSource struct {
 	Dir     string
-	Publish func(keys.Keys)
+	Publish func(k keys.Keys, written time.Time)
 	Fail    func(reason string)
 	Log     logr.Logger
 
@@ -254,7 +267,7 @@ type SecretSource struct {
 // Check reads the directory once; DirWatcher.OnChange calls it. A failure
 // is passed to Fail once, not again on every poll while it lasts.
 func (s *SecretSource) Check() {
-	data, err := ReadSecretDir(s.Dir)
+	data, written, err := readSecretDir(s.Dir)
 	if errors.Is(err, ErrSecretChanging) {
 		// Kubelet is still writing: each update that got in the way is an
 		// event of its own, so the watcher calls Check again once the
@@ -278,7 +291,7 @@ func (s *SecretSource) Check() {
 		return
 	}
 	s.failed = ""
-	s.Publish(k)
+	s.Publish(k, written)
 }
 
 func (s *SecretSource) fail(reason string) {

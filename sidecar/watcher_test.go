@@ -26,7 +26,7 @@ type secretRecorder struct {
 
 func newSecretRecorder() *secretRecorder { return &secretRecorder{changed: make(chan struct{}, 100)} }
 
-func (r *secretRecorder) publish(k keys.Keys) {
+func (r *secretRecorder) publish(k keys.Keys, _ time.Time) {
 	r.mu.Lock()
 	r.published = append(r.published, k)
 	r.mu.Unlock()

@@ -239,7 +239,7 @@ func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log log
 	// New takes over the mounts of a running older node pod, if any, before
 	// this one serves the node's socket (supervisor/handoff.go).
 	sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
-		AllowedUIDs: []uint32{uint32(cfg.socketUID)}, Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
+		Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
 		Memory:   supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups},
 		Instance: os.Getenv(supervisor.InstanceEnv), Version: version, NodeSocket: cfg.supervisorSocket})
 	if err != nil {

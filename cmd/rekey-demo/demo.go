@@ -74,7 +74,7 @@ func start(ctx context.Context, cfg Config, log logr.Logger) (_ *demo, err error
 		return nil, err
 	}
 	d.node = &csiproc.Node{Binary: cfg.CSIBinary, FuseBinary: cfg.FuseBinary, Dir: d.dir, NodeID: "demo-node",
-		UnderInit: true, Register: true, DriverFlags: []string{"-v=2", "--http-addr=" + d.metricsAddr},
+		UnderInit: true, Register: true, DriverFlags: []string{"-v=2", "--http-addr=" + d.metricsAddr, "--socket-uid=0"},
 		DriverLog: filepath.Join(d.dir, "driver.log")}
 	if d.init, err = d.node.StartSupervisor(ctx); err != nil {
 		return nil, err

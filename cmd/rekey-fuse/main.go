@@ -49,6 +49,7 @@ func run() error {
 	fs.IntVar(&cfg.ControlFD, "control-fd", -1, "inherited listening unix socket for the control API")
 	fs.StringVar(&cfg.PodSocket, "pod-socket", "", "second control socket, created once its directory (the pod's emptyDir) exists")
 	fs.DurationVar(&cfg.PodSocketWait, "pod-socket-wait", cfg.PodSocketWait, "how long to wait for the pod socket's directory")
+	fs.StringVar(&cfg.PodUsernsFile, "pod-userns-file", "", "kubelet's record of the pod's user namespace (<kubelet root>/pods/<uid>/userns); its sidecar's host UID is admitted on the pod socket once it appears")
 	fs.IntVar(&cfg.SocketUID, "socket-uid", -1, "owner UID of the control socket")
 	fs.IntVar(&cfg.SocketGID, "socket-gid", -1, "owner GID of the control socket")
 	fs.StringVar(&allowed, "allowed-uids", "", "comma-separated UIDs allowed on the control socket (default: own UID)")

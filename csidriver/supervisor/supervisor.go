@@ -22,6 +22,7 @@ import (
 	"rekey.dev/rekey/fuseserver/control"
 	"rekey.dev/rekey/fuseserver/keycustody"
 	"rekey.dev/rekey/internal/keys"
+	"rekey.dev/rekey/internal/podusers"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
@@ -43,8 +44,6 @@ type Config struct {
 	// StateDir holds one <id>.json Spec and one <id>.sock control socket per
 	// mount, plus staging directories. It must be private to root.
 	StateDir string
-	// AllowedUIDs may use the control sockets besides root (the sidecar).
-	AllowedUIDs []uint32
 	// ReadyTimeout bounds the wait for a new server (default 30s).
 	ReadyTimeout time.Duration
 	// StopTimeout bounds a server's flush on Stop before SIGKILL (default 60s).
@@ -315,16 +314,14 @@ func (s *Supervisor) command(spec Spec, info Info, l launch) (*exec.Cmd, *os.Fil
 		return nil, nil, fmt.Errorf("supervisor: ready pipe: %w", err)
 	}
 	files := []*os.File{l.fuse, readyW, l.custody}
-	allowed := []string{"0"}
-	for _, u := range s.cfg.AllowedUIDs {
-		allowed = append(allowed, strconv.FormatUint(uint64(u), 10))
-	}
 	args := []string{
 		"--fuse-fd=" + strconv.Itoa(serverFuseFD), "--ready-fd=" + strconv.Itoa(serverReadyFD),
 		"--key-custody-fd=" + strconv.Itoa(serverCustodyFD), "--session-file=" + s.statePath(info.ID, ".session"),
 		"--endpoint=" + spec.Endpoint, "--bucket=" + spec.Bucket,
 		"--staging-dir=" + staging, "--control-socket=" + info.ControlSocket,
-		"--allowed-uids=" + strings.Join(allowed, ","),
+		// The private control socket is the node plugin's alone; the pod
+		// socket serves the sidecar's UID alone (--socket-uid).
+		"--allowed-uids=0",
 		"--volume-id=" + spec.VolumeID, "--auth-type=" + orDefault(spec.AuthType, "secret"),
 	}
 	if l.resume {
@@ -351,6 +348,9 @@ func (s *Supervisor) command(spec Spec, info Info, l launch) (*exec.Cmd, *os.Fil
 	}
 	if spec.SocketUID > 0 {
 		args = append(args, "--socket-uid="+strconv.Itoa(spec.SocketUID), "--socket-gid="+strconv.Itoa(spec.SocketUID))
+		if spec.PodSocket != "" {
+			args = append(args, "--pod-userns-file="+podUsernsFile(spec.PodSocket))
+		}
 	}
 	for flag, v := range map[string]string{"region": spec.Region, "prefix": spec.Prefix, "o": s.serverOptions(spec.Options),
 		"secret-ref": spec.SecretRef, "role-arn": spec.RoleARN, "pod-socket": spec.PodSocket} {
@@ -867,4 +867,12 @@ func mountedAt(target string) bool {
 		}
 	}
 	return false
+}
+
+// podUsernsFile is kubelet's record of the user namespace of the pod whose
+// rekey-sockets emptyDir holds podSocket:
+// <kubelet root>/pods/<uid>/volumes/kubernetes.io~empty-dir/rekey-sockets/<id>.sock
+// → <kubelet root>/pods/<uid>/userns.
+func podUsernsFile(podSocket string) string {
+	return filepath.Join(filepath.Dir(podSocket), "..", "..", "..", podusers.FileName)
 }

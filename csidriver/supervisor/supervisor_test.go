@@ -415,7 +415,6 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 		t.Fatalf("pod socket path %d bytes, want one over the sun_path limit", len(podSocket))
 	}
 	ctx := context.Background()
-	cfg.AllowedUIDs = []uint32{sidecarUID}
 	sup, err := supervisor.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -456,23 +455,24 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 		t.Errorf("temporary files left in the pod directory: %v", left)
 	}
 
-	// Reach it through a short name, as the sidecar does in its pod.
+	// Reach it through a short name, as the sidecar does in its pod: as
+	// the sidecar's UID it serves; as root (any root container of the
+	// pod) it does not.
 	dfd, err := unix.Open(podDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = unix.Close(dfd) }()
-	c, closer, err := control.Dial(fmt.Sprintf("/proc/self/fd/%d/%s", dfd, filepath.Base(podSocket)))
+	if got := statusAs(t, sidecarUID, sidecarUID, dfd, filepath.Base(podSocket), "pv"); got != "pv" {
+		t.Fatalf("status through the pod socket as the sidecar = %q, want volume pv", got)
+	}
+	root, err := control.NewClient(fmt.Sprintf("/proc/self/fd/%d/%s", dfd, filepath.Base(podSocket)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = closer.Close() }()
-	status, err := c.Status(ctx, &credentialsv1.StatusRequest{})
-	if err != nil || status.GetVolumeId() != "pv" || int(status.GetPid()) != info.PID {
-		t.Fatalf("status through the pod socket = %v, %v", status, err)
-	}
-	if _, err := c.Report(ctx, &credentialsv1.ReportRequest{VolumeId: "pv", Source: "rrsa", Reason: "via the pod socket"}); err != nil {
-		t.Fatal(err)
+	defer root.Close()
+	if _, err := root.Status(ctx); err == nil || !control.Retryable(err) {
+		t.Errorf("status through the pod socket as root = %v, want the connection refused", err)
 	}
 	select {
 	case ev := <-events:
@@ -481,6 +481,31 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event for a report through the pod socket")
+	}
+
+	// The pod turns out to run in a user namespace (hostUsers: false):
+	// kubelet records the mappings when it creates the sandbox, and the
+	// sidecar's UID 65532 is host UID 265532. The server gives the socket
+	// to that UID and serves it.
+	const hostBase = 200000
+	usernsFile := filepath.Join(dir, "kubelet", "pods", "0d9c6e8a-5f7b-4c1e-9a43-2b8d7e6f1a90", "userns")
+	mapping := fmt.Sprintf(`{"uidMappings":[{"hostId":%d,"containerId":0,"length":65536}],"gidMappings":[{"hostId":%d,"containerId":0,"length":65536}]}`, hostBase, hostBase)
+	if err := os.WriteFile(usernsFile, []byte(mapping), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if unix.Lstat(podSocket, &st) == nil && st.Uid == hostBase+sidecarUID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod socket uid %d, want %d after the user namespace appeared", st.Uid, hostBase+sidecarUID)
+		}
+	}
+	if st.Mode&0o777 != 0o600 || st.Gid != hostBase+sidecarUID {
+		t.Errorf("pod socket mode %o gid %d, want 0600 and %d", st.Mode&0o777, st.Gid, hostBase+sidecarUID)
+	}
+	if got := statusAs(t, hostBase+sidecarUID, hostBase+sidecarUID, dfd, filepath.Base(podSocket), "pv"); got != "pv" {
+		t.Fatalf("status as the sidecar in a user namespace = %q, want volume pv", got)
 	}
 
 	if err := sup.Stop(ctx, info.ID); err != nil {

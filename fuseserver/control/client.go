@@ -1,12 +1,17 @@
 package control
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	"rekey.dev/rekey/fuseserver/rotation"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
@@ -34,9 +39,10 @@ const serviceConfig = `{
   }]
 }`
 
-// Dial returns a client of the control socket at path and the closer of
-// its connection. It does not connect yet; the first RPC does. opts are
-// added after the defaults (tests use them).
+// Dial returns the generated client of the control socket at path and the
+// closer of its connection, for callers that need the raw protocol (the
+// supervisor's event stream, tests). Senders of keys use NewClient. It does
+// not connect yet; the first RPC does. opts are added after the defaults.
 //
 // The transport is plaintext on purpose: the socket never leaves the
 // machine, its file mode (0600, owned by the sidecar's UID) keeps other
@@ -52,4 +58,82 @@ func Dial(path string, opts ...grpc.DialOption) (credentialsv1.CredentialService
 		return nil, nil, fmt.Errorf("control: dial %s: %w", path, err)
 	}
 	return credentialsv1.NewCredentialServiceClient(conn), conn, nil
+}
+
+// Client is the sending side of the protocol: the sidecar and the node
+// plugin push keys, read Status and send Reports through it, in the domain
+// types of package rotation. The mapping to and from the protocol is the
+// one in convert.go, shared with the server.
+type Client struct {
+	api    credentialsv1.CredentialServiceClient
+	closer io.Closer
+}
+
+// NewClient returns a Client of the control socket at path (see Dial).
+func NewClient(path string, opts ...grpc.DialOption) (*Client, error) {
+	api, closer, err := Dial(path, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{api: api, closer: closer}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.closer.Close() }
+
+// ServerStatus is a server's Status: the rotation.Status it reports and
+// the process that serves it.
+type ServerStatus struct {
+	rotation.Status
+	// PID is the server's process ID in its own PID namespace. With
+	// StartedAt it tells a client that the server was replaced.
+	PID int32
+}
+
+// Swap pushes keys. A refused or stale swap is an Outcome, not an error;
+// errors are RPC failures (see Retryable).
+func (c *Client) Swap(ctx context.Context, req rotation.Request) (rotation.Outcome, error) {
+	resp, err := c.api.Swap(ctx, swapToProto(req))
+	if err != nil {
+		return rotation.Outcome{}, fmt.Errorf("control: swap: %w", err)
+	}
+	return outcomeFromProto(resp, req.Source, time.Now()), nil
+}
+
+// Status reads the server's status.
+func (c *Client) Status(ctx context.Context) (ServerStatus, error) {
+	resp, err := c.api.Status(ctx, &credentialsv1.StatusRequest{})
+	if err != nil {
+		return ServerStatus{}, fmt.Errorf("control: status: %w", err)
+	}
+	return statusFromProto(resp), nil
+}
+
+// Report sends a failure that happened before any swap.
+func (c *Client) Report(ctx context.Context, volumeID, source, reason string) error {
+	if _, err := c.api.Report(ctx, &credentialsv1.ReportRequest{VolumeId: volumeID, Source: source, Reason: reason}); err != nil {
+		return fmt.Errorf("control: report: %w", err)
+	}
+	return nil
+}
+
+// Retryable reports whether an error of a Client call may go away by
+// itself: the server is not (yet, or any more) there, or did not answer in
+// time. INVALID_ARGUMENT and other refusals of the request are final. It
+// sees through wrapping (status.Code does).
+func Retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}
+
+// Code is the gRPC code of an error of a Client call, for logs.
+func Code(err error) string { return status.Code(err).String() }
+
+// TransientRefusal reports whether a refused swap may succeed if retried
+// with the same keys: S3 could not be reached or did not answer in time.
+func TransientRefusal(r rotation.Reason) bool {
+	return r == rotation.ReasonEndpointUnreachable || r == rotation.ReasonTimeout
 }

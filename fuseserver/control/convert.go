@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/keys"
@@ -121,40 +124,106 @@ func scrub(s string, req *credentialsv1.SwapRequest) string {
 	return s
 }
 
-func resultToProto(r rotation.Result) credentialsv1.SwapResult {
-	switch r {
-	case rotation.ResultApplied:
-		return credentialsv1.SwapResult_SWAP_RESULT_APPLIED
-	case rotation.ResultUnchanged:
-		return credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED
-	case rotation.ResultRefused:
-		return credentialsv1.SwapResult_SWAP_RESULT_REFUSED
-	case rotation.ResultStale:
-		return credentialsv1.SwapResult_SWAP_RESULT_STALE
+// The mapping between the protocol and package rotation, in both
+// directions, for the server and for Client.
+
+// swapToProto is the request a Client sends for req.
+func swapToProto(req rotation.Request) *credentialsv1.SwapRequest {
+	k := req.Keys
+	return &credentialsv1.SwapRequest{AccessKeyId: k.AccessKeyID, SecretAccessKey: k.SecretAccessKey,
+		SessionToken: k.SessionToken, Expiration: timestamp(k.Expiration), Source: req.Source, Generation: req.Generation}
+}
+
+// outcomeFromProto is what a Client returns for a SwapResponse received at
+// t for a request from source.
+func outcomeFromProto(resp *credentialsv1.SwapResponse, source string, t time.Time) rotation.Outcome {
+	return rotation.Outcome{Result: resultFromProto(resp.GetResult()), Reason: reasonFromProto(resp.GetReason()),
+		Message: resp.GetMessage(), Generation: resp.GetGeneration(), Fingerprint: resp.GetFingerprint(), Time: t, Source: source}
+}
+
+// statusFromProto is what a Client returns for a StatusResponse.
+func statusFromProto(resp *credentialsv1.StatusResponse) ServerStatus {
+	return ServerStatus{PID: resp.GetPid(), Status: rotation.Status{
+		Identity: rotation.Identity{VolumeID: resp.GetVolumeId(), Bucket: resp.GetBucket(), Prefix: resp.GetPrefix(),
+			AuthType: resp.GetAuthType(), SecretRef: resp.GetSecretRef(), RoleARN: resp.GetRoleArn()},
+		Fingerprint: resp.GetFingerprint(),
+		Expiration:  timeOf(resp.GetExpiration()),
+		Generation:  resp.GetGeneration(),
+		Last:        lastSwapFromProto(resp.GetLastSwap()),
+		LastApplied: lastSwapFromProto(resp.GetLastApplied()),
+		StartedAt:   timeOf(resp.GetStartedAt()),
+	}}
+}
+
+func lastSwapFromProto(ls *credentialsv1.LastSwap) rotation.Outcome {
+	if ls == nil {
+		return rotation.Outcome{}
 	}
-	return credentialsv1.SwapResult_SWAP_RESULT_UNSPECIFIED
+	return rotation.Outcome{Result: resultFromProto(ls.GetResult()), Reason: reasonFromProto(ls.GetReason()),
+		Message: ls.GetMessage(), Time: timeOf(ls.GetTime()), Source: ls.GetSource()}
+}
+
+// timeOf is the time of a timestamp; the zero time for none (or an invalid
+// one, which no server sends).
+func timeOf(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil || ts.CheckValid() != nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+// protoResults and protoReasons pair every domain value with its protocol
+// value; both directions of the mapping are read from them.
+var (
+	protoResults = map[rotation.Result]credentialsv1.SwapResult{
+		rotation.ResultApplied:   credentialsv1.SwapResult_SWAP_RESULT_APPLIED,
+		rotation.ResultUnchanged: credentialsv1.SwapResult_SWAP_RESULT_UNCHANGED,
+		rotation.ResultRefused:   credentialsv1.SwapResult_SWAP_RESULT_REFUSED,
+		rotation.ResultStale:     credentialsv1.SwapResult_SWAP_RESULT_STALE,
+	}
+	protoReasons = map[rotation.Reason]credentialsv1.SwapReason{
+		rotation.ReasonNone:                credentialsv1.SwapReason_SWAP_REASON_UNSPECIFIED,
+		rotation.ReasonInvalidAccessKey:    credentialsv1.SwapReason_SWAP_REASON_INVALID_ACCESS_KEY,
+		rotation.ReasonSignatureMismatch:   credentialsv1.SwapReason_SWAP_REASON_SIGNATURE_MISMATCH,
+		rotation.ReasonAccessDenied:        credentialsv1.SwapReason_SWAP_REASON_ACCESS_DENIED,
+		rotation.ReasonBucketNotFound:      credentialsv1.SwapReason_SWAP_REASON_BUCKET_NOT_FOUND,
+		rotation.ReasonEndpointUnreachable: credentialsv1.SwapReason_SWAP_REASON_ENDPOINT_UNREACHABLE,
+		rotation.ReasonTimeout:             credentialsv1.SwapReason_SWAP_REASON_TIMEOUT,
+		rotation.ReasonExpiredToken:        credentialsv1.SwapReason_SWAP_REASON_EXPIRED_TOKEN,
+		rotation.ReasonInvalidInput:        credentialsv1.SwapReason_SWAP_REASON_INVALID_INPUT,
+		rotation.ReasonOther:               credentialsv1.SwapReason_SWAP_REASON_OTHER,
+	}
+)
+
+// resultFromProto maps a received result; values this build does not
+// know (a newer server) become 0, which callers treat as unexpected.
+func resultFromProto(r credentialsv1.SwapResult) rotation.Result {
+	for d, p := range protoResults {
+		if p == r {
+			return d
+		}
+	}
+	return 0
+}
+
+// reasonFromProto maps a received reason; values this build does not know
+// become ReasonOther.
+func reasonFromProto(r credentialsv1.SwapReason) rotation.Reason {
+	for d, p := range protoReasons {
+		if p == r {
+			return d
+		}
+	}
+	return rotation.ReasonOther
+}
+
+func resultToProto(r rotation.Result) credentialsv1.SwapResult {
+	return protoResults[r] // SWAP_RESULT_UNSPECIFIED for none
 }
 
 func reasonToProto(r rotation.Reason) credentialsv1.SwapReason {
-	switch r {
-	case rotation.ReasonNone:
-		return credentialsv1.SwapReason_SWAP_REASON_UNSPECIFIED
-	case rotation.ReasonInvalidAccessKey:
-		return credentialsv1.SwapReason_SWAP_REASON_INVALID_ACCESS_KEY
-	case rotation.ReasonSignatureMismatch:
-		return credentialsv1.SwapReason_SWAP_REASON_SIGNATURE_MISMATCH
-	case rotation.ReasonAccessDenied:
-		return credentialsv1.SwapReason_SWAP_REASON_ACCESS_DENIED
-	case rotation.ReasonBucketNotFound:
-		return credentialsv1.SwapReason_SWAP_REASON_BUCKET_NOT_FOUND
-	case rotation.ReasonEndpointUnreachable:
-		return credentialsv1.SwapReason_SWAP_REASON_ENDPOINT_UNREACHABLE
-	case rotation.ReasonTimeout:
-		return credentialsv1.SwapReason_SWAP_REASON_TIMEOUT
-	case rotation.ReasonExpiredToken:
-		return credentialsv1.SwapReason_SWAP_REASON_EXPIRED_TOKEN
-	case rotation.ReasonInvalidInput:
-		return credentialsv1.SwapReason_SWAP_REASON_INVALID_INPUT
+	if p, ok := protoReasons[r]; ok {
+		return p
 	}
 	return credentialsv1.SwapReason_SWAP_REASON_OTHER
 }

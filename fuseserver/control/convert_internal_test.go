@@ -36,6 +36,27 @@ func TestReasonToProtoCoversEveryReason(t *testing.T) {
 	}
 }
 
+// TestMappingRoundTrips: every result and reason survives the way out and
+// back, so the server and Client read the protocol the same way.
+func TestMappingRoundTrips(t *testing.T) {
+	for r := rotation.ResultApplied; r <= rotation.ResultStale; r++ {
+		if got := resultFromProto(resultToProto(r)); got != r {
+			t.Errorf("result %v came back as %v", r, got)
+		}
+	}
+	for r := rotation.ReasonNone; r <= rotation.ReasonOther; r++ {
+		if got := reasonFromProto(reasonToProto(r)); got != r {
+			t.Errorf("reason %v came back as %v", r, got)
+		}
+	}
+	if got := resultFromProto(credentialsv1.SwapResult(99)); got != 0 {
+		t.Errorf("an unknown result maps to %v, want 0", got)
+	}
+	if got := reasonFromProto(credentialsv1.SwapReason(99)); got != rotation.ReasonOther {
+		t.Errorf("an unknown reason maps to %v, want other", got)
+	}
+}
+
 func TestStripSecrets(t *testing.T) {
 	req := &credentialsv1.SwapRequest{AccessKeyId: "AKID", SecretAccessKey: "sk-value", SessionToken: "tok-value", Source: "secret"}
 	// A newer client may send a secret field this server does not know.

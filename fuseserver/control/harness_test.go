@@ -52,10 +52,10 @@ type fakeApplier struct {
 	gen  uint64
 }
 
-func (f *fakeApplier) SetKeys(k keys.Keys, generation uint64) {
+func (f *fakeApplier) Apply(k keys.Keys, l rotation.Ledger) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.keys, f.gen = k, generation
+	f.keys, f.gen = k, l.Generation
 }
 
 func (f *fakeApplier) get() (keys.Keys, uint64) {
@@ -122,7 +122,11 @@ func start(t *testing.T, allowed []uint32) *env {
 	t.Helper()
 	e := &env{path: shortSocketPath(t), val: &fakeValidator{}, app: &fakeApplier{}, logs: &logBuffer{}}
 	lis := listen(t, e.path, allowed, e.logs)
-	e.mgr = rotation.New(testIdentity, initialKeys, e.val, e.app, rotation.Options{})
+	// The Manager's clock stands just after the epoch, so the small
+	// generations of these tests are not ahead of it and generation 0 (a
+	// sender older than generations on the node's clock) becomes
+	// "previous + 1".
+	e.mgr = rotation.New(testIdentity, initialKeys, e.val, e.app, rotation.Options{Now: func() time.Time { return time.Unix(0, 1) }})
 	serve(t, e.mgr, lis, e.logs)
 	e.client = dial(t, e.path)
 	return e

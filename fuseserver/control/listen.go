@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"slices"
+	"sync"
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc/peer"
@@ -19,6 +20,7 @@ const DefaultSocketMode fs.FileMode = 0o600
 var (
 	ErrNoAllowedUIDs = errors.New("control: no allowed peer UIDs")
 	ErrNotSocket     = errors.New("control: path exists and is not a socket")
+	ErrReplaced      = errors.New("control: another file has replaced the socket")
 	ErrUnsupported   = errors.New("control: unix socket peer credentials are not supported on this platform")
 )
 
@@ -110,10 +112,46 @@ func (PeerAddr) Network() string { return "unix" }
 // String implements net.Addr.
 func (a PeerAddr) String() string { return fmt.Sprintf("uid=%d,gid=%d,pid=%d", a.UID, a.GID, a.PID) }
 
+// Admitter is implemented by the listeners Listen and NewListener return.
+// Admit serves connections of one more peer UID from then on and, for a
+// socket Listen created, makes uid:gid the socket's owner (its mode stays:
+// the new owner takes the old one's place). The FUSE server uses it when it
+// learns the host UID of a sidecar in a user namespace (package podusers).
+type Admitter interface {
+	Admit(uid, gid uint32) error
+}
+
+// owned is a listener whose socket file can be given to another owner.
+type owned interface {
+	chown(uid, gid uint32) error
+}
+
 type peerListener struct {
 	net.Listener
+	mu      sync.RWMutex
 	allowed []uint32
 	log     logr.Logger
+}
+
+// Admit implements Admitter.
+func (l *peerListener) Admit(uid, gid uint32) error {
+	if o, ok := l.Listener.(owned); ok {
+		if err := o.chown(uid, gid); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Contains(l.allowed, uid) {
+		l.allowed = append(l.allowed, uid)
+	}
+	return nil
+}
+
+func (l *peerListener) allows(uid uint32) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return slices.Contains(l.allowed, uid)
 }
 
 // Accept returns the next connection from an allowed peer.
@@ -129,7 +167,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		if !slices.Contains(l.allowed, p.UID) {
+		if !l.allows(p.UID) {
 			l.log.Info("Refused control connection from a UID that is not allowed", "peerUid", p.UID, "peerGid", p.GID, "peerPid", p.PID)
 			_ = c.Close()
 			continue

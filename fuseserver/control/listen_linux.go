@@ -102,6 +102,29 @@ func (l *socketListener) Close() error {
 	return err
 }
 
+// chown gives the socket file to uid:gid if it is still the one the
+// listener created. The directory may be writable by a pod, so nothing is
+// done by name: the file is opened without following a symbolic link, its
+// identity checked, and changed through the descriptor.
+func (l *socketListener) chown(uid, gid uint32) error {
+	fd, err := unix.Open(l.path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("control: chown %s: %w", l.path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("control: chown %s: %w", l.path, err)
+	}
+	if st.Dev != l.dev || st.Ino != l.ino || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("control: chown %s: %w", l.path, ErrReplaced)
+	}
+	if err := unix.Fchownat(fd, "", int(uid), int(gid), unix.AT_EMPTY_PATH); err != nil {
+		return fmt.Errorf("control: chown %s: %w", l.path, err)
+	}
+	return nil
+}
+
 // peerCredentials reads SO_PEERCRED of a unix socket connection.
 func peerCredentials(c net.Conn) (Peer, error) {
 	sc, ok := c.(syscall.Conn)

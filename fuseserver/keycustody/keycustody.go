@@ -4,16 +4,21 @@
 // newest keys from there: a resumed server never falls back to the keys the
 // mount started with, and the keys never touch a disk or a command line.
 //
+// The record also holds the fingerprints of the keys the mount replaced
+// (rotation.Ledger), so the replacement refuses replays of them too.
+//
 // The file has two fixed-size slots. Each save goes to the slot that does
 // not hold the newest record, so a writer killed in the middle of a save
 // leaves the previous record intact; a checksum tells a torn slot from a
 // whole one. The layout is versioned (FormatVersion); a reader refuses a
-// version it does not know rather than guessing.
+// version it does not know rather than guessing. Additions that older
+// readers can skip safely raise FormatMinor instead.
 package keycustody
 
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -27,16 +32,30 @@ import (
 // the only one it reads.
 const FormatVersion = 1
 
+// FormatMinor numbers additions to format 1 that readers of an older minor
+// skip without harm:
+//
+//	0  the payload is the keys
+//	1  the payload is the keys followed by a JSON array of the fingerprints
+//	   of replaced keys (readers of minor 0 decode the first JSON value and
+//	   stop there, so they read the keys and ignore the list)
+const FormatMinor = 1
+
+// MaxReplaced bounds the replaced fingerprints a record holds; a slot has
+// room for them beside the largest keys.
+const MaxReplaced = 64
+
 // Layout of a slot (little endian):
 //
 //	0  magic   [4]byte "RKKC"
-//	4  version uint16
-//	6  zero    uint16
+//	4  version uint16  FormatVersion
+//	6  minor   uint16  FormatMinor (zero in files of minor 0)
 //	8  seq     uint64  increases with every save
 //	16 gen     uint64  the keys' generation (rotation.Manager)
 //	24 length  uint32  of the payload
 //	28 crc     uint32  CRC-32C of bytes 8..28 and the payload
-//	32 payload         the keys in the wire format of package keys
+//	32 payload         the keys in the wire format of package keys, then
+//	                   (minor >= 1) the replaced fingerprints as a JSON array
 const (
 	headerSize = 32
 	// SlotSize bounds one record; the largest valid keys take about 19 KiB.
@@ -59,6 +78,9 @@ var (
 type Record struct {
 	Keys       keys.Keys
 	Generation uint64
+	// Replaced are fingerprints of keys the mount replaced, oldest first
+	// (rotation.Ledger.Replaced); at most MaxReplaced are kept, the newest.
+	Replaced []string
 }
 
 // Store reads and writes one custody file. Save calls are serialised.
@@ -89,6 +111,16 @@ func (s *Store) Save(rec Record) error {
 	if err := keys.Encode(&payload, rec.Keys); err != nil {
 		return fmt.Errorf("keycustody: %w", err)
 	}
+	replaced := rec.Replaced
+	if len(replaced) > MaxReplaced {
+		replaced = replaced[len(replaced)-MaxReplaced:]
+	}
+	if replaced == nil {
+		replaced = []string{}
+	}
+	if err := json.NewEncoder(&payload).Encode(replaced); err != nil {
+		return fmt.Errorf("keycustody: %w", err)
+	}
 	if payload.Len() > SlotSize-headerSize {
 		return fmt.Errorf("keycustody: keys take %d bytes, more than a slot holds", payload.Len())
 	}
@@ -98,6 +130,7 @@ func (s *Store) Save(rec Record) error {
 	buf := make([]byte, headerSize+payload.Len())
 	copy(buf[0:4], magic[:])
 	binary.LittleEndian.PutUint16(buf[4:6], FormatVersion)
+	binary.LittleEndian.PutUint16(buf[6:8], FormatMinor)
 	binary.LittleEndian.PutUint64(buf[8:16], seq)
 	binary.LittleEndian.PutUint64(buf[16:24], rec.Generation)
 	binary.LittleEndian.PutUint32(buf[24:28], uint32(payload.Len()))
@@ -148,12 +181,41 @@ func (s *Store) load() (rec Record, seq uint64, ok bool, err error) {
 		return Record{}, 0, false, ErrCorrupt
 	}
 	n32 := binary.LittleEndian.Uint32(best[24:28])
-	k, err := keys.Decode(bytes.NewReader(best[headerSize : headerSize+int(n32)]))
+	rec, err = decodePayload(best[headerSize:headerSize+int(n32)], binary.LittleEndian.Uint16(best[6:8]))
 	if err != nil {
-		return Record{}, 0, false, fmt.Errorf("keycustody: %w", err)
+		return Record{}, 0, false, err
 	}
-	return Record{Keys: k, Generation: binary.LittleEndian.Uint64(best[16:24])},
-		binary.LittleEndian.Uint64(best[8:16]), true, nil
+	rec.Generation = binary.LittleEndian.Uint64(best[16:24])
+	return rec, binary.LittleEndian.Uint64(best[8:16]), true, nil
+}
+
+// decodePayload reads the keys and, from minor 1 on, the replaced
+// fingerprints. A minor newer than FormatMinor is read as far as this
+// build knows it.
+func decodePayload(payload []byte, minor uint16) (Record, error) {
+	r := bytes.NewReader(payload)
+	// keys.Decode reads exactly one JSON value; what follows stays in r.
+	dec := json.NewDecoder(r)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return Record{}, fmt.Errorf("keycustody: %w: the keys are not one JSON value", ErrCorrupt)
+	}
+	k, err := keys.Decode(bytes.NewReader(raw))
+	clear(raw)
+	if err != nil {
+		return Record{}, fmt.Errorf("keycustody: %w", err)
+	}
+	rec := Record{Keys: k}
+	if minor == 0 {
+		return rec, nil
+	}
+	if err := dec.Decode(&rec.Replaced); err != nil {
+		return Record{}, fmt.Errorf("keycustody: %w: the replaced fingerprints are not a JSON array of strings", ErrCorrupt)
+	}
+	if len(rec.Replaced) > MaxReplaced {
+		return Record{}, fmt.Errorf("keycustody: %w: %d replaced fingerprints, at most %d", ErrCorrupt, len(rec.Replaced), MaxReplaced)
+	}
+	return rec, nil
 }
 
 var errNoMagic = errors.New("keycustody: no magic")

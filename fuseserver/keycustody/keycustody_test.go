@@ -169,3 +169,72 @@ func TestFormatV1Fixture(t *testing.T) {
 		t.Fatalf("fixture = %s gen %d, want %s gen %d", rec.Keys.AccessKeyID, rec.Generation, want.Keys.AccessKeyID, want.Generation)
 	}
 }
+
+// TestReplacedRoundTrip saves the ledger's replaced fingerprints with the
+// keys and reads them back, keeping the newest MaxReplaced.
+func TestReplacedRoundTrip(t *testing.T) {
+	s := newStore(t)
+	var replaced []string
+	for i := 0; i < MaxReplaced+5; i++ {
+		replaced = append(replaced, "AK"+strings.Repeat("x", i%7)+":"+string(rune('a'+i%26)))
+	}
+	if err := s.Save(Record{Keys: keys.Keys{AccessKeyID: "AK", SecretAccessKey: "sk"}, Generation: 9, Replaced: replaced}); err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, err := reopen(t, s)
+	if err != nil || !ok {
+		t.Fatalf("reopen = %v, %v", ok, err)
+	}
+	want := replaced[len(replaced)-MaxReplaced:]
+	if rec.Generation != 9 || strings.Join(rec.Replaced, ",") != strings.Join(want, ",") {
+		t.Fatalf("replaced = %v gen %d, want the newest %d", rec.Replaced, rec.Generation, MaxReplaced)
+	}
+}
+
+// TestMinorSkew: a reader of minor 0 (the payload read as keys only, what
+// servers before the replaced list do) reads a record of minor 1, and this
+// build reads records of minor 0 (the v1.bin fixture, and a fresh one).
+func TestMinorSkew(t *testing.T) {
+	s := newStore(t)
+	want := keys.Keys{AccessKeyID: "AKNEW", SecretAccessKey: "new-secret"}
+	if err := s.Save(Record{Keys: want, Generation: 3, Replaced: []string{"AKOLD:0123456789abcdef"}}); err != nil {
+		t.Fatal(err)
+	}
+	slot := make([]byte, SlotSize)
+	if _, err := s.File().ReadAt(slot, int64(1%2)*SlotSize); err != nil {
+		t.Fatal(err)
+	}
+	if minor := binary.LittleEndian.Uint16(slot[6:8]); minor != FormatMinor {
+		t.Fatalf("minor = %d, want %d", minor, FormatMinor)
+	}
+	n := binary.LittleEndian.Uint32(slot[24:28])
+	// What a minor-0 reader does with the payload: keys.Decode of all of it.
+	old, err := keys.Decode(strings.NewReader(string(slot[headerSize : headerSize+int(n)])))
+	if err != nil || !old.Equal(want) {
+		t.Fatalf("a minor-0 reader got %v, %v", old.AccessKeyID, err)
+	}
+	rec, err := decodePayload(slot[headerSize:headerSize+int(n)], 0)
+	if err != nil || !rec.Keys.Equal(want) || rec.Replaced != nil {
+		t.Fatalf("decodePayload(minor 0) = %+v, %v", rec.Replaced, err)
+	}
+}
+
+// TestCorruptReplacedList: a list that is not an array of strings, or is
+// longer than MaxReplaced, is refused with ErrCorrupt and no secret.
+func TestCorruptReplacedList(t *testing.T) {
+	keysJSON := `{"accessKeyId":"AK","secretAccessKey":"very-secret-value"}` + "\n"
+	for name, tail := range map[string]string{
+		"not an array": `{"a":1}`,
+		"numbers":      `[1,2]`,
+		"too long":     "[" + strings.TrimSuffix(strings.Repeat(`"x",`, MaxReplaced+1), ",") + "]",
+		"missing":      ``,
+	} {
+		_, err := decodePayload([]byte(keysJSON+tail), 1)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: err = %v, want ErrCorrupt", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "very-secret") {
+			t.Errorf("%s: error %q contains the secret", name, err)
+		}
+	}
+}

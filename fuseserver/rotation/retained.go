@@ -24,7 +24,7 @@ func (m *Manager) StagedDataRetained(keys []string, reason string) {
 		named = append(named, Clean(k, MaxKeyLen))
 	}
 	m.mu.Lock()
-	gen, fp := m.gen, m.current.Fingerprint()
+	gen, fp := m.ledger.Generation, m.current.Fingerprint()
 	m.mu.Unlock()
 	m.emit(Event{Kind: EventStagedDataRetained, VolumeID: m.id.VolumeID, Reason: Clean(reason, MaxReasonLen),
 		Generation: gen, Fingerprint: fp, Source: "rekey-fuse", Time: m.now(), Keys: named})

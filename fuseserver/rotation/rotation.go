@@ -1,6 +1,7 @@
 // Package rotation decides whether a FUSE server takes new keys. A Manager
 // holds the keys in use and their generation; Swap validates candidates with
-// a Validator, refuses stale generations, treats identical keys as a no-op,
+// a Validator, refuses stale generations and keys the mount already
+// replaced (decide.go has the ordering policy), treats identical keys as a no-op,
 // applies accepted keys through an Applier, and emits every outcome and
 // every Report as an Event for the parent process.
 package rotation
@@ -8,7 +9,6 @@ package rotation
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -98,15 +98,16 @@ type Validator interface {
 }
 
 // Applier puts accepted keys into use for every request signed afterwards.
+// It gets the mount's ledger with them, to save both in one piece.
 type Applier interface {
-	SetKeys(k keys.Keys, generation uint64)
+	Apply(k keys.Keys, l Ledger)
 }
 
 // Request asks for a swap.
 type Request struct {
 	Keys       keys.Keys
 	Source     string // who sent the keys, e.g. "secret", "rrsa", "csi-republish"
-	Generation uint64 // monotonic per volume; 0 means "next"
+	Generation uint64 // when the sender learned the keys (see MaxGenerationAhead); 0 from old senders
 }
 
 // Outcome is the answer to a Swap.
@@ -203,7 +204,7 @@ type Manager struct {
 
 	mu          sync.Mutex
 	current     keys.Keys
-	gen         uint64
+	ledger      Ledger
 	last        Outcome
 	lastApplied Outcome
 
@@ -225,14 +226,14 @@ type Options struct {
 	EventLog int
 	// Now replaces time.Now in tests.
 	Now func() time.Time
-	// Generation is the generation of the initial keys: 0 for a new
-	// mount, the saved one for a server that resumes a mount (so a swap
-	// of an older generation is still refused).
-	Generation uint64
+	// Ledger is the ledger of the initial keys: zero for a new mount, the
+	// saved one for a server that resumes a mount (so a swap of an older
+	// generation, or of keys the mount replaced, is still refused).
+	Ledger Ledger
 }
 
 // New returns a Manager that starts on the initial keys with
-// opts.Generation.
+// opts.Ledger.
 func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *Manager {
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 64
@@ -253,7 +254,7 @@ func New(id Identity, initial keys.Keys, v Validator, a Applier, opts Options) *
 		events:    make(chan Event, opts.EventBuffer),
 		startedAt: opts.Now(),
 		current:   initial,
-		gen:       opts.Generation,
+		ledger:    opts.Ledger,
 	}
 }
 
@@ -268,26 +269,19 @@ func (m *Manager) Swap(ctx context.Context, req Request) Outcome {
 	defer m.swapMu.Unlock()
 
 	m.mu.Lock()
-	current, gen := m.current, m.gen
+	current, ledger := m.current, m.ledger
 	m.mu.Unlock()
 
-	out := Outcome{Generation: gen, Fingerprint: current.Fingerprint(), Source: req.Source}
-	switch {
-	case req.Generation != 0 && req.Generation <= gen && !req.Keys.Equal(current):
-		out.Result = ResultStale
-		out.Message = fmt.Sprintf("stale generation %d, current is %d", req.Generation, gen)
+	out := Outcome{Generation: ledger.Generation, Fingerprint: current.Fingerprint(), Source: req.Source}
+	adm := admit(out.Fingerprint, req.Keys.Fingerprint(), req.Generation, ledger, m.now())
+	switch adm.verdict {
+	case verdictAhead:
+		return m.refuse(out, ReasonInvalidInput, adm.message)
+	case verdictUnchanged:
+		out.Result, out.Message = ResultUnchanged, adm.message
 		return m.finish(out, false)
-	case req.Keys.Equal(current):
-		out.Result = ResultUnchanged
-		out.Message = "keys already in use"
-		if req.Generation > gen {
-			// Same keys, newer generation: record it so later pushes compare correctly.
-			m.mu.Lock()
-			m.gen = req.Generation
-			m.mu.Unlock()
-			out.Generation = req.Generation
-			m.applier.SetKeys(current, req.Generation)
-		}
+	case verdictStale, verdictReplaced:
+		out.Result, out.Message = ResultStale, adm.message
 		return m.finish(out, false)
 	}
 
@@ -307,16 +301,13 @@ func (m *Manager) Swap(ctx context.Context, req Request) Outcome {
 		return m.refuse(out, ReasonOther, "key validation failed")
 	}
 
-	newGen := req.Generation
-	if newGen == 0 {
-		newGen = gen + 1
-	}
-	m.applier.SetKeys(req.Keys, newGen)
+	next := ledger.after(out.Fingerprint, adm.gen)
+	m.applier.Apply(req.Keys, next)
 	m.mu.Lock()
-	m.current, m.gen = req.Keys, newGen
+	m.current, m.ledger = req.Keys, next
 	m.mu.Unlock()
 	out.Result = ResultApplied
-	out.Generation = newGen
+	out.Generation = adm.gen
 	out.Fingerprint = req.Keys.Fingerprint()
 	out.Message = "applied"
 	return m.finish(out, true)
@@ -361,7 +352,7 @@ func (m *Manager) Report(source, reason string) error {
 		return ErrInvalidReport
 	}
 	m.mu.Lock()
-	gen, fp := m.gen, m.current.Fingerprint()
+	gen, fp := m.ledger.Generation, m.current.Fingerprint()
 	m.mu.Unlock()
 	m.emit(Event{Kind: EventReported, VolumeID: m.id.VolumeID, Reason: reason, Generation: gen,
 		Fingerprint: fp, Source: Clean(source, MaxSourceLen), Time: m.now()})
@@ -425,7 +416,7 @@ func (m *Manager) Status() Status {
 		Identity:    m.id,
 		Fingerprint: m.current.Fingerprint(),
 		Expiration:  m.current.Expiration,
-		Generation:  m.gen,
+		Generation:  m.ledger.Generation,
 		Last:        m.last,
 		LastApplied: m.lastApplied,
 		StartedAt:   m.startedAt,

@@ -27,9 +27,9 @@ type recordingApplier struct {
 	gens    []uint64
 }
 
-func (a *recordingApplier) SetKeys(k keys.Keys, gen uint64) {
+func (a *recordingApplier) Apply(k keys.Keys, l rotation.Ledger) {
 	a.applied = append(a.applied, k.AccessKeyID)
-	a.gens = append(a.gens, gen)
+	a.gens = append(a.gens, l.Generation)
 }
 
 func k(id string) keys.Keys { return keys.Keys{AccessKeyID: id, SecretAccessKey: "secret-" + id} }
@@ -37,7 +37,10 @@ func k(id string) keys.Keys { return keys.Keys{AccessKeyID: id, SecretAccessKey:
 func newManager() (*rotation.Manager, *recordingApplier) {
 	a := &recordingApplier{}
 	v := fakeValidator{ok: map[string]bool{"A": true, "B": true, "C": true}}
-	return rotation.New(rotation.Identity{VolumeID: "vol"}, k("A"), v, a, rotation.Options{}), a
+	// The clock stands just after the epoch, so the small generations of
+	// these tests are not ahead of it and generation 0 becomes "previous + 1".
+	clock := func() time.Time { return time.Unix(0, 1) }
+	return rotation.New(rotation.Identity{VolumeID: "vol"}, k("A"), v, a, rotation.Options{Now: clock}), a
 }
 
 func TestSwapSequence(t *testing.T) {
@@ -57,8 +60,9 @@ func TestSwapSequence(t *testing.T) {
 		{"equal generation with other keys is stale", rotation.Request{Keys: k("C"), Generation: 5}, rotation.ResultStale, rotation.ReasonNone, 5, k("B").Fingerprint()},
 		{"invalid keys refused, old kept", rotation.Request{Keys: k("X"), Generation: 6}, rotation.ResultRefused, rotation.ReasonInvalidAccessKey, 5, k("B").Fingerprint()},
 		{"malformed keys refused", rotation.Request{Keys: keys.Keys{AccessKeyID: "A B", SecretAccessKey: "s"}, Generation: 6}, rotation.ResultRefused, rotation.ReasonInvalidInput, 5, k("B").Fingerprint()},
-		{"expired keys refused", rotation.Request{Keys: keys.Keys{AccessKeyID: "C", SecretAccessKey: "s", Expiration: time.Now().Add(-time.Minute)}, Generation: 6}, rotation.ResultRefused, rotation.ReasonExpiredToken, 5, k("B").Fingerprint()},
-		{"generation 0 means next", rotation.Request{Keys: k("C")}, rotation.ResultApplied, rotation.ReasonNone, 6, k("C").Fingerprint()},
+		{"expired keys refused", rotation.Request{Keys: keys.Keys{AccessKeyID: "C", SecretAccessKey: "s", Expiration: time.Unix(0, 0)}, Generation: 6}, rotation.ResultRefused, rotation.ReasonExpiredToken, 5, k("B").Fingerprint()},
+		{"keys the mount replaced are stale whatever the generation", rotation.Request{Keys: k("A"), Generation: 9}, rotation.ResultStale, rotation.ReasonNone, 5, k("B").Fingerprint()},
+		{"generation 0 (older senders) takes the next one", rotation.Request{Keys: k("C")}, rotation.ResultApplied, rotation.ReasonNone, 6, k("C").Fingerprint()},
 	}
 	for _, s := range steps {
 		out := m.Swap(ctx, s.req)

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
 
+	"rekey.dev/rekey/fuseserver/rotation"
 	"rekey.dev/rekey/internal/keys"
 )
 
@@ -114,6 +115,9 @@ func (c *Client) Host() string { return c.host }
 
 // SetKeys replaces the keys for every request signed from now on.
 func (c *Client) SetKeys(k keys.Keys, gen uint64) { c.provider.Set(k, gen) }
+
+// Apply puts keys accepted by a rotation.Manager into use (rotation.Applier).
+func (c *Client) Apply(k keys.Keys, l rotation.Ledger) { c.SetKeys(k, l.Generation) }
 
 // ParseEndpoint checks an endpoint URL against the allowlist: http or https,
 // a host, no user info, query or fragment. A bare host gets https://.

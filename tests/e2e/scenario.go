@@ -250,8 +250,14 @@ func scenario(ctx context.Context, o options, c *Cluster) error {
 		if err != nil {
 			return err
 		}
+		updated := time.Now()
 		rot, err := rotate(ctx, c, writerUID, next)
 		if err != nil {
+			return err
+		}
+		// Revoke only once every mount runs the new key, as in step 3:
+		// during a rollout some mounts swap through the other version.
+		if err := rekeyWaitGate(ctx, o, c, updated); err != nil {
 			return err
 		}
 		if err := m.Revoke(ctx, cur); err != nil {

@@ -492,11 +492,15 @@ type SwapRequest struct {
 	// "rrsa", "irsa", "csi-republish", ... Required; 1-64 characters from
 	// [A-Za-z0-9._-].
 	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
-	// generation orders pushes of one volume. Senders increase it with every
-	// new set of keys; 0 means "the generation after the current one". A
-	// non-zero generation not newer than the one in use is refused with
-	// SWAP_RESULT_STALE unless the keys are the ones in use. Because of it,
-	// retrying a Swap is safe.
+	// generation is when the sender observed the keys, in nanoseconds since
+	// the Unix epoch on the node's clock (every sender of a mount runs on its
+	// node): the sidecar uses the time kubelet wrote the projected Secret or
+	// STS issued the keys, the node plugin the time a republish reached it.
+	// New keys whose generation is not newer than the one in use are answered
+	// SWAP_RESULT_STALE; a generation more than 10 minutes ahead of the
+	// server's clock is refused (SWAP_REASON_INVALID_INPUT). 0, from senders
+	// older than this rule, takes the server's clock. Because of it, retrying
+	// a Swap is safe.
 	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

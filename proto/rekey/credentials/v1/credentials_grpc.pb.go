@@ -52,8 +52,9 @@ type CredentialServiceClient interface {
 	// every request signed afterwards. Keys that do not work are refused and
 	// the old keys stay in use: a refusal is a normal response (result
 	// SWAP_RESULT_REFUSED with a reason), not an RPC error. Identical keys are
-	// a no-op, and a generation not newer than the one in use is refused as
-	// stale, so a retried or reordered Swap never rolls keys back.
+	// a no-op; keys the mount used and replaced, and new keys whose generation
+	// is not newer than the one in use, are answered SWAP_RESULT_STALE, so a
+	// retried, reordered or replayed Swap never moves a mount back.
 	//
 	// RPC errors: INVALID_ARGUMENT for a malformed request (a key field
 	// outside the allowlist, a bad source, an invalid expiration); the message
@@ -153,8 +154,9 @@ type CredentialServiceServer interface {
 	// every request signed afterwards. Keys that do not work are refused and
 	// the old keys stay in use: a refusal is a normal response (result
 	// SWAP_RESULT_REFUSED with a reason), not an RPC error. Identical keys are
-	// a no-op, and a generation not newer than the one in use is refused as
-	// stale, so a retried or reordered Swap never rolls keys back.
+	// a no-op; keys the mount used and replaced, and new keys whose generation
+	// is not newer than the one in use, are answered SWAP_RESULT_STALE, so a
+	// retried, reordered or replayed Swap never moves a mount back.
 	//
 	// RPC errors: INVALID_ARGUMENT for a malformed request (a key field
 	// outside the allowlist, a bad source, an invalid expiration); the message

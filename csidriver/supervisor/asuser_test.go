@@ -1,0 +1,114 @@
+package supervisor_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"rekey.dev/rekey/fuseserver/control"
+)
+
+// The pod socket serves the sidecar's UID alone, so a test reaches it from
+// a child process running as that UID: this test binary, copied where any
+// user may run it, in the mode TestAsPeerHelper selects.
+const (
+	helperEnvSocket = "REKEY_TEST_PEER_SOCKET" // path as the child sees it
+	helperEnvVolume = "REKEY_TEST_PEER_VOLUME"
+)
+
+// TestAsPeerHelper is not a test: run by statusAs in a child process, it
+// asks the server on the socket for its Status and sends a Report, and
+// prints the volume ID.
+func TestAsPeerHelper(t *testing.T) {
+	sock := os.Getenv(helperEnvSocket)
+	if sock == "" {
+		t.Skip("helper of statusAs")
+	}
+	c, err := control.NewClient(sock)
+	if err != nil {
+		fmt.Println("ERR", err)
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		fmt.Println("ERR", control.Code(err))
+		return
+	}
+	if err := c.Report(ctx, os.Getenv(helperEnvVolume), "rrsa", "via the pod socket"); err != nil {
+		fmt.Println("ERR", control.Code(err))
+		return
+	}
+	fmt.Println("VOLUME", st.VolumeID)
+}
+
+// statusAs connects to the socket name in the directory dirFD as uid:gid
+// from a child process and returns the volume ID it was told, or the error
+// it got ("ERR <code>").
+func statusAs(t *testing.T, uid, gid uint32, dirFD int, name, volumeID string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "rkpeer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyExe := filepath.Join(dir, "peer.test")
+	in, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(copyExe, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	_ = in.Close()
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(copyExe, "-test.run=^TestAsPeerHelper$", "-test.count=1")
+	// The directory reaches the child as descriptor 3, as the sidecar
+	// reaches its socket through a short name.
+	dup, err := syscall.Dup(dirFD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirFile := os.NewFile(uintptr(dup), "socket-dir")
+	defer dirFile.Close()
+	cmd.ExtraFiles = []*os.File{dirFile}
+	cmd.Env = append(os.Environ(), helperEnvSocket+"=/proc/self/fd/3/"+name, helperEnvVolume+"="+volumeID)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("peer helper as %d: %v\n%s", uid, err, b)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VOLUME "); ok {
+			return v
+		}
+		if strings.HasPrefix(line, "ERR ") {
+			return line
+		}
+	}
+	t.Fatalf("peer helper as %d said nothing useful:\n%s", uid, b)
+	return ""
+}
