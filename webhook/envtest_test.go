@@ -380,6 +380,33 @@ func TestCluster(t *testing.T) {
 		})
 	}
 
+	t.Run("kubectl debug", func(t *testing.T) {
+		// An ephemeral container added to an injected pod (what kubectl
+		// debug does, through the pods/ephemeralcontainers subresource)
+		// may not mount the sidecar's socket volume; one without it may.
+		p := testPod("labeled", "debug-", nil, nil, claim("data"))
+		mustCreate(t, c, p)
+		if !injected(p) {
+			t.Fatalf("pod %s not injected", p.Name)
+		}
+		add := func(name string, mounts ...corev1.VolumeMount) error {
+			var cur corev1.Pod
+			if err := c.Get(ctx, client.ObjectKeyFromObject(p), &cur); err != nil {
+				t.Fatal(err)
+			}
+			cur.Spec.EphemeralContainers = append(cur.Spec.EphemeralContainers, corev1.EphemeralContainer{
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: name, Image: "busybox", VolumeMounts: mounts}})
+			return c.SubResource("ephemeralcontainers").Update(ctx, &cur)
+		}
+		err := add("steal", corev1.VolumeMount{Name: contract.SocketVolumeName, MountPath: "/run/rekey"})
+		if err == nil || !strings.Contains(err.Error(), "may not mount the sidecar's volume") {
+			t.Fatalf("ephemeral container mounting %s: %v, want denied by the webhook", contract.SocketVolumeName, err)
+		}
+		if err := add("debug"); err != nil {
+			t.Fatalf("ephemeral container without the socket volume: %v", err)
+		}
+	})
+
 	t.Run("claim younger than the cache", func(t *testing.T) {
 		// PV, PVC and pod in quick succession: the cache may not have the
 		// claim yet, the live fallback must find it.

@@ -24,7 +24,8 @@ type PodDefaulter interface {
 	Default(ctx context.Context, pod *corev1.Pod) (admission.Warnings, error)
 }
 
-// NewHandler serves d as a mutating admission webhook for Pod creation. Like
+// NewHandler serves d as a mutating admission webhook for Pod creation, and
+// guards updates of pods' ephemeral containers (EphemeralMountDenial). Like
 // controller-runtime's defaulter it deep-copies the pod, answers a JSON patch
 // of only what d changed (see diff), and no patch when d changed nothing. Unlike it, it
 // never denies: undecodable objects, other kinds and operations, errors and
@@ -47,6 +48,10 @@ func (h *podHandler) Handle(ctx context.Context, req admission.Request) (resp ad
 			resp = admission.Allowed("").WithWarnings("rekey: internal error; pod admitted without sidecar")
 		}
 	}()
+	if req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers" &&
+		req.Kind.Group == "" && req.Kind.Kind == "Pod" {
+		return ephemeral(req)
+	}
 	if req.Operation != admissionv1.Create || req.SubResource != "" ||
 		req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		return admission.Allowed("")
@@ -171,4 +176,21 @@ func appended[T any](original, mutated []T, path string, add func(string, any)) 
 // escapePointer escapes a JSON pointer token (RFC 6901).
 func escapePointer(s string) string {
 	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+// ephemeral answers an update of a pod's ephemeral containers: denied if
+// EphemeralMountDenial says so, admitted unchanged otherwise (including
+// objects it cannot decode: the API server validates those anyway).
+func ephemeral(req admission.Request) admission.Response {
+	pod, old := &corev1.Pod{}, &corev1.Pod{}
+	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
+		return admission.Allowed("")
+	}
+	if len(req.OldObject.Raw) == 0 || json.Unmarshal(req.OldObject.Raw, old) != nil {
+		old = nil
+	}
+	if why := EphemeralMountDenial(old, pod); why != "" {
+		return admission.Denied(why)
+	}
+	return admission.Allowed("")
 }

@@ -352,16 +352,13 @@ func conflicts(pod *corev1.Pod, nSources int) string {
 // sources. A pod spec may name them in advance, expecting the volumes to
 // appear. Each removal is a warning.
 func stripPrivateMounts(pod *corev1.Pod) admission.Warnings {
-	private := func(name string) bool {
-		return name == contract.SocketVolumeName || strings.HasPrefix(name, contract.SourceVolumePrefix)
-	}
 	var warnings admission.Warnings
 	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range list {
 			c := &list[i]
 			kept := c.VolumeMounts[:0]
 			for _, m := range c.VolumeMounts {
-				if private(m.Name) {
+				if isPrivateVolume(m.Name) {
 					warnings = append(warnings, fmt.Sprintf("rekey: container %q mounted the sidecar's volume %q at %s; that mount was removed "+
 						"(only the rekey sidecar may use it)", c.Name, m.Name, m.MountPath))
 					continue
@@ -372,4 +369,43 @@ func stripPrivateMounts(pod *corev1.Pod) admission.Warnings {
 		}
 	}
 	return warnings
+}
+
+// isPrivateVolume reports whether a volume of an injected pod is the
+// sidecar's alone: the socket directory and the key sources.
+func isPrivateVolume(name string) bool {
+	return name == contract.SocketVolumeName || strings.HasPrefix(name, contract.SourceVolumePrefix)
+}
+
+// EphemeralMountDenial decides on an update of a pod's ephemeral
+// containers (kubectl debug): it returns why the update must be refused,
+// or "" to admit it. An ephemeral container added to an injected pod may
+// not mount the sidecar's volumes: whoever can write to the socket
+// directory can put a socket in place of a FUSE server's and collect the
+// keys the sidecar sends, and the sources hold the keys themselves.
+// Ephemeral containers cannot be changed once added, so only new ones are
+// looked at. Unlike injection this denies: an ephemeral container cannot be
+// admitted with a mount quietly removed, its author asked for it.
+func EphemeralMountDenial(old, pod *corev1.Pod) string {
+	if pod.Annotations[contract.StatusAnnotation] != contract.StatusInjected {
+		return ""
+	}
+	existing := map[string]bool{}
+	if old != nil {
+		for _, c := range old.Spec.EphemeralContainers {
+			existing[c.Name] = true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if existing[c.Name] {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if isPrivateVolume(m.Name) {
+				return fmt.Sprintf("rekey: ephemeral container %q may not mount the sidecar's volume %q "+
+					"(only the rekey sidecar may use it: it carries the pod's keys)", c.Name, m.Name)
+			}
+		}
+	}
+	return ""
 }
