@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"fmt"
+	"rekey.dev/rekey/fuseserver/control"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -63,6 +64,11 @@ type Config struct {
 
 	// Log receives the sidecar's log lines. The zero value discards.
 	Log logr.Logger
+	// ServerUIDs are the UIDs a FUSE server may run as, seen from the
+	// sidecar; a socket served by any other UID never gets keys (default
+	// control.TrustedServerUIDs: root, or the overflow UID in a user
+	// namespace).
+	ServerUIDs []uint32
 	// Clock drives refresh timing; nil means the real clock.
 	Clock clock.WithTicker
 	// OnSwap, if set, is called after every Swap answer (for tests, the
@@ -107,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.STSSessionName == "" {
 		c.STSSessionName = "rekey-sidecar"
+	}
+	if len(c.ServerUIDs) == 0 {
+		c.ServerUIDs = control.TrustedServerUIDs()
 	}
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}

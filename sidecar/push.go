@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -60,6 +62,7 @@ type server struct {
 	pid        int32
 	started    time.Time
 	warned     bool
+	untrusted  string // why the socket's server is not trusted; "" if it is (or unknown)
 }
 
 func newHub(cfg *Config, m *metrics) *hub {
@@ -178,7 +181,39 @@ func (h *hub) discover() {
 // work serves one socket until ctx ends.
 func (h *hub) work(ctx context.Context, s *server) {
 	log := h.log.WithValues("socket", s.path)
-	c, err := dialServer(s.path)
+	// Keys go only to a server the node plugin started: whoever serves the
+	// socket must run as one of ServerUIDs (SO_PEERCRED). Checked here once
+	// for a clear report, and by the client on every connection.
+	check := Backoff{Min: h.cfg.MinBackoff, Max: h.cfg.MaxBackoff}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, h.cfg.RPCTimeout)
+		p, err := control.CheckServer(cctx, s.path, h.cfg.ServerUIDs)
+		cancel()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, control.ErrUntrustedServer) {
+			log.Error(err, "not sending keys: the socket is not served by a FUSE server of the node plugin",
+				"serverUid", p.UID, "serverPid", p.PID, "trustedUids", h.cfg.ServerUIDs)
+			h.mu.Lock()
+			s.untrusted = fmt.Sprintf("socket %s is served by UID %d, not by the node plugin", filepath.Base(s.path), p.UID)
+			h.mu.Unlock()
+			h.metrics.ready.Set(boolFloat(h.readiness() == nil))
+			return // a replaced socket (new inode) gets a new worker
+		}
+		// Not answering yet (a server starting, or a stale socket until
+		// kubelet or the server replaces it): try again with backoff.
+		t := time.NewTimer(check.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c, err := dialServer(s.path, h.cfg.ServerUIDs)
 	if err != nil {
 		log.Error(err, "cannot set up a client for the control socket")
 		return
@@ -342,6 +377,11 @@ func (h *hub) readiness() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var missing []string
+	for _, s := range h.servers {
+		if s.untrusted != "" {
+			missing = append(missing, s.untrusted)
+		}
+	}
 	for id, v := range h.vols {
 		if v.gen == 0 {
 			missing = append(missing, id+": no keys yet")

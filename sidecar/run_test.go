@@ -124,6 +124,9 @@ func shortDir(t *testing.T) string {
 // runSidecar runs Run with fast test timings and returns a channel of its
 // swap events and its health socket.
 func runSidecar(t *testing.T, cfg Config) (<-chan SwapEvent, string) {
+	if cfg.ServerUIDs == nil {
+		cfg.ServerUIDs = []uint32{uint32(os.Getuid())} // the test's servers run in this process
+	}
 	t.Helper()
 	events := make(chan SwapEvent, 1000)
 	health := filepath.Join(cfg.SocketDir, "health.sk") // not *.sock: not a FUSE server
@@ -436,5 +439,41 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}
 	if !strings.Contains(all, "AuthenticationFail.OIDCToken.Invalid") || !strings.Contains(all, "[redacted]") {
 		t.Errorf("the STS refusal is not reported usefully: %q", reports)
+	}
+}
+
+// TestUntrustedServerGetsNoKeys: a socket served by a process that does
+// not run as a trusted server UID (an impostor's, not the node plugin's
+// FUSE server) is never sent keys, and readyz says why.
+func TestUntrustedServerGetsNoKeys(t *testing.T) {
+	sockDir, secretDir := shortDir(t), t.TempDir()
+	w, _ := atomicwriter.New(secretDir)
+	if err := w.WriteStrings(pair("AK1", "S1")); err != nil {
+		t.Fatal(err)
+	}
+	bucket := newFakeBucket("AK1", "AK2")
+	// This test's servers run as this process's UID; trust another one.
+	untrusted := uint32(os.Getuid()) + 4242
+	events, health := runSidecar(t, Config{SocketDir: sockDir, ServerUIDs: []uint32{untrusted},
+		Sources: []contract.Source{{VolumeID: "vol-1", AuthType: contract.AuthTypeSecret, SecretDir: secretDir}}})
+	k0 := keys.Keys{AccessKeyID: "AK0", SecretAccessKey: "S0"}
+	bucket.allow("AK0")
+	srv := startFakeServer(t, filepath.Join(sockDir, "vol-1.sock"), "vol-1", k0, bucket, 1001)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		body := waitReady(t, health, false)
+		if strings.Contains(body, "vol-1.sock is served by UID") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz = %q, want the untrusted socket named", body)
+		}
+	}
+	if got := srv.m.Status().Fingerprint; got != k0.Fingerprint() {
+		t.Fatalf("the untrusted server got keys: runs %s", got)
+	}
+	select {
+	case e := <-events:
+		t.Fatalf("a swap reached the untrusted server: %+v", e)
+	default:
 	}
 }

@@ -2,8 +2,14 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -80,6 +86,87 @@ func NewClient(path string, opts ...grpc.DialOption) (*Client, error) {
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.closer.Close() }
+
+// ErrUntrustedServer is returned for a socket whose server does not run as
+// one of the UIDs a client trusts (see WithServerUIDs).
+var ErrUntrustedServer = errors.New("control: the socket's server runs as an untrusted UID")
+
+// CheckServer connects to the socket at path once and checks with
+// SO_PEERCRED that the process serving it runs as one of uids; the error
+// wraps ErrUntrustedServer if it does not.
+func CheckServer(ctx context.Context, path string, uids []uint32) (Peer, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
+	if err != nil {
+		return Peer{}, fmt.Errorf("control: connect %s: %w", path, err)
+	}
+	defer conn.Close()
+	p, err := peerCredentials(conn)
+	if err != nil {
+		return Peer{}, err
+	}
+	if !slices.Contains(uids, p.UID) {
+		return p, fmt.Errorf("%w: uid %d, pid %d", ErrUntrustedServer, p.UID, p.PID)
+	}
+	return p, nil
+}
+
+// WithServerUIDs makes a Client connect only to a server that runs as one
+// of uids, checked with SO_PEERCRED on every connection before anything is
+// sent: a client that hands over keys must know it talks to the FUSE
+// server the node plugin started, not to whoever put a socket at the path.
+func WithServerUIDs(path string, uids []uint32) grpc.DialOption {
+	uids = slices.Clone(uids)
+	return grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
+		if err != nil {
+			return nil, err
+		}
+		p, err := peerCredentials(conn)
+		if err == nil && !slices.Contains(uids, p.UID) {
+			err = fmt.Errorf("%w: uid %d, pid %d", ErrUntrustedServer, p.UID, p.PID)
+		}
+		if err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	})
+}
+
+// TrustedServerUIDs are the UIDs the node plugin's FUSE servers run as,
+// seen from this process: root, or, inside a user namespace that does not
+// map the host's root (a pod with hostUsers: false), the overflow UID the
+// kernel shows for unmapped IDs.
+func TrustedServerUIDs() []uint32 {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil || mapsHostRoot(string(b)) {
+		return []uint32{0}
+	}
+	overflow := uint32(65534)
+	if o, err := os.ReadFile("/proc/sys/kernel/overflowuid"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(o)), 10, 32); err == nil {
+			overflow = uint32(v)
+		}
+	}
+	return []uint32{overflow}
+}
+
+// mapsHostRoot reports whether a uid_map maps the outer UID 0 to some UID
+// of this namespace.
+func mapsHostRoot(uidMap string) bool {
+	for _, line := range strings.Split(strings.TrimSpace(uidMap), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		outer, err1 := strconv.ParseUint(f[1], 10, 32)
+		n, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && outer == 0 && n > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // ServerStatus is a server's Status: the rotation.Status it reports and
 // the process that serves it.

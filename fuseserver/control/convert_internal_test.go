@@ -90,3 +90,19 @@ func TestScrub(t *testing.T) {
 		t.Errorf("scrub = %q", got)
 	}
 }
+
+func TestMapsHostRoot(t *testing.T) {
+	cases := map[string]bool{
+		"         0          0 4294967295\n": true,  // no user namespace
+		"0 1879048192 65536\n":               false, // hostUsers: false
+		"0 0 1\n65532 1879113724 1\n":        true,
+		"1000 0 1\n":                         true, // outer root mapped to 1000
+		"":                                   false,
+		"garbage":                            false,
+	}
+	for in, want := range cases {
+		if got := mapsHostRoot(in); got != want {
+			t.Errorf("mapsHostRoot(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
