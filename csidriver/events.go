@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -140,5 +139,3 @@ func (p *eventPoster) watchEvents(ctx context.Context, r Runner, connected func(
 		}
 	}
 }
-
-func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

@@ -348,7 +348,7 @@ func (s *nodeServer) republish(ctx context.Context, log logr.Logger, vol volumec
 		s.events.refreshFailed(info.Spec, "FUSE server control socket: "+err.Error())
 		return
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	k, source := vol.Keys, republishSource

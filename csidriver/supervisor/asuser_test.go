@@ -36,7 +36,7 @@ func TestAsPeerHelper(t *testing.T) {
 		fmt.Println("ERR", err)
 		return
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := c.Status(ctx)

@@ -470,7 +470,7 @@ func TestPodSocketOnTmpfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	if _, err := root.Status(ctx); err == nil || !control.Retryable(err) {
 		t.Errorf("status through the pod socket as root = %v, want the connection refused", err)
 	}

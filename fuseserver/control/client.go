@@ -99,7 +99,7 @@ func CheckServer(ctx context.Context, path string, uids []uint32) (Peer, error) 
 	if err != nil {
 		return Peer{}, fmt.Errorf("control: connect %s: %w", path, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	p, err := peerCredentials(conn)
 	if err != nil {
 		return Peer{}, err

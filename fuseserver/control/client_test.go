@@ -19,7 +19,7 @@ func TestClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx := rpcContext(t)
 
 	exp := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
@@ -70,7 +70,7 @@ func TestClientRetryable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_, err = c.Status(rpcContext(t))
 	if err == nil || !control.Retryable(err) {
 		t.Fatalf("Status of a missing server = %v, want a retryable error", err)
@@ -81,7 +81,7 @@ func TestClientRetryable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
+	defer func() { _ = c2.Close() }()
 	_, err = c2.Swap(rpcContext(t), rotation.Request{Keys: keys.Keys{AccessKeyID: "A B", SecretAccessKey: "s"}, Source: "secret"})
 	if err == nil || control.Retryable(err) {
 		t.Fatalf("Swap of malformed keys = %v, want a final error", err)

@@ -6,6 +6,9 @@ import (
 	"time"
 )
 
+// MaxGenerationAhead bounds how far a generation may be ahead of the
+// server's clock.
+//
 // Generations are instants on the node's clock, in nanoseconds since the
 // Unix epoch, at which a sender learned the keys it pushes: the sidecar
 // uses the time kubelet wrote the projected Secret (or the time it obtained
@@ -13,11 +16,11 @@ import (
 // it. Every sender of a mount runs on the mount's node, so all of them read
 // the same clock and their generations order their observations.
 //
-// A generation further ahead of the server's clock than MaxGenerationAhead
-// is refused: nobody on the node can have observed keys in the future, and
-// accepting one would let a single bad request freeze the mount on its
-// keys (every later push would be stale) or, near 2^64, wrap. With the
-// bound, generations stay below the year 2554.
+// A generation further ahead than this is refused: nobody on the node can
+// have observed keys in the future, and accepting one would let a single
+// bad request freeze the mount on its keys (every later push would be
+// stale) or, near 2^64, wrap. With the bound, generations stay below the
+// year 2554.
 const MaxGenerationAhead = 10 * time.Minute
 
 // MaxReplaced is how many fingerprints of replaced keys a Ledger keeps.
