@@ -61,14 +61,15 @@ type fileState struct {
 	keptUntil time.Time
 	keptSize  int64
 
+	// charged is what st counts in the mount's staged bytes (space.go).
+	charged int64
+
 	// The journal (journal.go): rec is the record of the staging file;
 	// recoveredFrom marks a state recovery made from an earlier process's
 	// journal, verify that its conflict check has not run yet, and
 	// failureReported that its first failed upload was reported.
 	rec             jrec
 	recoveredFrom   bool
-	// charged is what st counts in the mount's staged bytes (space.go).
-	charged int64
 	verify          bool
 	failureReported bool
 	// lost says why the state's data was retained on the node (retain):
