@@ -196,11 +196,16 @@ func (f *FS) chargeLocked(st *fileState) {
 	}
 }
 
+// bounded reports whether staging has a limit or a reserve.
+func (f *FS) bounded() bool {
+	return f.opts.StagingLimit > 0 || f.opts.StagingReserve > 0 || f.opts.StagingReservePercent > 0
+}
+
 // roomFor decides whether grow more bytes fit (st.mu of the growing
 // state may be held: it takes no lock of a state). It returns nil or a
 // *roomError.
 func (f *FS) roomFor(grow int64) error {
-	if grow <= 0 || (f.opts.StagingLimit <= 0 && f.opts.StagingReserve <= 0 && f.opts.StagingReservePercent <= 0) {
+	if grow <= 0 || !f.bounded() {
 		return nil
 	}
 	staged, kept, _ := f.space.snapshot()
@@ -227,6 +232,9 @@ func (f *FS) roomFor(grow int64) error {
 // RequestTimeout) and runs op again, or returns the refusal (EDQUOT or
 // ENOSPC in the chain).
 func (f *FS) withRoom(ctx context.Context, op func() error) error {
+	if !f.bounded() {
+		return op()
+	}
 	var deadline time.Time
 	for {
 		changed := f.space.changed()
