@@ -14,9 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr/testr"
-	"golang.org/x/sys/unix"
 
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 // TestStagingReserveReachesServers: the supervisor hands the node's
@@ -27,13 +27,7 @@ import (
 func TestStagingReserveReachesServers(t *testing.T) {
 	e := newMemEnv(t)
 	state := filepath.Join(e.dir, "tmpfs.state")
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", state, "tmpfs", 0, "size=64m,mode=0700"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(state, unix.MNT_DETACH) })
+	fusetest.MountTmpfs(t, state, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: e.bin, StateDir: state, Aborter: e.m, Log: testr.New(t),
@@ -56,11 +50,7 @@ func TestStagingReserveReachesServers(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("writing 48 MiB with a staging reserve of half of 64 MiB: %v after %d bytes, want ENOSPC", err, n)
 	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(state, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if free := int64(fs.Bavail) * fs.Bsize; free < 31<<20 { //nolint:gosec // a 64 MiB tmpfs
+	if free := fusetest.FreeBytes(t, state); free < 31<<20 {
 		t.Fatalf("%d bytes free on the staging filesystem, want the reserve of 32 MiB kept", free)
 	}
 	if err := f.Close(); err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 func TestDecideRoom(t *testing.T) {
@@ -183,25 +183,15 @@ func TestStagingLimitWaitsForUploadsInFlight(t *testing.T) {
 // fills, and what it wrote before uploads intact.
 func TestStagingReserveRefusesWhenDiskLow(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
 	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64m,mode=0700"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	fusetest.MountTmpfs(t, dir, 64)
 	e := newEnv(t, Options{StagingDir: filepath.Join(dir, "staging"), StagingReservePercent: 50, WriteCacheSize: -1}, true)
 	data := randomBytes(t, 48<<20)
 	n, werr, cerr := writeUntil(t, e.path("big"), data)
 	if !errors.Is(werr, syscall.ENOSPC) {
 		t.Fatalf("writing 48 MiB to a 64 MiB staging filesystem with a 50%% reserve: %v after %d bytes, want ENOSPC", werr, n)
 	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if free := int64(fs.Bavail) * fs.Bsize; free < 31<<20 { //nolint:gosec // a 64 MiB tmpfs
+	if free := fusetest.FreeBytes(t, dir); free < 31<<20 {
 		t.Fatalf("staging filesystem has %d bytes free with the file open, want the reserve (32 MiB) kept", free)
 	}
 	if n < 16<<20 {
