@@ -338,11 +338,11 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 			return err
 		}
 	}
-	if err := f.markDirtyLocked(st); err != nil {
-		return err
-	}
 	if err := f.roomFor(size - st.size); err != nil {
 		return fmt.Errorf("truncate %s to %d: %w", st.key, size, err)
+	}
+	if err := f.markDirtyLocked(st); err != nil {
+		return err
 	}
 	f.breakStreamLocked(st)
 	st.streamable = size == 0
@@ -393,8 +393,8 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 		if st.stream == nil {
 			return 0, fmt.Errorf("write %s at %d: %w", st.key, off, err)
 		}
-		// Parts of this file's own stream the server has by now free
-		// their room once released.
+		// The parts of this file's own stream that the server has
+		// acknowledged meanwhile free their room once released.
 		f.releaseUploaded(st)
 		if err := f.roomFor(off + int64(len(data)) - st.size); err != nil {
 			return 0, fmt.Errorf("write %s at %d: %w", st.key, off, err)
