@@ -115,6 +115,15 @@ func TestStagingLimitRefusesWriter(t *testing.T) {
 		t.Fatalf("bucket has %d bytes (%s), want the %d accepted (%s)", len(got), sum(got), n, sum(data[:n]))
 	}
 	stagedOnlyCache(t, e.fsys)
+	// A truncate that grows the file past the limit is refused too, and
+	// leaves the object as it was.
+	if err := os.Truncate(e.path("big"), 4*limit); !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("truncate to 4x the staging limit: %v, want EDQUOT", err)
+	}
+	if got := e.mustGet("big"); !bytes.Equal(got, data[:n]) {
+		t.Fatalf("bucket has %d bytes after the refused truncate, want the %d uploaded before", len(got), n)
+	}
+	stagedOnlyCache(t, e.fsys)
 	// Room again: the same writer can go on.
 	if err := os.WriteFile(e.path("after"), data[:limit/2], 0o600); err != nil {
 		t.Fatalf("write after the upload freed the staging: %v", err)
