@@ -139,12 +139,6 @@ func (s *space) signalLocked() {
 	}
 }
 
-func (s *space) signal() {
-	s.mu.Lock()
-	s.signalLocked()
-	s.mu.Unlock()
-}
-
 func (s *space) add(staged, kept int64) {
 	s.mu.Lock()
 	s.staged += staged
