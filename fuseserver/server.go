@@ -412,6 +412,7 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 	fo := s3fs.Options{
 		Bucket: cfg.Bucket, Prefix: cfg.Prefix,
 		UID: o.UID, GID: o.GID, Umask: o.Umask, MountUmask: o.MountUmask, ReadOnly: o.ReadOnly,
+		ForceUID: o.UIDSet, ForceGID: o.GIDSet, ForceUmask: o.UmaskSet,
 		StatCacheTTL: o.StatCacheTTL, StatCacheSize: o.StatCacheSize,
 		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
 		MultipartThreshold: int64(o.ThresholdMiB) << 20,

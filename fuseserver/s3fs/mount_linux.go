@@ -33,7 +33,8 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 			FsName:        "rekey:" + f.opts.Bucket,
 			Name:          "rekey",
 			DirectMount:   true,
-			DisableXAttrs: true,
+			// Extended attributes are kept in object metadata (xattrs.go).
+			DisableXAttrs: false,
 			MaxBackground: 64,
 			// A 1 MiB read reply plus its header does not fit a pipe of
 			// the default pipe-max-size (1 MiB), so every splice attempt

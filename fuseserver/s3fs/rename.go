@@ -143,7 +143,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
-	} else if err := f.copyObjectSized(ctx, src, dst, size); err != nil {
+	} else if err := f.copyKeepingMeta(ctx, src, dst, size); err != nil {
 		return err
 	}
 	if err := f.deleteObject(ctx, src); err != nil {
@@ -193,9 +193,9 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		if strings.HasSuffix(key, "/") && sizes[key] == 0 {
 			// A directory marker: versitygw refuses to copy one
 			// (DirectoryObjectContainsData); a new empty marker is the same.
-			return f.putMarker(ctx, dst)
+			return f.putMarker(ctx, dst, nil)
 		}
-		return f.copyObjectSized(ctx, key, dst, sizes[key])
+		return f.copyKeepingMeta(ctx, key, dst, sizes[key])
 	})
 	if err != nil {
 		return err

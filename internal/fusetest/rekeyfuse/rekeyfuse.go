@@ -46,6 +46,9 @@ type Options struct {
 	MountOptions string
 	// KeyCustody, if set, is passed (as a duplicate) as the key custody file.
 	KeyCustody *os.File
+	// Mountpoint, if set, is the directory to mount on (it must exist);
+	// by default a new one in a temporary directory.
+	Mountpoint string
 }
 
 // RunWith is Run with more options.
@@ -63,9 +66,12 @@ func RunWith(t testing.TB, s *fusetest.Server, initial keys.Keys, o Options) *Mo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	m.Dir = filepath.Join(dir, "mnt")
-	if err := os.Mkdir(m.Dir, 0o750); err != nil {
-		t.Fatal(err)
+	m.Dir = o.Mountpoint
+	if m.Dir == "" {
+		m.Dir = filepath.Join(dir, "mnt")
+		if err := os.Mkdir(m.Dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
 	}
 	keyFile := filepath.Join(dir, "keys.json")
 	var buf bytes.Buffer
