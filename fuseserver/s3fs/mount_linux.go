@@ -28,11 +28,11 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 	entry, attr, negative := ttl, ttl, ttl
 	o := &fs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:    allowOther,
-			MaxWrite:      maxWrite,
-			FsName:        "rekey:" + f.opts.Bucket,
-			Name:          "rekey",
-			DirectMount:   true,
+			AllowOther:  allowOther,
+			MaxWrite:    maxWrite,
+			FsName:      "rekey:" + f.opts.Bucket,
+			Name:        "rekey",
+			DirectMount: true,
 			// Extended attributes are kept in object metadata (xattrs.go).
 			DisableXAttrs: false,
 			MaxBackground: 64,
