@@ -42,10 +42,10 @@ test-integration: test-prereqs ## FUSE functional and key-rotation tests against
 	$(MAKE) --no-print-directory test-s3fs-suite
 
 .PHONY: test-s3fs-suite
-test-s3fs-suite: test-prereqs ## Run s3fs-fuse's integration suite (tests/s3fs-suite) on rekey and on s3fs 1.90 (apt-get install s3fs) against one MinIO and print both results (S3FS_SUITE_TABLE=FILE also writes the table there).
-	REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh | tail -1)" REKEY_S3FS_SUITE_DIR="$$(tests/s3fs-suite/build.sh | tail -1)" \
-	  REKEY_S3FS_SUITE_TABLE="$(S3FS_SUITE_TABLE)" \
-	  $(GO) test -count=1 -timeout 40m -v -tags integration -run TestS3fsSuite ./tests/s3fssuite/
+test-s3fs-suite: test-prereqs ## Run s3fs-fuse's integration suite (tests/s3fs-suite) on rekey and on s3fs 1.90 (apt-get install s3fs) against one MinIO and print both results (S3FS_SUITE_TABLE=FILE also writes the table there), and the cross-tool tests (s3fs writes, rekey reads and back, on MinIO and versitygw).
+	REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh | tail -1)" REKEY_VERSITYGW_BIN="$$(tests/s3servers/build-versitygw.sh | tail -1)" \
+	  REKEY_S3FS_SUITE_DIR="$$(tests/s3fs-suite/build.sh | tail -1)" REKEY_S3FS_SUITE_TABLE="$(S3FS_SUITE_TABLE)" \
+	  $(GO) test -count=1 -timeout 40m -v -tags integration ./tests/s3fssuite/
 
 .PHONY: k8s
 k8s: ## Build kube-apiserver, etcd and kube-controller-manager v1.34.4 for the envtest suites (cached in tools/cache/).

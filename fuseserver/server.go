@@ -224,10 +224,13 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 
 	signalReady(cfg.ReadyFD, log)
 
+	unmounted := false
 	select {
 	case <-ctx.Done():
 		log.Info("stopping", "why", context.Cause(ctx))
 	case <-served:
+		// Unmounted from outside (umount): nothing left to unmount.
+		unmounted = true
 		log.Info("filesystem was unmounted")
 	}
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -237,7 +240,14 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		log.Error(flushErr, "staged data could not be uploaded; it stays on local disk",
 			"stagingDir", cfg.StagingDir, "pending", fsys.Pending())
 	}
-	unmount(srv, cfg, log)
+	if !unmounted {
+		unmount(srv, cfg, log)
+	}
+	// Stops background retries and removes the write cache's copies of
+	// uploaded files; data not uploaded stays staged.
+	if err := fsys.Close(); err != nil {
+		log.Error(err, "close the filesystem")
+	}
 	return flushErr
 }
 
