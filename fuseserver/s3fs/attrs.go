@@ -190,8 +190,9 @@ func (f *FS) changeMeta(ctx context.Context, key string, cur statEntry, change f
 }
 
 // copyKeepingMeta copies src (size bytes) to dst with src's user metadata
-// and the Content-Type dst's name implies.
-func (f *FS) copyKeepingMeta(ctx context.Context, src, dst string, size int64) error {
+// (with a new ctime if renamed: the object itself is renamed, not a
+// directory above it) and the Content-Type dst's name implies.
+func (f *FS) copyKeepingMeta(ctx context.Context, src, dst string, size int64, renamed bool) error {
 	meta := map[string]string(nil)
 	if ent, ok := f.cache.get(src); ok && ent.kind == kindFile && ent.meta != nil {
 		meta = ent.meta
@@ -202,8 +203,9 @@ func (f *FS) copyKeepingMeta(ctx context.Context, src, dst string, size int64) e
 		}
 		meta, size = ent.meta, ent.size
 	}
-	// A rename changes the status change time, as in s3fs.
-	meta = withPosix(meta, posixAttrs{ctime: time.Now(), hasCtime: true})
+	if renamed { // a rename changes the status change time, as in s3fs
+		meta = withPosix(meta, posixAttrs{ctime: time.Now(), hasCtime: true})
+	}
 	return f.copyObjectSized(ctx, src, dst, size, meta, contentType(dst))
 }
 

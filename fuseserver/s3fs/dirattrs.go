@@ -51,6 +51,15 @@ func (f *FS) statDirMeta(ctx context.Context, key string) (statEntry, error) {
 	return statEntry{}, err
 }
 
+// markerMeta returns the user metadata of the directory marker key.
+func (f *FS) markerMeta(ctx context.Context, key string) (map[string]string, error) {
+	ent, err := f.headFile(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return ent.meta, nil
+}
+
 // fillDirEntAttr fills the attributes of the directory ent.
 func (f *FS) fillDirEntAttr(out *fuse.Attr, ent statEntry) {
 	f.fillAttr(out, ent, syscall.S_IFDIR)

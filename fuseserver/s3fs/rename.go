@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"sync"
 	"syscall"
 
@@ -143,7 +144,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
-	} else if err := f.copyKeepingMeta(ctx, src, dst, size); err != nil {
+	} else if err := f.copyKeepingMeta(ctx, src, dst, size, true); err != nil {
 		return err
 	}
 	if err := f.deleteObject(ctx, src); err != nil {
@@ -192,10 +193,18 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		dst := dstPrefix + key[len(srcPrefix):]
 		if strings.HasSuffix(key, "/") && sizes[key] == 0 {
 			// A directory marker: versitygw refuses to copy one
-			// (DirectoryObjectContainsData); a new empty marker is the same.
-			return f.putMarker(ctx, dst, nil)
+			// (DirectoryObjectContainsData); a new empty marker with its
+			// metadata is the same. The moved directory's ctime changes.
+			meta, err := f.markerMeta(ctx, key)
+			if err != nil {
+				return err
+			}
+			if key == srcPrefix {
+				meta = withPosix(meta, posixAttrs{ctime: time.Now(), hasCtime: true})
+			}
+			return f.putMarker(ctx, dst, meta)
 		}
-		return f.copyKeepingMeta(ctx, key, dst, sizes[key])
+		return f.copyKeepingMeta(ctx, key, dst, sizes[key], false)
 	})
 	if err != nil {
 		return err

@@ -93,12 +93,7 @@ func TestS3fsSuite(t *testing.T) {
 	var wg sync.WaitGroup
 	var s3fsRes, rekeyRes map[string]result
 	wg.Go(func() {
-		s3fsRes = runSuite(t, runner, s3fs.mp, func() []string { return env(s3fsBucket, s3fs.cmd.Process.Pid) }, func() error {
-			if s3fs.alive() {
-				return nil
-			}
-			return s3fs.restart()
-		}, tests)
+		s3fsRes = runSuite(t, runner, s3fs.mp, func() []string { return env(s3fsBucket, s3fs.pid()) }, s3fs.ensure, tests)
 	})
 	wg.Go(func() {
 		rekeyRes = runSuite(t, runner, rekeyMP, func() []string { return env(fusetest.Bucket, os.Getpid()) },
@@ -135,6 +130,7 @@ func TestS3fsSuite(t *testing.T) {
 // endpoint). A test that crashes s3fs 1.90 would fail every test after it;
 // restart mounts it again, as each test of the suite had its own mount.
 type s3fsMount struct {
+	mu       sync.Mutex // held by ensure
 	srv      *fusetest.Server
 	bucket   string
 	mp       string
@@ -209,10 +205,22 @@ func (m *s3fsMount) stop() {
 	_ = syscall.Unmount(m.mp, syscall.MNT_DETACH)
 }
 
-func (m *s3fsMount) restart() error {
+// ensure mounts s3fs again if it died.
+func (m *s3fsMount) ensure() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.alive() {
+		return nil
+	}
 	m.stop()
 	m.restarts++
 	return m.start()
+}
+
+func (m *s3fsMount) pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cmd.Process.Pid
 }
 
 func mounted(mp string) bool {
@@ -220,11 +228,38 @@ func mounted(mp string) bool {
 	return err == nil && bytes.Contains(b, []byte(" "+mp+" "))
 }
 
-// runSuite runs tests on the mount at mp one at a time, each in a fresh
-// directory of its own, calling ensure before each (which remounts a mount
-// that died), and returns their results.
+// runSuite runs tests on the mount at mp, each in a fresh directory of its
+// own, calling ensure before each (which remounts a mount that died), and
+// returns their results. pjdfstest's tests (the slow ones) run one after
+// another beside the others, which run one after another too.
 func runSuite(t *testing.T, runner, mp string, env func() []string, ensure func() error, tests []string) map[string]result {
-	logs := t.TempDir()
+	var pjd, rest []string
+	for _, name := range tests {
+		if strings.HasPrefix(name, "test_pjdfstest_") {
+			pjd = append(pjd, name)
+		} else {
+			rest = append(rest, name)
+		}
+	}
+	var mu sync.Mutex
+	res := map[string]result{}
+	var wg sync.WaitGroup
+	for _, group := range [][]string{pjd, rest} {
+		wg.Go(func() {
+			for name, r := range runTests(t, runner, mp, env, ensure, group) {
+				mu.Lock()
+				res[name] = r
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+// runTests runs tests one after another.
+func runTests(t *testing.T, runner, mp string, env func() []string, ensure func() error, tests []string) map[string]result {
+	logs, tmp := t.TempDir(), t.TempDir() // the suite keeps its big files in TMPDIR
 	res := map[string]result{}
 	for _, name := range tests {
 		if err := ensure(); err != nil {
@@ -232,7 +267,7 @@ func runSuite(t *testing.T, runner, mp string, env func() []string, ensure func(
 			return res
 		}
 		cmd := exec.CommandContext(context.Background(), runner, "run", mp, name)
-		cmd.Env = append(env(), "S3FS_SUITE_LOGS="+logs, "S3FS_SUITE_TIMEOUT=300")
+		cmd.Env = append(env(), "S3FS_SUITE_LOGS="+logs, "S3FS_SUITE_TIMEOUT=300", "TMPDIR="+tmp)
 		var stderr fusetest.LockedBuffer
 		cmd.Stderr = &stderr
 		out, err := fusetest.ForkSafe(cmd).Output()
