@@ -55,7 +55,8 @@ func (d *dirNode) childKey(name string) (string, syscall.Errno) {
 		return "", syscall.ENOENT
 	}
 	key := dk + name
-	if len(key)+1 > maxKeyLen {
+	// Lookup shows no name over 255 bytes (NAME_MAX); none is made.
+	if len(key)+1 > maxKeyLen || len(name) > maxNameLen {
 		return "", syscall.ENAMETOOLONG
 	}
 	return key, 0

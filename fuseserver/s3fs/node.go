@@ -59,9 +59,12 @@ func (n *node) OnForget() {
 	}
 }
 
+// maxNameLen is the longest name of a directory entry (NAME_MAX).
+const maxNameLen = 255
+
 // validName reports whether an S3 path segment can be a directory entry.
 func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && len(name) <= 255 && !strings.Contains(name, "/")
+	return name != "" && name != "." && name != ".." && len(name) <= maxNameLen && !strings.Contains(name, "/")
 }
 
 // fillFileAttr fills the attributes of a file (or symlink, FIFO, socket or
