@@ -108,7 +108,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		duration = 2 * time.Second
 	}
 	rot := &loadcheck.Rotator{Server: s3, Swap: m.SwapApplied, Current: m.Initial}
-	st, took := fusetest.RotateUnderLoad(t, rot, 200*time.Millisecond, duration, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10})
+	st, took := fusetest.RotateUnderLoad(t, rot, 200*time.Millisecond, duration, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10, Metadata: true})
 	rotations := len(took)
 	t.Logf("%d rotations, %d operations, %d failed, %d mismatched bytes, %.1f MiB verified",
 		rotations, st.Ops.Load(), st.Failed.Load(), st.Mismatched.Load(), float64(st.Bytes.Load())/(1<<20))

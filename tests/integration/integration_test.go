@@ -444,7 +444,7 @@ func testRotation(t *testing.T, srv *fusetest.Server, every time.Duration) {
 	}
 	m := rekeyfuse.Run(t, srv, initial, "")
 	rot := &loadcheck.Rotator{Keys: issuer, Swap: m.SwapApplied, Current: initial}
-	st, swaps := fusetest.RotateUnderLoad(t, rot, every, 10*time.Second, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10})
+	st, swaps := fusetest.RotateUnderLoad(t, rot, every, 10*time.Second, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10, Metadata: true})
 	rotations := len(swaps)
 	t.Logf("%s: %d rotations (swap p50 %v, max %v), %d operations, %d failed, %d mismatched bytes, %.1f MiB verified",
 		srv.Name, rotations, loadcheck.Percentile(swaps, 50), loadcheck.Percentile(swaps, 100),
