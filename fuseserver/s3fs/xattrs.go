@@ -240,7 +240,7 @@ func (n *fileNode) xattrs() (xattrTarget, syscall.Errno) {
 	return xattrTarget{f: n.fsys, key: key}, 0
 }
 
-// Getxattr, Listxattr, Setxattr and Removexattr: see xattrTarget.
+// Getxattr reads an extended attribute (xattrTarget).
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	x, errno := n.xattrs()
 	if errno != 0 {
@@ -249,6 +249,7 @@ func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	return x.get(ctx, attr, dest)
 }
 
+// Listxattr lists the names of the extended attributes (xattrTarget).
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	x, errno := n.xattrs()
 	if errno != 0 {
@@ -257,6 +258,7 @@ func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	return x.list(ctx, dest)
 }
 
+// Setxattr sets an extended attribute (xattrTarget).
 func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	x, errno := n.xattrs()
 	if errno != 0 {
@@ -268,6 +270,7 @@ func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	return x.set(ctx, attr, data, flags)
 }
 
+// Removexattr removes an extended attribute (xattrTarget).
 func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	x, errno := n.xattrs()
 	if errno != 0 {
@@ -287,7 +290,7 @@ func (d *dirNode) xattrs() (xattrTarget, syscall.Errno) {
 	return xattrTarget{f: d.fsys, key: strings.TrimSuffix(dk, "/"), isDir: true}, 0
 }
 
-// Getxattr, Listxattr, Setxattr and Removexattr: see xattrTarget.
+// Getxattr reads an extended attribute (xattrTarget).
 func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if d.IsRoot() {
 		return 0, syscall.ENODATA
@@ -299,6 +302,7 @@ func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 	return x.get(ctx, attr, dest)
 }
 
+// Listxattr lists the names of the extended attributes (xattrTarget).
 func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if d.IsRoot() {
 		return 0, 0
@@ -310,6 +314,7 @@ func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.E
 	return x.list(ctx, dest)
 }
 
+// Setxattr sets an extended attribute (xattrTarget).
 func (d *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	x, errno := d.xattrs()
 	if errno != 0 {
@@ -321,6 +326,7 @@ func (d *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags 
 	return x.set(ctx, attr, data, flags)
 }
 
+// Removexattr removes an extended attribute (xattrTarget).
 func (d *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	x, errno := d.xattrs()
 	if errno != 0 {
