@@ -173,7 +173,7 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 	// An entry without its metadata (from a listing) is looked up below:
 	// its mode, owner and times are in the object's (or marker's)
 	// metadata. What the listing said picks the request.
-	hint, hinted := entryKind(kindMissing), false
+	hint, hinted := kindMissing, false
 	if ent, ok := f.cache.get(key); ok {
 		if ent.kind == kindMissing {
 			return ent, syscall.ENOENT

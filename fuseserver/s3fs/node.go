@@ -118,7 +118,7 @@ func (f *FS) newChild(ctx context.Context, parent *fs.Inode, key string, ent sta
 		return ch
 	}
 	f.fillFileAttr(&out.Attr, ent)
-	typ, mk := out.Attr.Mode&syscall.S_IFMT, f.newFileNode
+	typ, mk := out.Mode&syscall.S_IFMT, f.newFileNode
 	if typ == syscall.S_IFLNK {
 		mk = f.newSymlinkNode
 	}
