@@ -189,6 +189,29 @@ func (f *FS) changeMeta(ctx context.Context, key string, cur statEntry, change f
 	return 0
 }
 
+// prefetchConcurrency is how many lookups prefetchMeta sends at once.
+const prefetchConcurrency = 32
+
+// prefetchMeta looks up the entries of the directory dk whose metadata
+// no cache holds, several at a time, filling the stat cache. Failures are
+// left to the lookups that follow.
+func (f *FS) prefetchMeta(ctx context.Context, dk string, ents map[string]statEntry) {
+	var keys []string
+	for name, ent := range ents {
+		if ent.meta != nil {
+			continue
+		}
+		if c, ok := f.cache.get(dk + name); ok && (c.meta != nil || c.kind == kindMissing) {
+			continue
+		}
+		keys = append(keys, dk+name)
+	}
+	_ = parallelN(ctx, prefetchConcurrency, keys, func(ctx context.Context, key string) error {
+		_, _ = f.stat(ctx, key)
+		return nil
+	})
+}
+
 // copyKeepingMeta copies src (size bytes) to dst with src's user metadata
 // (with a new ctime if renamed: the object itself is renamed, not a
 // directory above it) and the Content-Type dst's name implies.

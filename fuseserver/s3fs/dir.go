@@ -146,6 +146,11 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	for name, ent := range f.stagedUnder(dk) {
 		ents[name] = ent
 	}
+	if !f.opts.ReaddirPlusAuto {
+		// READDIRPLUS looks up every entry, one after another: fetch the
+		// metadata the listing lacks in parallel first.
+		f.prefetchMeta(ctx, dk, ents)
+	}
 	names := make([]string, 0, len(ents))
 	for name := range ents {
 		names = append(names, name)

@@ -281,6 +281,11 @@ func (f *FS) moveStates(src, dst string) {
 // parallel runs fn for each key, renameConcurrency at a time, and returns
 // the first error (the remaining keys are skipped).
 func parallel(ctx context.Context, keys []string, fn func(context.Context, string) error) error {
+	return parallelN(ctx, renameConcurrency, keys, fn)
+}
+
+// parallelN is parallel with n at a time.
+func parallelN(ctx context.Context, n int, keys []string, fn func(context.Context, string) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -289,7 +294,7 @@ func parallel(ctx context.Context, keys []string, fn func(context.Context, strin
 		firstErr error
 		next     = make(chan string)
 	)
-	for range min(renameConcurrency, len(keys)) {
+	for range min(n, len(keys)) {
 		wg.Go(func() {
 			for key := range next {
 				if err := fn(ctx, key); err != nil {
