@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"rekey.dev/rekey/csidriver"
@@ -204,12 +205,18 @@ func (c *cluster) waitDeleted(t testing.TB, pv *corev1.PersistentVolume) {
 func (c *cluster) release(t testing.TB, pv *corev1.PersistentVolume) {
 	t.Helper()
 	ctx := context.Background()
-	cur, err := c.admin.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+	// The provisioner's controller may update the PV at the same time
+	// (its annotations, finalizers): read and write again on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := c.admin.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Status.Phase = corev1.VolumeReleased
+		_, err = c.admin.CoreV1().PersistentVolumes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Status.Phase = corev1.VolumeReleased
-	if _, err := c.admin.CoreV1().PersistentVolumes().UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
