@@ -523,9 +523,7 @@ func (f *FS) writerMetaLocked(st *fileState) map[string]string {
 	if since.IsZero() || st.rec.state != journal.StateDirty {
 		since = time.Now()
 	}
-	meta := f.uploadMetaLocked(st)
-	meta[journal.WriterMetadataKey] = journal.WriterMark{ID: f.writer, DirtySince: since}.String()
-	return meta
+	return map[string]string{journal.WriterMetadataKey: journal.WriterMark{ID: f.writer, DirtySince: since}.String()}
 }
 
 // sameETag compares ETags without their quotes.

@@ -200,13 +200,13 @@ func (f *FS) materialize(ctx context.Context, key string, ino uint64, out *fuse.
 		parent.AddChild(name, in, true)
 	}
 	if isDir {
-		f.fillDirEntAttr(&out.Attr, ent)
+		f.fillDirAttr(&out.Attr, false)
 		return in, 0
 	}
 	if fn, ok := in.Operations().(*fileNode); ok {
 		fn.remember(ent)
 	}
-	f.fillFileAttr(&out.Attr, ent)
+	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
 	return in, 0
 }
 
