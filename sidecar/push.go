@@ -203,15 +203,9 @@ func (h *hub) work(ctx context.Context, s *server) {
 		}
 		// Not answering yet (a server starting, or a stale socket until
 		// kubelet or the server replaces it): try again with backoff.
-		t := time.NewTimer(check.Next())
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !waitKick(ctx, s.kick, check.Next()) {
 			return
-		case <-s.kick:
-		case <-t.C:
 		}
-		t.Stop()
 	}
 	c, err := dialServer(s.path, h.cfg.ServerUIDs)
 	if err != nil {
@@ -228,16 +222,23 @@ func (h *hub) work(ctx context.Context, s *server) {
 		} else {
 			wait = bo.Next()
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !waitKick(ctx, s.kick, wait) {
 			return
-		case <-s.kick:
-		case <-t.C:
 		}
-		t.Stop()
 	}
+}
+
+// waitKick waits for d, a kick or the end of ctx; false means ctx ended.
+func waitKick(ctx context.Context, kick <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-kick:
+	case <-t.C:
+	}
+	return true
 }
 
 // sync brings one server up to date: it asks for Status, delivers a
