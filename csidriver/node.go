@@ -175,6 +175,9 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err := s.policy.Check(vol, req.GetVolumeContext()[contract.PodInfoEphemeral] == "true"); err != nil {
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	}
+	if vol.Options, err = s.policy.Limit(vol.Options); err != nil {
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	}
 	log := s.log.WithValues("volumeId", vol.ID, "target", target, "pod", vol.SecretRef())
 	if ign := volumecontext.IgnoredAttributes(req.GetVolumeContext()); len(ign) > 0 {
 		log.V(1).Info("volume attributes ignored", "attributes", ign)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"rekey.dev/rekey/csidriver/volumecontext"
+	"rekey.dev/rekey/fuseserver/mountopts"
 )
 
 // Policy is what the node plugin's administrator allows: pod authors write
@@ -24,11 +25,66 @@ type Policy struct {
 	InlineEndpoints []string
 	// InsecureSTS allows http:// STS endpoints (test clusters).
 	InsecureSTS bool
+	// MaxWriteCacheMiB and MaxStagingMiB cap the mount options
+	// write_cache_mb and staging_mb, which take the node's disk: a volume
+	// setting more is refused; the default, when it is above the cap, is
+	// lowered to it (Limit). Zero: no cap.
+	MaxWriteCacheMiB int
+	MaxStagingMiB    int
 }
 
-// DefaultPolicy allows inline volumes to any endpoint and refuses STS over
-// plain http.
-var DefaultPolicy = Policy{InlineVolumes: true}
+// Default caps of the node plugin (rekey-csi --max-write-cache-mb,
+// --max-staging-mb): the write cache no larger than its default, a mount's
+// staging up to four times its default (docs/csi-driver.md, "Disk").
+const (
+	DefaultMaxWriteCacheMiB = mountopts.DefaultWriteCacheMiB
+	DefaultMaxStagingMiB    = 4 * mountopts.DefaultStagingMiB
+)
+
+// DefaultPolicy allows inline volumes to any endpoint, refuses STS over
+// plain http and caps the staging disk options at their default caps.
+var DefaultPolicy = Policy{InlineVolumes: true, MaxWriteCacheMiB: DefaultMaxWriteCacheMiB, MaxStagingMiB: DefaultMaxStagingMiB}
+
+// ValidateLimits checks the caps: 0 (none) or within what the mount
+// options accept, and a staging cap that holds a streamed upload's part.
+func (p Policy) ValidateLimits() error {
+	if p.MaxWriteCacheMiB < 0 || p.MaxWriteCacheMiB > mountopts.MaxWriteCacheMiB {
+		return fmt.Errorf("--max-write-cache-mb=%d: want 0 (no cap) to %d", p.MaxWriteCacheMiB, mountopts.MaxWriteCacheMiB)
+	}
+	if p.MaxStagingMiB != 0 && (p.MaxStagingMiB < mountopts.MinStagingMiB || p.MaxStagingMiB > mountopts.MaxStagingMiB) {
+		return fmt.Errorf("--max-staging-mb=%d: want 0 (no cap) or %d to %d", p.MaxStagingMiB, mountopts.MinStagingMiB, mountopts.MaxStagingMiB)
+	}
+	return nil
+}
+
+// Limit applies the caps on staging disk to a volume's mount options: a
+// value the volume sets above its cap is refused with an error naming
+// the option and the flag; a default above the cap (the volume set
+// nothing) is lowered to the cap.
+func (p Policy) Limit(o mountopts.Options) (mountopts.Options, error) {
+	for _, c := range []struct {
+		option, flag string
+		v            *int
+		def, max     int
+	}{
+		{"write_cache_mb", "--max-write-cache-mb", &o.WriteCacheMiB, mountopts.DefaultWriteCacheMiB, p.MaxWriteCacheMiB},
+		{"staging_mb", "--max-staging-mb", &o.StagingMiB, mountopts.DefaultStagingMiB, p.MaxStagingMiB},
+	} {
+		switch {
+		case c.max <= 0 || *c.v <= c.max:
+		case *c.v == c.def:
+			*c.v = c.max
+		default:
+			return o, fmt.Errorf("otherOpts %s=%d is above the node plugin's maximum of %d (rekey-csi %s): ask for %d or less, or ask the cluster administrator",
+				c.option, *c.v, c.max, c.flag, c.max)
+		}
+	}
+	if o.StagingMiB < o.PartSizeMiB {
+		return o, fmt.Errorf("otherOpts multipart_size=%d is above the node plugin's maximum staging_mb of %d (rekey-csi --max-staging-mb): a streamed upload stages at least one part",
+			o.PartSizeMiB, o.StagingMiB)
+	}
+	return o, nil
+}
 
 // ParseEndpointPatterns parses a comma-separated list of host patterns.
 func ParseEndpointPatterns(s string) ([]string, error) {

@@ -1,10 +1,19 @@
 package csidriver
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"rekey.dev/rekey/csidriver/supervisor"
 )
 
 func TestPublishDecision(t *testing.T) {
@@ -59,5 +68,51 @@ func TestTargetLocks(t *testing.T) {
 	wg.Wait()
 	if n := l.held(); n != 0 {
 		t.Errorf("%d target locks left", n)
+	}
+}
+
+// TestPublishCapsStagingDisk: a publish whose otherOpts ask for more
+// write cache or staging disk than the node plugin allows is refused with
+// PermissionDenied naming the option and the flag, and starts no server;
+// one that sets nothing gets the defaults lowered to the caps.
+func TestPublishCapsStagingDisk(t *testing.T) {
+	t.Parallel()
+	runner := &fakeRunner{mounts: map[string]supervisor.Info{}}
+	c := testDriver(t, Options{NodeID: "n", Runner: runner, Policy: &Policy{InlineVolumes: true, MaxWriteCacheMiB: 128, MaxStagingMiB: 512}})
+	publish := func(target, opts string) error {
+		_, err := c.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: "pv", TargetPath: target,
+			VolumeCapability: &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+				AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER}},
+			VolumeContext: map[string]string{"bucket": "bkt", "url": "http://127.0.0.1:1", "otherOpts": opts},
+			Secrets:       map[string]string{"akId": "AKID", "akSecret": "SECRET"}})
+		return err
+	}
+	dir := t.TempDir()
+	err := publish(filepath.Join(dir, "big"), "-o write_cache_mb=65536")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "write_cache_mb=65536 is above the node plugin's maximum of 128 (rekey-csi --max-write-cache-mb)") {
+		t.Fatalf("publish with write_cache_mb=65536 under a cap of 128: %v, want PermissionDenied naming the option and the flag", err)
+	}
+	err = publish(filepath.Join(dir, "staging"), "-o staging_mb=4096")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "--max-staging-mb") {
+		t.Fatalf("publish with staging_mb=4096 under a cap of 512: %v, want PermissionDenied", err)
+	}
+	if infos, _ := runner.List(context.Background()); len(infos) != 0 {
+		t.Fatalf("refused publishes started %d servers", len(infos))
+	}
+	if err := publish(filepath.Join(dir, "ok"), "-o staging_mb=256"); err != nil {
+		t.Fatalf("publish within the caps: %v", err)
+	}
+	if err := publish(filepath.Join(dir, "defaults"), ""); err != nil {
+		t.Fatalf("publish with defaults: %v", err)
+	}
+	got := map[string]string{}
+	infos, _ := runner.List(context.Background())
+	for _, in := range infos {
+		got[filepath.Base(in.Spec.Target)] = in.Spec.Options
+	}
+	for target, want := range map[string]string{"ok": "write_cache_mb=128,staging_mb=256", "defaults": "write_cache_mb=128,staging_mb=512"} {
+		if !strings.Contains(got[target], want) {
+			t.Errorf("server of %s runs with options %q, want them to include %q", target, got[target], want)
+		}
 	}
 }

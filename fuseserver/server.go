@@ -52,6 +52,12 @@ type Config struct {
 
 	// StagingDir holds written data until it is uploaded.
 	StagingDir string
+	// StagingReserveMiB and StagingReservePercent are free space that
+	// staging leaves on StagingDir's filesystem (s3fs.Options): the node's
+	// administrator sets them through the supervisor, never a pod's mount
+	// options. Zero: no reserve.
+	StagingReserveMiB     int
+	StagingReservePercent int
 
 	// SessionFile, for descriptor mode, records the INIT settings of the
 	// connection (package session) once the server serves, so that a later
@@ -129,6 +135,9 @@ func (c Config) validate() error {
 	}
 	if c.StagingDir == "" {
 		errs = append(errs, errors.New("staging dir is required"))
+	}
+	if c.StagingReserveMiB < 0 || c.StagingReservePercent < 0 || c.StagingReservePercent > 90 {
+		errs = append(errs, errors.New("staging reserve must be at least 0 MiB and between 0 and 90 percent"))
 	}
 	if c.Resume && (c.FuseFD < 0 || c.SessionFile == "") {
 		errs = append(errs, errors.New("resume needs a fuse fd and a session file"))
@@ -416,8 +425,10 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
 		MultipartThreshold: int64(o.ThresholdMiB) << 20,
 		ReaddirPlusAuto:    o.ReaddirPlusAuto,
+		StagingLimit:       int64(o.StagingMiB) << 20,
 		Logger:             log.WithName("fs"),
 	}
+	fo.StagingReserve, fo.StagingReservePercent = int64(cfg.StagingReserveMiB)<<20, cfg.StagingReservePercent
 	if o.WriteCacheMiB == 0 {
 		fo.WriteCacheSize = -1
 	} else {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -443,6 +444,23 @@ func checkNode(t *testing.T, in install, dir string) {
 	if sup.LivenessProbe != nil {
 		t.Error("supervisor must have no liveness probe: a restart ends every FUSE server")
 	}
+	// Staging disk: the node keeps a reserve above kubelet's default
+	// eviction threshold (nodefs.available<10%), and pods' disk options
+	// are capped (docs/csi-driver.md, "Disk").
+	if v, _ := flagValue(sargs[5:], "staging-reserve-percent"); atoi(v) <= 10 {
+		t.Errorf("supervisor --staging-reserve-percent=%q, want more than kubelet's 10%% eviction threshold", v)
+	}
+	for _, f := range []string{"max-write-cache-mb", "max-staging-mb"} {
+		if v, _ := flagValue(dargs, f); atoi(v) <= 0 {
+			t.Errorf("driver --%s=%q, want a cap", f, v)
+		}
+	}
+}
+
+// atoi is the number in s, or 0.
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func TestNodePlugin(t *testing.T) {

@@ -74,6 +74,9 @@ type config struct {
 	inlineVolumes    bool
 	inlineEndpoints  string
 	insecureSTS      bool
+	stagingReserve   supervisor.StagingReserve
+	maxWriteCacheMiB int
+	maxStagingMiB    int
 }
 
 func main() {
@@ -102,6 +105,10 @@ func parse(args []string) (config, error) {
 		"memory budget of each rekey-fuse in MiB, from which its GOMEMLIMIT and read-ahead are sized (supervisor; 0: none)")
 	fs.BoolVar(&cfg.serverCgroups, "server-memory-cgroup", true,
 		"put each rekey-fuse in a memory cgroup of its own limited to --server-memory-mib, where the node allows it (supervisor)")
+	fs.IntVar(&cfg.stagingReserve.MiB, "staging-reserve-mib", supervisor.DefaultStagingReserveMiB,
+		"free space in MiB that the FUSE servers leave on the staging filesystem (--state-dir's); writes that would use it fail with ENOSPC (supervisor; 0: none)")
+	fs.IntVar(&cfg.stagingReserve.Percent, "staging-reserve-percent", supervisor.DefaultStagingReservePercent,
+		"free space in percent of the staging filesystem that the FUSE servers leave, the larger of the two applies; keep it above kubelet's nodefs.available eviction threshold (supervisor; 0: none)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "", "address for /healthz and /metrics (driver), e.g. :9808")
 	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig for posting Events (default: in-cluster; none: Events are logged only)")
 	fs.BoolVar(&cfg.register, "register", true, "register with kubelet through <kubelet root>/plugins_registry (driver)")
@@ -120,6 +127,10 @@ func parse(args []string) (config, error) {
 	fs.BoolVar(&cfg.inlineVolumes, "inline-volumes", true, "allow inline CSI volumes, whose endpoints pod authors choose (driver)")
 	fs.StringVar(&cfg.inlineEndpoints, "inline-endpoints", "",
 		"comma-separated hosts (host, host:port, *.domain) that inline volumes' url and stsEndpoint may name; empty: any (driver)")
+	fs.IntVar(&cfg.maxWriteCacheMiB, "max-write-cache-mb", csidriver.DefaultMaxWriteCacheMiB,
+		"largest write_cache_mb a volume may set; a publish asking for more is refused (driver)")
+	fs.IntVar(&cfg.maxStagingMiB, "max-staging-mb", csidriver.DefaultMaxStagingMiB,
+		"largest staging_mb (staging disk of one mount) a volume may set; a publish asking for more is refused (driver)")
 	fs.BoolVar(&cfg.insecureSTS, "allow-insecure-sts", false, "allow http:// STS endpoints, which carry service-account tokens in clear (driver; test clusters)")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&cfg.verbosity, "v", 0, "log verbosity")
@@ -136,6 +147,12 @@ func parse(args []string) (config, error) {
 	}
 	if _, err := csidriver.ParseEndpointPatterns(cfg.inlineEndpoints); err != nil {
 		return cfg, fmt.Errorf("--inline-endpoints: %w", err)
+	}
+	if err := cfg.stagingReserve.Validate(); err != nil {
+		return cfg, fmt.Errorf("--staging-reserve-mib/--staging-reserve-percent: %w", err)
+	}
+	if err := (csidriver.Policy{MaxWriteCacheMiB: cfg.maxWriteCacheMiB, MaxStagingMiB: cfg.maxStagingMiB}).ValidateLimits(); err != nil {
+		return cfg, err
 	}
 	if cfg.serverMemoryMiB != 0 && cfg.serverMemoryMiB < supervisor.MinServerMemoryMiB {
 		return cfg, fmt.Errorf("--server-memory-mib=%d: want 0 (no budget) or at least %d", cfg.serverMemoryMiB, supervisor.MinServerMemoryMiB)
@@ -182,7 +199,8 @@ func runDriver(ctx context.Context, cfg config, m mounter.Interface, log logr.Lo
 		SocketUID: cfg.socketUID, Mounter: m, Runner: &supervisor.Client{Path: cfg.supervisorSocket},
 		Registerer: reg, Log: log, STSDuration: cfg.stsDuration, STSRefreshWindow: cfg.stsWindow}
 	patterns, _ := csidriver.ParseEndpointPatterns(cfg.inlineEndpoints) // checked in parse
-	opts.Policy = &csidriver.Policy{InlineVolumes: cfg.inlineVolumes, InlineEndpoints: patterns, InsecureSTS: cfg.insecureSTS}
+	opts.Policy = &csidriver.Policy{InlineVolumes: cfg.inlineVolumes, InlineEndpoints: patterns, InsecureSTS: cfg.insecureSTS,
+		MaxWriteCacheMiB: cfg.maxWriteCacheMiB, MaxStagingMiB: cfg.maxStagingMiB}
 	if rc, err := restConfig(cfg.kubeconfig); err != nil {
 		log.Info("no Kubernetes API access; Events are logged only", "why", err.Error())
 	} else {
@@ -240,8 +258,9 @@ func runSupervisor(ctx context.Context, cfg config, m mounter.Interface, log log
 	// this one serves the node's socket (supervisor/handoff.go).
 	sup, err := supervisor.New(ctx, supervisor.Config{FuseBinary: cfg.fuseBinary, StateDir: cfg.stateDir,
 		Aborter: m, Log: log.WithName("supervisor"), OrphanWait: cfg.orphanWait,
-		Memory:   supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups},
-		Instance: os.Getenv(supervisor.InstanceEnv), Version: version, NodeSocket: cfg.supervisorSocket})
+		Memory:         supervisor.ServerMemory{BudgetMiB: cfg.serverMemoryMiB, Cgroups: cfg.serverCgroups},
+		StagingReserve: cfg.stagingReserve,
+		Instance:       os.Getenv(supervisor.InstanceEnv), Version: version, NodeSocket: cfg.supervisorSocket})
 	if err != nil {
 		// Why this node pod is not Ready (a takeover that failed): the
 		// readiness probe prints it, and kubelet puts it in the pod's

@@ -45,6 +45,8 @@ func run() error {
 	fs.StringVar(&cfg.SessionFile, "session-file", "", "descriptor mode: file recording the connection's INIT settings, for a later --resume")
 	fs.BoolVar(&cfg.Resume, "resume", false, "descriptor mode: take over the live connection of --fuse-fd with the settings in --session-file (no INIT)")
 	fs.StringVar(&cfg.StagingDir, "staging-dir", "", "local directory for data not yet uploaded (required)")
+	fs.IntVar(&cfg.StagingReserveMiB, "staging-reserve-mib", 0, "free space in MiB that staging leaves on the staging directory's filesystem; writes that would use it fail with ENOSPC (0: none)")
+	fs.IntVar(&cfg.StagingReservePercent, "staging-reserve-percent", 0, "free space, in percent of the staging filesystem's size, that staging leaves; the larger of the two applies (0: none)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "path of the control API unix socket")
 	fs.IntVar(&cfg.ControlFD, "control-fd", -1, "inherited listening unix socket for the control API")
 	fs.StringVar(&cfg.PodSocket, "pod-socket", "", "second control socket, created once its directory (the pod's emptyDir) exists")

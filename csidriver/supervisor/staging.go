@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,48 @@ import (
 // by a FUSE server, or by the supervisor when a mount's server is gone).
 // Keys names the objects.
 const EventStagedDataRetained = "retained"
+
+// StagingReserve is free space on the node's staging filesystem (the
+// state directory's) that the FUSE servers leave alone: a write that would
+// take the free space below max(MiB, Percent of the filesystem) fails with
+// ENOSPC (s3fs, space.go). The filesystem is the kubelet's (nodefs): with
+// a reserve above kubelet's eviction threshold for nodefs.available,
+// staging alone never puts the node under DiskPressure, however many
+// mounts it has, and evicting pods for it, which would free none of it,
+// does not happen.
+type StagingReserve struct {
+	MiB     int
+	Percent int
+}
+
+// Defaults of the node plugin (rekey-csi supervisor --staging-reserve-*):
+// 2 points above kubelet's default hard eviction threshold
+// (nodefs.available<10%), and 1 GiB on small disks.
+const (
+	DefaultStagingReserveMiB     = 1024
+	DefaultStagingReservePercent = 12
+	MaxStagingReservePercent     = 90
+)
+
+// Validate checks the reserve's ranges.
+func (r StagingReserve) Validate() error {
+	if r.MiB < 0 || r.Percent < 0 || r.Percent > MaxStagingReservePercent {
+		return fmt.Errorf("staging reserve %d MiB, %d%%: want at least 0 MiB and 0 to %d%%", r.MiB, r.Percent, MaxStagingReservePercent)
+	}
+	return nil
+}
+
+// args are the rekey-fuse flags of the reserve.
+func (r StagingReserve) args() []string {
+	var out []string
+	if r.MiB > 0 {
+		out = append(out, "--staging-reserve-mib="+strconv.Itoa(r.MiB))
+	}
+	if r.Percent > 0 {
+		out = append(out, "--staging-reserve-percent="+strconv.Itoa(r.Percent))
+	}
+	return out
+}
 
 // pruneStaging removes from the staging directory of mount id what its
 // journal says is uploaded (journal.Prune), and keeps, logs and reports

@@ -62,6 +62,9 @@ type Config struct {
 	ExtraArgs []string
 	// Memory is the memory budget of each FUSE server (memory.go); zero: none.
 	Memory ServerMemory
+	// StagingReserve is the free space every FUSE server leaves on the
+	// filesystem of the staging directories (staging.go); zero: none.
+	StagingReserve StagingReserve
 	// Instance is the ID of this supervisor container (owner.go), from
 	// init (InstanceEnv). Empty: New makes one and holds its lock itself.
 	Instance string
@@ -358,6 +361,7 @@ func (s *Supervisor) command(spec Spec, info Info, l launch) (*exec.Cmd, *os.Fil
 			args = append(args, "--"+flag+"="+v)
 		}
 	}
+	args = append(args, s.cfg.StagingReserve.args()...)
 	args = append(args, s.cfg.ExtraArgs...)
 	cmd := exec.Command(s.cfg.FuseBinary, args...)
 	cmd.ExtraFiles = files

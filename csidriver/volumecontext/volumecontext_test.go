@@ -119,6 +119,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("x", "B", "ftp://", "-o", "x", "A K", "s\x00", "")
 	f.Add("pv", "bkt", "https://AKIDAKIDAKID:longsecretvalue@h", "", "secret", "AKID", secretValue, "")
 	f.Add("pv", "bkt", "", "", "secret", "AKID", secretValue, "https://AKIDAKIDAKID:s3cr3t%zz@[::1")
+	f.Add("pv", "bkt", "http://h", "-o staging_mb=4096,write_cache_mb=512", "secret", "AKID", secretValue, "")
 	f.Fuzz(func(t *testing.T, id, bucket, url, opts, auth, ak, sk, endpoint string) {
 		_, err := Parse(id, map[string]string{"bucket": bucket, "url": url, "otherOpts": opts, "authType": auth},
 			map[string]string{"akId": ak, "akSecret": sk, "endpoint": endpoint})

@@ -27,6 +27,9 @@ const (
 	MaxReadAheadMiB      = 4 << 10
 	DefaultWriteCacheMiB = 256
 	MaxWriteCacheMiB     = 64 << 10
+	DefaultStagingMiB    = 1024
+	MinStagingMiB        = 64
+	MaxStagingMiB        = 1 << 20
 	MinPartSizeMiB       = 5
 	MaxPartSizeMiB       = 5 << 10
 	maxOptionsLen        = 4096
@@ -56,6 +59,12 @@ type Options struct {
 	// files written through the mount after their upload, for reading them
 	// back within stat_cache_expire without a request; 0 disables.
 	WriteCacheMiB int
+	// StagingMiB (staging_mb) bounds the staging disk of the mount: data
+	// written and not uploaded yet plus the write cache. A write past it
+	// fails with EDQUOT once the write cache is evicted and the uploads in
+	// flight are done. There is no "unlimited": the node's administrator
+	// caps it (rekey-csi --max-staging-mb).
+	StagingMiB int
 }
 
 // Default returns the options in effect when none are given.
@@ -69,6 +78,7 @@ func Default() Options {
 		ThresholdMiB:  DefaultThresholdMiB,
 		ReadAheadMiB:  DefaultReadAheadMiB,
 		WriteCacheMiB: DefaultWriteCacheMiB,
+		StagingMiB:    DefaultStagingMiB,
 	}
 }
 
@@ -118,6 +128,11 @@ var allowlist = map[string]option{
 		o.WriteCacheMiB = n
 		return err
 	}, help: "MiB of staging disk keeping files written through the mount for reading back within stat_cache_expire (0 disables)"},
+	"staging_mb": {apply: func(o *Options, v string) error {
+		n, err := parseInt(v, MinStagingMiB, MaxStagingMiB)
+		o.StagingMiB = n
+		return err
+	}, help: "MiB of staging disk the mount may use: data not uploaded yet and the write cache; writes past it fail with EDQUOT"},
 	"readdirplus": {apply: func(o *Options, v string) error {
 		switch v {
 		case "auto":
@@ -188,6 +203,9 @@ func Parse(s string) (Options, error) {
 			}
 		}
 	}
+	if o.StagingMiB < o.PartSizeMiB {
+		return o, fmt.Errorf("mountopts: staging_mb=%d is below multipart_size=%d: a streamed upload stages at least one part", o.StagingMiB, o.PartSizeMiB)
+	}
 	return o, nil
 }
 
@@ -237,6 +255,9 @@ func (o Options) String() string {
 	}
 	if o.WriteCacheMiB != d.WriteCacheMiB {
 		out = append(out, "write_cache_mb="+strconv.Itoa(o.WriteCacheMiB))
+	}
+	if o.StagingMiB != d.StagingMiB {
+		out = append(out, "staging_mb="+strconv.Itoa(o.StagingMiB))
 	}
 	return strings.Join(out, ",")
 }

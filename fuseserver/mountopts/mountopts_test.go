@@ -32,6 +32,14 @@ func TestParse(t *testing.T) {
 		{in: "readdirplus=sometimes", wantErr: "neither auto nor always"},
 		{in: "write_cache_mb=0", check: func(o mountopts.Options) bool { return o.WriteCacheMiB == 0 }},
 		{in: "write_cache_mb=-5", wantErr: "between 0 and"},
+		{in: "staging_mb=2048", check: func(o mountopts.Options) bool { return o.StagingMiB == 2048 }},
+		{in: "", check: func(o mountopts.Options) bool { return o.StagingMiB == mountopts.DefaultStagingMiB }},
+		{in: "staging_mb=0", wantErr: `"staging_mb": "0" is not a number between 64 and`},
+		{in: "staging_mb=-1", wantErr: "between 64 and"},
+		{in: "staging_mb=99999999999", wantErr: "between 64 and"},
+		{in: "staging_mb=1e3", wantErr: "between 64 and"},
+		{in: "staging_mb=64,multipart_size=128", wantErr: "staging_mb=64 is below multipart_size=128"},
+		{in: "staging_mb=128,multipart_size=128", check: func(o mountopts.Options) bool { return o.StagingMiB == 128 }},
 		{in: "-o nosuid", wantErr: `unknown option "nosuid"`},
 		{in: "-o passwd_file=/etc/shadow", wantErr: "unknown option"},
 		{in: "uid=root", wantErr: `"uid": "root" is not a valid ID`},
@@ -66,7 +74,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestStringRoundTrip(t *testing.T) {
-	in := "uid=1000,gid=1000,umask=0027,mp_umask=0002,allow_other,ro,use_path_request_style,stat_cache_expire=5,max_stat_cache_size=10,multipart_size=32,multipart_threshold=100,readahead_mb=256,readdirplus=auto,write_cache_mb=0"
+	in := "uid=1000,gid=1000,umask=0027,mp_umask=0002,allow_other,ro,use_path_request_style,stat_cache_expire=5,max_stat_cache_size=10,multipart_size=32,multipart_threshold=100,readahead_mb=256,readdirplus=auto,write_cache_mb=0,staging_mb=4096"
 	o, err := mountopts.Parse(in)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +87,8 @@ func TestStringRoundTrip(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("-o uid=1,allow_other")
 	f.Add("umask=022 -o ro")
+	f.Add("-o staging_mb=64,write_cache_mb=0")
+	f.Add("staging_mb=100,multipart_size=200")
 	f.Fuzz(func(t *testing.T, s string) {
 		o, err := mountopts.Parse(s)
 		if err != nil {

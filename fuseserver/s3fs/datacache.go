@@ -34,6 +34,7 @@ func (f *FS) keepLocked(st *fileState) []*fileState {
 	st.keptSize = st.size
 	st.kept = f.kept.PushFront(st)
 	f.keptBytes += st.keptSize
+	f.space.add(0, st.keptSize)
 	var evicted []*fileState
 	for f.keptBytes > f.opts.WriteCacheSize || f.kept.Len() > f.opts.WriteCacheFiles {
 		victim := f.kept.Back().Value.(*fileState)
@@ -54,6 +55,7 @@ func (f *FS) unkeepLocked(st *fileState) {
 	f.kept.Remove(st.kept)
 	st.kept = nil
 	f.keptBytes -= st.keptSize
+	f.space.add(0, -st.keptSize)
 }
 
 // expiredLocked takes st out of the write cache and FS.files if it is a
@@ -79,6 +81,7 @@ func (f *FS) dropKept(states []*fileState) {
 		st.mu.Lock()
 		file := st.file
 		st.file = nil
+		f.chargeLocked(st)
 		st.mu.Unlock()
 		if file != nil {
 			f.removeStagingFile(file)

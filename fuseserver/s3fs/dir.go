@@ -324,7 +324,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		// POSIX: an open file stays readable after unlink. Reads of an
 		// unstaged file go to the bucket, so stage it before deleting it
 		// (up to MultipartThreshold; larger ones read ENOENT afterwards).
-		if err := f.stageOpenForUnlink(ctx, st); err != nil {
+		if err := f.withRoom(ctx, func() error { return f.stageOpenForUnlink(ctx, st) }); err != nil {
 			f.log.Error(err, "unlink: stage open file", "key", key)
 			return Errno(err)
 		}

@@ -105,7 +105,7 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 			st = f.acquireState(key)
 			defer f.releaseState(st)
 		}
-		err := f.truncate(ctx, st, int64(size))
+		err := f.withRoom(ctx, func() error { return f.truncate(ctx, st, int64(size)) })
 		st.mu.Lock()
 		writers := st.writers
 		st.mu.Unlock()

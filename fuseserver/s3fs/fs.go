@@ -54,6 +54,8 @@ type FS struct {
 	kept       *list.List // write cache: closed clean states, most recent first (datacache.go)
 	keptBytes  int64
 
+	space space // staging disk in use (space.go)
+
 	nodes *nodeTable // node numbers (nodeid.go)
 	index resumeIndex
 }

@@ -107,7 +107,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	// An O_APPEND write goes to the end of what is staged, except a resent
 	// one: the earlier server may have written it, and the kernel's offset
 	// (its size of the file then) puts it in the same place again.
-	n, err := h.fsys.writeAt(ctx, h.st, data, off, h.appendMode && !resent(ctx))
+	var n int
+	err := h.fsys.withRoom(ctx, func() (err error) {
+		n, err = h.fsys.writeAt(ctx, h.st, data, off, h.appendMode && !resent(ctx))
+		return err
+	})
 	if err != nil {
 		h.fsys.log.Error(err, "write", "offset", off)
 		return uint32(n), Errno(err)

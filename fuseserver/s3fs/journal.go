@@ -348,6 +348,11 @@ func (f *FS) recoverStaging() {
 	}
 	f.mu.Unlock()
 	for _, st := range recovered {
+		st.mu.Lock()
+		f.chargeLocked(st)
+		st.mu.Unlock()
+	}
+	for _, st := range recovered {
 		f.log.Info("recovered staged data of an earlier server; uploading it", "key", st.key, "size", st.size, "streamed", st.stream != nil)
 		f.scheduleUpload(st, 0)
 	}
@@ -626,6 +631,7 @@ func (f *FS) checkRecoveredLocked(ctx context.Context, st *fileState) (done bool
 		var drop *os.File
 		if st.hasReleasedLocked() { // holes: reads must go to the bucket
 			drop, st.file, st.released, st.streamable = st.file, nil, nil, false
+			f.chargeLocked(st)
 		}
 		// With the object's ETag as the base: with none, the next
 		// recovery would take this very object for another client's
@@ -671,6 +677,7 @@ func (f *FS) retain(st *fileState, why string) {
 	f.unkeepLocked(st)
 	file := st.file
 	st.file, st.released, st.streamable, st.verify = nil, nil, false, false
+	f.chargeLocked(st) // retained: the reserve still sees it, the limit no longer
 	if st.stream != nil {
 		st.stream.cancel() // keep the server's parts: the record names them
 		st.stream = nil

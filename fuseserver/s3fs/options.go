@@ -121,6 +121,22 @@ type Options struct {
 	// StatCacheTTL (at least every second), not only when the key is used.
 	WriteCacheFiles int
 
+	// StagingLimit bounds, in bytes, the staging disk of this mount: data
+	// written and not uploaded yet, the unacknowledged parts of files
+	// being streamed, and the write cache. The write cache is evicted
+	// first; a write, truncate or staging download that still does not
+	// fit waits for uploads in flight (at most RequestTimeout), then fails
+	// with EDQUOT (space.go). Zero: no limit.
+	StagingLimit int64
+	// StagingReserve and StagingReservePercent keep free space on the
+	// filesystem of StagingDir, shared by every mount staging there:
+	// staging never grows past max(StagingReserve bytes,
+	// StagingReservePercent of the filesystem's size) of free space left;
+	// what would fails with ENOSPC, after the same eviction and wait.
+	// Zero: no reserve.
+	StagingReserve        int64
+	StagingReservePercent int
+
 	// Logger receives structured logs; per-operation debug logs are V(1).
 	// The zero Logger discards.
 	Logger logr.Logger
@@ -202,6 +218,12 @@ func (o Options) normalize() (Options, error) {
 		o.WriteCacheSize = DefaultWriteCacheSize
 	case o.WriteCacheSize < 0:
 		o.WriteCacheSize = 0
+	}
+	if o.StagingLimit < 0 || o.StagingReserve < 0 {
+		return o, fmt.Errorf("%w: staging limit %d or reserve %d is negative", ErrInvalidOptions, o.StagingLimit, o.StagingReserve)
+	}
+	if o.StagingReservePercent < 0 || o.StagingReservePercent > 90 {
+		return o, fmt.Errorf("%w: staging reserve of %d%% is not between 0 and 90", ErrInvalidOptions, o.StagingReservePercent)
 	}
 	switch {
 	case o.ReadAheadMemory == 0:

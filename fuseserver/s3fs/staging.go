@@ -61,6 +61,9 @@ type fileState struct {
 	keptUntil time.Time
 	keptSize  int64
 
+	// charged is what st counts in the mount's staged bytes (space.go).
+	charged int64
+
 	// The journal (journal.go): rec is the record of the staging file;
 	// recoveredFrom marks a state recovery made from an earlier process's
 	// journal, verify that its conflict check has not run yet, and
@@ -205,6 +208,7 @@ func (f *FS) maybeDrop(st *fileState) {
 	}
 	file := st.file
 	st.file, st.released = nil, nil
+	f.chargeLocked(st)
 	st.mu.Unlock()
 	f.mu.Unlock()
 	if file != nil {
@@ -260,6 +264,7 @@ func (f *FS) loadLocked(ctx context.Context, st *fileState) error {
 		return err
 	}
 	st.file, st.size, st.mtime, st.rec = file, size, mtime, rec
+	f.chargeLocked(st)
 	// Staged content equals the bucket: clean.
 	st.uploaded = st.gen
 	st.rec.base = &journal.Base{ETag: etag, Absent: etag == ""}
@@ -295,6 +300,10 @@ func (f *FS) download(ctx context.Context, key string, file *os.File) (int64, ti
 			}
 		}
 		if len(res.data) > 0 {
+			// Not charged until staged whole: all of it is growth.
+			if err := f.roomFor(off + int64(len(res.data))); err != nil {
+				return 0, mtime, "", fmt.Errorf("stage %s: %w", key, err)
+			}
 			if _, err := file.WriteAt(res.data, off); err != nil {
 				return 0, mtime, "", fmt.Errorf("stage %s: %w", key, err)
 			}
@@ -324,9 +333,13 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 				return err
 			}
 			st.file, st.size, st.rec = file, 0, rec
+			f.chargeLocked(st)
 		} else if err := f.loadLocked(ctx, st); err != nil {
 			return err
 		}
+	}
+	if err := f.roomFor(size - st.size); err != nil {
+		return fmt.Errorf("truncate %s to %d: %w", st.key, size, err)
 	}
 	if err := f.markDirtyLocked(st); err != nil {
 		return err
@@ -337,6 +350,7 @@ func (f *FS) truncate(ctx context.Context, st *fileState, size int64) error {
 		return fmt.Errorf("truncate staging of %s: %w", st.key, err)
 	}
 	st.size = size
+	f.chargeLocked(st)
 	st.mtime = time.Now()
 	st.gen++
 	return nil
@@ -375,12 +389,24 @@ func (f *FS) writeAt(ctx context.Context, st *fileState, data []byte, off int64,
 		st.streamable = false // rewrites data already uploading
 		f.breakStreamLocked(st)
 	}
+	if err := f.roomFor(off + int64(len(data)) - st.size); err != nil {
+		if st.stream == nil {
+			return 0, fmt.Errorf("write %s at %d: %w", st.key, off, err)
+		}
+		// The parts of this file's own stream that the server has
+		// acknowledged meanwhile free their room once released.
+		f.releaseUploaded(st)
+		if err := f.roomFor(off + int64(len(data)) - st.size); err != nil {
+			return 0, fmt.Errorf("write %s at %d: %w", st.key, off, err)
+		}
+	}
 	if err := f.markDirtyLocked(st); err != nil {
 		return 0, err
 	}
 	n, err := st.file.WriteAt(data, off)
 	if end := off + int64(n); end > st.size {
 		st.size = end
+		f.chargeLocked(st)
 	}
 	if n > 0 {
 		st.mtime = time.Now()
@@ -527,7 +553,9 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	st.mu.Unlock()
 
 	start := time.Now()
+	done := f.space.uploading()
 	etag, err := f.putFile(ctx, key, file, size, meta)
+	done()
 	if err != nil {
 		f.log.Error(err, "upload failed, data stays staged", "key", key, "size", size)
 		return 0, "", err
@@ -566,6 +594,7 @@ func (f *FS) finishStreamLocked(ctx context.Context, st *fileState) (uint64, err
 	if st.hasReleasedLocked() {
 		file := st.file
 		st.file, st.released, st.streamable = nil, nil, false
+		f.chargeLocked(st)
 		f.removeStagingFile(file)
 	} else {
 		f.recordUploadedLocked(st, gen, s.etag)

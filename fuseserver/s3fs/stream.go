@@ -136,8 +136,10 @@ func (s *stream) launch(i int, n int64) {
 	off := int64(i) * s.partSize
 	s.pending.Add(1)
 	s.wg.Add(1)
+	done := s.f.space.uploading()
 	go func() {
 		defer s.wg.Done()
+		defer done()
 		defer func() {
 			s.pending.Add(-1)
 			select {
@@ -191,6 +193,7 @@ func (s *stream) waitWindow(ctx context.Context) {
 // staging file (st.mu held, so no read of the staging runs meanwhile). A
 // file system without hole punching keeps the data; nothing else changes.
 func (f *FS) releaseUploaded(st *fileState) {
+	defer f.chargeLocked(st)
 	s := st.stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
