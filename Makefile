@@ -35,10 +35,17 @@ test: test-prereqs ## Run every test (real FUSE mounts and S3 servers; needs roo
 	cd third_party/go-fuse && $(GO) test $(TEST_FLAGS) ./fuse/ ./fs/
 
 .PHONY: test-integration
-test-integration: test-prereqs ## FUSE functional and key-rotation tests against real MinIO and versitygw (builds them; fails rather than skips under CI=true).
+test-integration: test-prereqs ## FUSE functional and key-rotation tests against real MinIO and versitygw, then s3fs-fuse's own suite on rekey and s3fs side by side (builds them; fails rather than skips under CI=true).
 	REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh | tail -1)" REKEY_MC_BIN="$$(tests/s3servers/build-mc.sh | tail -1)" \
 	  REKEY_VERSITYGW_BIN="$$(tests/s3servers/build-versitygw.sh | tail -1)" \
 	  $(GO) test $(TEST_FLAGS) -tags integration ./tests/integration/...
+	$(MAKE) --no-print-directory test-s3fs-suite
+
+.PHONY: test-s3fs-suite
+test-s3fs-suite: test-prereqs ## Run s3fs-fuse's integration suite (tests/s3fs-suite) on rekey and on s3fs 1.90 (apt-get install s3fs) against one MinIO and print both results (S3FS_SUITE_TABLE=FILE also writes the table there), and the cross-tool tests (s3fs writes, rekey reads and back, on MinIO and versitygw).
+	REKEY_MINIO_BIN="$$(tests/s3servers/build-minio.sh | tail -1)" REKEY_VERSITYGW_BIN="$$(tests/s3servers/build-versitygw.sh | tail -1)" \
+	  REKEY_S3FS_SUITE_DIR="$$(tests/s3fs-suite/build.sh | tail -1)" REKEY_S3FS_SUITE_TABLE="$(S3FS_SUITE_TABLE)" \
+	  $(GO) test -count=1 -timeout 40m -v -tags integration ./tests/s3fssuite/
 
 .PHONY: k8s
 k8s: ## Build kube-apiserver, etcd and kube-controller-manager v1.34.4 for the envtest suites (cached in tools/cache/).

@@ -233,10 +233,13 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 
 	signalReady(cfg.ReadyFD, log)
 
+	unmounted := false
 	select {
 	case <-ctx.Done():
 		log.Info("stopping", "why", context.Cause(ctx))
 	case <-served:
+		// Unmounted from outside (umount): nothing left to unmount.
+		unmounted = true
 		log.Info("filesystem was unmounted")
 	}
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -246,7 +249,14 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		log.Error(flushErr, "staged data could not be uploaded; it stays on local disk",
 			"stagingDir", cfg.StagingDir, "pending", fsys.Pending())
 	}
-	unmount(srv, cfg, log)
+	if !unmounted {
+		unmount(srv, cfg, log)
+	}
+	// Stops background retries and removes the write cache's copies of
+	// uploaded files; data not uploaded stays staged.
+	if err := fsys.Close(); err != nil {
+		log.Error(err, "close the filesystem")
+	}
 	return flushErr
 }
 
@@ -421,6 +431,7 @@ func fsOptions(cfg Config, o mountopts.Options, log logr.Logger) s3fs.Options {
 	fo := s3fs.Options{
 		Bucket: cfg.Bucket, Prefix: cfg.Prefix,
 		UID: o.UID, GID: o.GID, Umask: o.Umask, MountUmask: o.MountUmask, ReadOnly: o.ReadOnly,
+		ForceUID: o.UIDSet, ForceGID: o.GIDSet, ForceUmask: o.UmaskSet,
 		StatCacheTTL: o.StatCacheTTL, StatCacheSize: o.StatCacheSize,
 		StagingDir: cfg.StagingDir, PartSize: int64(o.PartSizeMiB) << 20,
 		MultipartThreshold: int64(o.ThresholdMiB) << 20,

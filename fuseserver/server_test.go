@@ -2,9 +2,11 @@ package fuseserver_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,7 +108,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		duration = 2 * time.Second
 	}
 	rot := &loadcheck.Rotator{Server: s3, Swap: m.SwapApplied, Current: m.Initial}
-	st, took := fusetest.RotateUnderLoad(t, rot, 200*time.Millisecond, duration, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10})
+	st, took := fusetest.RotateUnderLoad(t, rot, 200*time.Millisecond, duration, loadcheck.Load{Dir: m.Dir, Workers: 4, MaxFileSize: 512 << 10, Metadata: true})
 	rotations := len(took)
 	t.Logf("%d rotations, %d operations, %d failed, %d mismatched bytes, %.1f MiB verified",
 		rotations, st.Ops.Load(), st.Failed.Load(), st.Mismatched.Load(), float64(st.Bytes.Load())/(1<<20))
@@ -210,5 +212,67 @@ func TestKeyCustody(t *testing.T) {
 	if resp, err := m2.Swap(ctx, newer, uint64(time.Now().UnixNano())); err != nil || resp.GetResult() != credentialsv1.SwapResult_SWAP_RESULT_STALE ||
 		resp.GetFingerprint() != newest.Fingerprint() {
 		t.Fatalf("replay after the restart = %v, %v; want stale on AKNEWEST", resp, err)
+	}
+}
+
+// stagingCopies counts the staging files (stage-*, without their journal
+// records) in dir.
+func stagingCopies(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "stage-") && !strings.HasSuffix(e.Name(), ".journal") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStopRemovesWriteCache: a clean stop removes the write cache's copies
+// of uploaded files from the staging directory (they are in the bucket).
+func TestStopRemovesWriteCache(t *testing.T) {
+	srv := fusetest.StartFake(t)
+	initial := fakes3.NewKeys("AKINIT")
+	srv.Fake().AddKeys(initial)
+	m := rekeyfuse.Run(t, srv, initial, "")
+	for i := range 20 {
+		writeAndCheck(t, filepath.Join(m.Dir, fmt.Sprintf("f%d", i)), "data")
+	}
+	if n := stagingCopies(t, m.StagingDir); n == 0 {
+		t.Fatal("the write cache kept no copies while serving; the test would prove nothing")
+	}
+	if err := m.Stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := stagingCopies(t, m.StagingDir); n != 0 {
+		t.Fatalf("%d staging copies left after a clean stop", n)
+	}
+	if got := srv.MustGet(t, "f19"); string(got) != "data" {
+		t.Fatalf("f19 in the bucket: %q", got)
+	}
+}
+
+// TestExternalUnmount: an unmount from outside ends the server, without
+// trying to unmount again.
+func TestExternalUnmount(t *testing.T) {
+	_, m := mount(t)
+	writeAndCheck(t, filepath.Join(m.Dir, "f"), "data")
+	if err := syscall.Unmount(m.Dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	err, ok := m.Wait(20 * time.Second)
+	if !ok {
+		t.Fatal("Run did not return after an unmount from outside")
+	}
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	logs := m.Logs.String()
+	if !strings.Contains(logs, "filesystem was unmounted") || strings.Contains(logs, "unmount failed") {
+		t.Fatalf("logs:\n%s", logs)
 	}
 }

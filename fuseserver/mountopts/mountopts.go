@@ -40,17 +40,21 @@ var ErrUnknown = errors.New("mountopts: unknown option")
 
 // Options are the parsed mount options.
 type Options struct {
-	UID, GID      uint32
-	Umask         uint32 // permission bits removed from files and directories
-	MountUmask    uint32 // permission bits removed from the mount root (mp_umask)
-	AllowOther    bool
-	ReadOnly      bool
-	PathStyle     bool          // use_path_request_style
-	StatCacheTTL  time.Duration // stat_cache_expire (seconds); 0 disables caching
-	StatCacheSize int           // max_stat_cache_size
-	PartSizeMiB   int           // multipart_size
-	ThresholdMiB  int           // multipart_threshold: larger files upload in parts (streamed while written)
-	ReadAheadMiB  int           // readahead_mb: memory for sequential read-ahead, all files together; 0 disables
+	UID, GID uint32
+	Umask    uint32 // permission bits removed from files and directories
+	// UIDSet, GIDSet and UmaskSet say the option was given: as in s3fs, it
+	// then applies to every entry, not only to objects without POSIX
+	// metadata of their own.
+	UIDSet, GIDSet, UmaskSet bool
+	MountUmask               uint32 // permission bits removed from the mount root (mp_umask)
+	AllowOther               bool
+	ReadOnly                 bool
+	PathStyle                bool          // use_path_request_style
+	StatCacheTTL             time.Duration // stat_cache_expire (seconds); 0 disables caching
+	StatCacheSize            int           // max_stat_cache_size
+	PartSizeMiB              int           // multipart_size
+	ThresholdMiB             int           // multipart_threshold: larger files upload in parts (streamed while written)
+	ReadAheadMiB             int           // readahead_mb: memory for sequential read-ahead, all files together; 0 disables
 	// ReaddirPlusAuto (readdirplus=auto) lets the kernel ask for entry
 	// attributes with a listing only when the application stats what it
 	// lists; the default (readdirplus=always) asks with every page.
@@ -90,9 +94,9 @@ type option struct {
 }
 
 var allowlist = map[string]option{
-	"uid":   {apply: func(o *Options, v string) error { return parseID(&o.UID, v) }, help: "owner UID of all files"},
-	"gid":   {apply: func(o *Options, v string) error { return parseID(&o.GID, v) }, help: "owner GID of all files"},
-	"umask": {apply: func(o *Options, v string) error { return parseMask(&o.Umask, v) }, help: "octal permission bits removed from files and directories"},
+	"uid":   {apply: func(o *Options, v string) error { o.UIDSet = true; return parseID(&o.UID, v) }, help: "owner UID of all files"},
+	"gid":   {apply: func(o *Options, v string) error { o.GIDSet = true; return parseID(&o.GID, v) }, help: "owner GID of all files"},
+	"umask": {apply: func(o *Options, v string) error { o.UmaskSet = true; return parseMask(&o.Umask, v) }, help: "octal permission bits removed from files and directories"},
 	"mp_umask": {apply: func(o *Options, v string) error { return parseMask(&o.MountUmask, v) },
 		help: "octal permission bits removed from the mount point"},
 	"allow_other":            {flag: true, apply: func(o *Options, _ string) error { o.AllowOther = true; return nil }, help: "let users other than the mounter access the mount"},
@@ -214,13 +218,13 @@ func Parse(s string) (Options, error) {
 func (o Options) String() string {
 	d := Default()
 	var out []string
-	if o.UID != d.UID {
+	if o.UID != d.UID || o.UIDSet {
 		out = append(out, "uid="+strconv.FormatUint(uint64(o.UID), 10))
 	}
-	if o.GID != d.GID {
+	if o.GID != d.GID || o.GIDSet {
 		out = append(out, "gid="+strconv.FormatUint(uint64(o.GID), 10))
 	}
-	if o.Umask != d.Umask {
+	if o.Umask != d.Umask || o.UmaskSet {
 		out = append(out, fmt.Sprintf("umask=%04o", o.Umask))
 	}
 	if o.MountUmask != d.MountUmask {

@@ -27,27 +27,28 @@ type partCopier interface {
 	UploadPartCopy(ctx context.Context, in *s3.UploadPartCopyInput, optFns ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
 }
 
-// copyObjectSized copies src (size bytes) to dst: CopyObject up to
-// FS.maxCopy, else a multipart copy.
-func (f *FS) copyObjectSized(ctx context.Context, src, dst string, size int64) error {
+// copyObjectSized copies src (size bytes) to dst with the user metadata
+// meta and the Content-Type ctype: CopyObject (REPLACE) up to FS.maxCopy,
+// else a multipart copy. src may be dst: a change of metadata only, with
+// no data sent.
+func (f *FS) copyObjectSized(ctx context.Context, src, dst string, size int64, meta map[string]string, ctype string) error {
 	if size <= f.maxCopy {
-		return f.copyObject(ctx, src, dst)
+		return f.copyObject(ctx, src, dst, meta, ctype)
 	}
 	pc, ok := f.api.(partCopier)
 	if !ok {
 		return fmt.Errorf("copy %s to %s: %d bytes need UploadPartCopy, which the client lacks: %w", src, dst, size, syscall.EFBIG)
 	}
-	return f.multipartCopy(ctx, pc, src, dst, size)
+	return f.multipartCopy(ctx, pc, src, dst, size, meta, ctype)
 }
 
 // multipartCopy copies src to dst with UploadPartCopy, partConcurrency parts
-// at a time, aborting the upload on failure. The Content-Type follows dst's
-// extension, as for uploads.
-func (f *FS) multipartCopy(ctx context.Context, pc partCopier, src, dst string, size int64) (err error) {
+// at a time, aborting the upload on failure; dst gets meta and ctype.
+func (f *FS) multipartCopy(ctx context.Context, pc partCopier, src, dst string, size int64, meta map[string]string, ctype string) (err error) {
 	cctx, cancel := f.reqCtx(ctx)
 	f.count(opCreateMultipart)
 	created, err := f.api.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
-		Bucket: &f.opts.Bucket, Key: &dst, ContentType: aws.String(contentType(dst)),
+		Bucket: &f.opts.Bucket, Key: &dst, ContentType: aws.String(ctype), Metadata: meta,
 	})
 	cancel()
 	if err != nil {

@@ -55,7 +55,8 @@ func (d *dirNode) childKey(name string) (string, syscall.Errno) {
 		return "", syscall.ENOENT
 	}
 	key := dk + name
-	if len(key)+1 > maxKeyLen {
+	// Lookup shows no name over 255 bytes (NAME_MAX); none is made.
+	if len(key)+1 > maxKeyLen || len(name) > maxNameLen {
 		return "", syscall.ENAMETOOLONG
 	}
 	return key, 0
@@ -86,19 +87,43 @@ func parentKey(key string) string {
 	return dk
 }
 
-// Getattr reports the directory's attributes; no S3 call.
+// Getattr reports the directory's attributes: the mount's for the root,
+// the marker's metadata for others (dirattrs.go).
 func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d.fsys.fillDirAttr(&out.Attr, d.IsRoot())
+	f := d.fsys
+	dk, ok := d.dirKey()
+	if d.IsRoot() || !ok {
+		f.fillDirAttr(&out.Attr, d.IsRoot())
+		return 0
+	}
+	ent, errno := f.stat(ctx, strings.TrimSuffix(dk, "/"))
+	if errno != 0 || ent.kind != kindDir {
+		f.fillDirAttr(&out.Attr, false) // removed or replaced meanwhile
+		return 0
+	}
+	f.fillDirEntAttr(&out.Attr, ent)
 	return 0
 }
 
-// Setattr accepts and ignores chmod, chown and utimens on directories.
+// Setattr changes the mode, owner and times of a directory (its marker's
+// metadata); on the mount root it accepts and ignores them.
 func (d *dirNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if d.fsys.opts.ReadOnly {
+	f := d.fsys
+	if f.opts.ReadOnly {
 		return syscall.EROFS
 	}
-	d.fsys.fillDirAttr(&out.Attr, d.IsRoot())
-	return 0
+	dk, ok := d.dirKey()
+	if !d.IsRoot() && ok {
+		key := strings.TrimSuffix(dk, "/")
+		ent, errno := f.stat(ctx, key)
+		if errno != 0 {
+			return errno
+		}
+		if errno := f.setDirAttrs(ctx, key, ent, in); errno != 0 {
+			return errno
+		}
+	}
+	return d.Getattr(ctx, fh, out)
 }
 
 // Readdir lists the directory with ListObjectsV2 and Delimiter "/", over
@@ -120,6 +145,11 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	for name, ent := range f.stagedUnder(dk) {
 		ents[name] = ent
+	}
+	if !f.opts.ReaddirPlusAuto {
+		// READDIRPLUS looks up every entry, one after another: fetch the
+		// metadata the listing lacks in parallel first.
+		f.prefetchMeta(ctx, dk, ents)
 	}
 	names := make([]string, 0, len(ents))
 	for name := range ents {
@@ -157,7 +187,7 @@ func (f *FS) listDir(ctx context.Context, dk string) (map[string]statEntry, erro
 		return nil, err
 	}
 	for name, ent := range ents {
-		f.cache.put(dk+name, ent)
+		f.cache.putListed(dk+name, ent)
 	}
 	f.listings.put(dk, ents, gen)
 	return ents, nil
@@ -225,7 +255,11 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		f.log.Error(err, "create", "key", key)
 		return nil, nil, 0, Errno(err)
 	}
-	ent := statEntry{kind: kindFile, mtime: time.Now()}
+	meta := newMeta(ctx, syscall.S_IFREG|mode&0o7777)
+	st.mu.Lock()
+	st.meta = meta
+	st.mu.Unlock()
+	ent := statEntry{kind: kindFile, mtime: time.Now(), meta: meta}
 	f.cache.put(key, ent)
 	f.listings.set(key, ent)
 	f.log.V(1).Info("create", "key", key)
@@ -244,14 +278,18 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if errno != 0 {
 		return nil, errno
 	}
-	if err := f.putMarker(ctx, key+"/"); err != nil {
+	meta := newMeta(ctx, syscall.S_IFDIR|mode&0o7777)
+	if err := f.putMarker(ctx, key+"/", meta); err != nil {
 		f.log.Error(err, "mkdir", "key", key)
 		return nil, Errno(err)
 	}
-	ent := statEntry{kind: kindDir}
+	ent := statEntry{kind: kindDir, mtime: time.Now(), meta: meta, ctype: dirContentType, dirObj: key + "/"}
 	f.cache.put(key, ent)
 	f.listings.set(key, ent)
-	f.listings.putEmpty(key + "/")
+	// No empty listing is cached for the new directory: objects other
+	// clients put under it must show. The first lookup that misses in it
+	// lists it.
+	f.made.add(key + "/")
 	f.log.V(1).Info("mkdir", "key", key)
 	f.nodes.noteDir(parentKey(key))
 	return f.newChild(ctx, &d.Inode, key, ent, out, false), 0
@@ -269,6 +307,13 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	marker := key + "/"
+	ent, errno := f.stat(ctx, key)
+	if errno != 0 {
+		return errno
+	}
+	if ent.kind != kindDir {
+		return syscall.ENOTDIR
+	}
 	empty, err := f.onlyMarker(ctx, marker)
 	if err != nil {
 		f.log.Error(err, "rmdir", "key", marker)
@@ -280,6 +325,12 @@ func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err := f.deleteObject(ctx, marker); err != nil {
 		f.log.Error(err, "rmdir", "key", marker)
 		return Errno(err)
+	}
+	if ent.dirObj == key { // an old-style directory object
+		if err := f.deleteObject(ctx, key); err != nil {
+			f.log.Error(err, "rmdir", "key", key)
+			return Errno(err)
+		}
 	}
 	f.cache.removePrefix(marker)
 	f.cache.put(key, statEntry{kind: kindMissing})
@@ -366,20 +417,26 @@ func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string
 	return nil, syscall.ENOTSUP
 }
 
-// Symlink is not supported.
+// Symlink stores the link as s3fs does: an object whose body is the
+// target and whose mode says S_IFLNK.
 func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if d.fsys.opts.ReadOnly {
-		return nil, syscall.EROFS
+	if len(target) > 4095 {
+		return nil, syscall.ENAMETOOLONG
 	}
-	return nil, syscall.ENOTSUP
+	return d.makeSpecial(ctx, name, syscall.S_IFLNK|0o777, []byte(target), out)
 }
 
-// Mknod is not supported (regular files are made with Create).
+// Mknod makes an empty object whose mode is the node's: a FIFO, socket or
+// device node (the kernel serves those itself) or a regular file.
 func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if d.fsys.opts.ReadOnly {
-		return nil, syscall.EROFS
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFREG:
+	case 0:
+		mode |= syscall.S_IFREG
+	default:
+		return nil, syscall.EINVAL
 	}
-	return nil, syscall.ENOTSUP
+	return d.makeSpecial(ctx, name, mode, nil, out)
 }
 
 // Fsync of a directory succeeds: directory changes reach the bucket when

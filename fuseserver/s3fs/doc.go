@@ -27,10 +27,15 @@
 //     background with backoff, and FS.FlushAll uploads whatever is left at
 //     shutdown. Staged data that did not reach the bucket is never deleted
 //     (unless the file itself is unlinked or overwritten by a rename).
-//   - chmod, chown and utimens are accepted and ignored: S3 keeps no POSIX
-//     metadata here, every entry is owned by Options.UID/GID with modes from
-//     Options.Umask, and mtime is the object's LastModified.
-//   - Hard links, symlinks and device nodes are not supported (ENOTSUP).
+//   - POSIX metadata (mode, owner, times) and extended attributes live in
+//     the object's user metadata under the names s3fs gives them
+//     (posixmeta.go, xattrs.go); chmod, chown, utimens and setxattr change
+//     them with a server-side copy (attrs.go). Objects without metadata
+//     show Options.UID/GID, Options.Umask modes and their LastModified.
+//   - Symlinks, FIFOs, sockets and device nodes are objects whose mode says
+//     so (a symlink's body is its target), as s3fs stores them; directory
+//     markers and old-style application/x-directory objects follow s3fs
+//     (dirattrs.go). Hard links are not supported (ENOTSUP).
 //
 // The S3 client is injected as the narrow API interface; it is expected to be
 // configured already (endpoint, credentials that may be swapped live, retries).

@@ -58,16 +58,16 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		st = f.stateOf(key)
 	}
 	if st != nil {
-		if size, mtime, ok := st.staged(); ok {
-			ent := statEntry{kind: kindFile, size: size, mtime: mtime}
+		if ent, ok := st.stagedEntry(); ok {
 			n.remember(ent)
-			f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+			f.fillFileAttr(&out.Attr, ent)
 			return 0
 		}
 	}
 	if !hasKey {
-		ent := n.remembered()
-		f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+		// Unlinked while open: the last attributes, and no links.
+		f.fillFileAttr(&out.Attr, n.remembered())
+		out.Nlink = 0
 		return 0
 	}
 	ent, errno := f.stat(ctx, key)
@@ -78,12 +78,12 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		return syscall.ENOENT // replaced by a directory behind our back
 	}
 	n.remember(ent)
-	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+	f.fillFileAttr(&out.Attr, ent)
 	return 0
 }
 
-// Setattr truncates (size) and accepts and ignores chmod, chown and
-// utimens. A truncate without a handle is uploaded at once, unless the file
+// Setattr truncates (size) and changes mode, owner and times (attrs.go). A
+// truncate without a handle is uploaded at once, unless the file
 // is open for writing: then the writer's flush uploads it. That is also
 // how open(O_TRUNC) arrives (go-fuse does not negotiate atomic O_TRUNC, so
 // the kernel sends OPEN, then a SETATTR without the new handle), and an
@@ -118,6 +118,15 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 		}
 		f.log.V(1).Info("truncate", "size", size)
 	}
+	if key, ok := n.key(); ok {
+		ent, errno := f.stat(ctx, key)
+		if errno != 0 {
+			return errno
+		}
+		if errno := f.setObjectAttrs(ctx, key, ent, in); errno != 0 {
+			return errno
+		}
+	}
 	return n.Getattr(ctx, fh, out)
 }
 
@@ -134,6 +143,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return nil, 0, syscall.ENOENT
 	}
 	st := f.acquireState(key)
+	st.adoptMeta(n.remembered())
 	if writable && flags&syscall.O_TRUNC != 0 {
 		if err := f.truncate(ctx, st, 0); err != nil {
 			f.releaseState(st)

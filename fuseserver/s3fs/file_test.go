@@ -3,13 +3,16 @@ package s3fs
 import (
 	"bytes"
 	"errors"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"io"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"rekey.dev/rekey/internal/fusetest"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -236,7 +239,8 @@ func TestSharedStaging(t *testing.T) {
 func TestContentType(t *testing.T) {
 	t.Parallel()
 	for name, want := range map[string]string{
-		"a.txt":      "text/plain; charset=utf-8",
+		"a.txt":      "text/plain", // s3fs's mime table: no charset
+		"e.html":     "text/html",
 		"dir/b.json": "application/json",
 		"c.PNG":      "image/png",
 		"noext":      "application/octet-stream",
@@ -314,28 +318,52 @@ func TestMultipartFailure(t *testing.T) {
 	}
 }
 
-// TestMetadataIgnored: chmod, chown and utimens succeed and change nothing.
-func TestMetadataIgnored(t *testing.T) {
+// TestMetadataKept: chmod, chown and utimens are kept in the object's
+// metadata under s3fs's names, with a server-side copy (no upload, the
+// data unchanged); an object without metadata shows the mount's defaults.
+func TestMetadataKept(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Options{UID: 1234, GID: 5678, Umask: 0o027}, true)
 	e.put("m", []byte("data"))
 	p := e.path("m")
-	if err := os.Chmod(p, 0o600); err != nil {
-		t.Fatalf("chmod: %v", err)
-	}
-	if err := os.Chown(p, 1, 1); err != nil {
-		t.Fatalf("chown: %v", err)
-	}
-	if err := os.Chtimes(p, time.Unix(1, 0), time.Unix(1, 0)); err != nil {
-		t.Fatalf("utimens: %v", err)
-	}
 	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o640 || st.Uid != 1234 || st.Gid != 5678 {
+		t.Fatalf("object without metadata: mode %v uid %d gid %d; want 0640 1234 5678", fi.Mode(), st.Uid, st.Gid)
+	}
+	before := e.fsys.RequestCounts()
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatalf("chmod: %v", err)
+	}
+	if err := os.Chown(p, 1, 2); err != nil {
+		t.Fatalf("chown: %v", err)
+	}
+	mtime := time.Unix(1_000_000_000, 123456789)
+	if err := os.Chtimes(p, mtime, mtime); err != nil {
+		t.Fatalf("utimens: %v", err)
+	}
+	if got := fusetest.CountsSince(e.fsys.RequestCounts(), before); got["PutObject"] != 0 || got["CopyObject"] != 3 {
+		t.Fatalf("requests %v: want 3 CopyObject and no PutObject", got)
+	}
+	fi, err = os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st := fi.Sys().(*syscall.Stat_t)
-	if fi.Mode().Perm() != 0o640 || st.Uid != 1234 || st.Gid != 5678 {
-		t.Fatalf("mode %v uid %d gid %d; want 0640 1234 5678", fi.Mode(), st.Uid, st.Gid)
+	if fi.Mode().Perm() != 0o600 || st.Uid != 1 || st.Gid != 2 || !fi.ModTime().Equal(mtime) {
+		t.Fatalf("mode %v uid %d gid %d mtime %v; want 0600 1 2 %v", fi.Mode(), st.Uid, st.Gid, fi.ModTime(), mtime)
+	}
+	head, err := e.admin.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(testBucket), Key: aws.String("m")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"mode": "33152", "uid": "1", "gid": "2", "mtime": "1000000000.123456789"}
+	for k, v := range want {
+		if got := head.Metadata[k]; got != v {
+			t.Errorf("x-amz-meta-%s = %q, want %q (all: %v)", k, got, v, head.Metadata)
+		}
 	}
 	if got := e.mustGet("m"); string(got) != "data" {
 		t.Fatalf("object changed: %q", got)
@@ -343,6 +371,21 @@ func TestMetadataIgnored(t *testing.T) {
 	root, err := os.Stat(e.dir)
 	if err != nil || root.Mode().Perm() != 0o755 {
 		t.Fatalf("mount root: %v %v, want 0755", root, err)
+	}
+}
+
+// TestMetadataForced: uid, gid and umask given as options apply to every
+// entry, whatever its metadata says (s3fs's rule).
+func TestMetadataForced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{UID: 1234, GID: 5678, Umask: 0o077, ForceUID: true, ForceGID: true, ForceUmask: true}, true)
+	e.bucket.PutMeta(t, "m", []byte("x"), map[string]string{"mode": "33279", "uid": "7", "gid": "8"}) // 0100777
+	fi, err := os.Stat(e.path("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != 1234 || st.Gid != 5678 {
+		t.Fatalf("mode %v uid %d gid %d; want 0700 1234 5678", fi.Mode(), st.Uid, st.Gid)
 	}
 }
 

@@ -31,6 +31,7 @@ type FS struct {
 	cache    *statCache
 	listings *listCache
 	misses   missTracker // stat-cache misses by directory, for lookahead
+	made     madeDirs    // directories made through the mount (dirattrs.go)
 	started  time.Time
 	writer   string // this mount's writer id (journal.WriterID)
 
@@ -167,41 +168,71 @@ func (f *FS) Pending() []string {
 // first. A missing name is cached as missing.
 func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 	if st := f.stateOf(key); st != nil {
-		if size, mtime, ok := st.staged(); ok {
-			return statEntry{kind: kindFile, size: size, mtime: mtime}, 0
+		if ent, ok := st.stagedEntry(); ok {
+			return ent, 0
 		}
 	}
+	// An entry without its metadata (from a listing) is looked up below:
+	// its mode, owner and times are in the object's (or marker's)
+	// metadata. What the listing said picks the request.
+	hint, hinted := kindMissing, false
 	if ent, ok := f.cache.get(key); ok {
 		if ent.kind == kindMissing {
 			return ent, syscall.ENOENT
 		}
-		return ent, 0
-	}
-	if ent, ok := f.listings.lookup(key); ok {
+		if ent.meta != nil {
+			return ent, 0
+		}
+		hint, hinted = ent.kind, true
+	} else if ent, ok := f.listings.lookup(key); ok {
 		if ent.kind == kindMissing {
 			return ent, syscall.ENOENT
 		}
-		return ent, 0
-	}
-	if dk, name := splitKey(key); f.opts.StatCacheTTL > 0 && f.misses.miss(dk) {
+		hint, hinted = ent.kind, true
+	} else if dk, _ := splitKey(key); f.opts.StatCacheTTL > 0 && f.made.take(dk, f.opts.StatCacheTTL) {
+		ents, err := f.listDir(ctx, dk)
+		if err != nil {
+			f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+			return statEntry{}, Errno(err)
+		}
+		_, name := splitKey(key)
+		ent, found := ents[name]
+		if !found {
+			f.cache.put(key, statEntry{kind: kindMissing})
+			return statEntry{kind: kindMissing}, syscall.ENOENT
+		}
+		hint, hinted = ent.kind, true
+	} else if dk, name := splitKey(key); f.opts.StatCacheTTL > 0 && f.misses.miss(dk) {
 		ent, ok, err := f.lookahead(ctx, key, dk, name)
 		if err != nil {
 			f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
 			return statEntry{}, Errno(err)
 		}
 		if ok {
-			f.cache.put(key, ent)
 			if ent.kind == kindMissing {
+				f.cache.put(key, ent)
 				return ent, syscall.ENOENT
 			}
-			return ent, 0
+			hint, hinted = ent.kind, true
 		}
+	}
+	if hinted && hint == kindDir {
+		ent, err := f.statDirMeta(ctx, key)
+		if err != nil {
+			f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
+			return statEntry{}, Errno(err)
+		}
+		f.cache.put(key, ent)
+		return ent, 0
 	}
 	// HEAD first: most lookups that reach the bucket are of existing
 	// files (negative lookups in listed or new directories are answered by
 	// the listing cache above), so the directory probe only runs on a miss.
 	ent, err := f.headFile(ctx, key)
 	if err == nil {
+		if isDirObject(ent) {
+			ent.kind, ent.dirObj = kindDir, key
+		}
 		f.cache.put(key, ent)
 		return ent, 0
 	}
@@ -209,13 +240,18 @@ func (f *FS) stat(ctx context.Context, key string) (statEntry, syscall.Errno) {
 		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
 		return ent, Errno(err)
 	}
-	isDir, err := f.probeDir(ctx, key+"/")
+	isDir, marker, err := f.probeDir(ctx, key+"/")
+	if err == nil && isDir {
+		ent = statEntry{kind: kindDir, meta: map[string]string{}}
+		if marker {
+			ent, err = f.statDirMeta(ctx, key)
+		}
+	}
 	if err != nil {
 		f.log.V(1).Info("stat failed", "key", key, "error", err.Error())
 		return statEntry{}, Errno(err)
 	}
 	if isDir {
-		ent = statEntry{kind: kindDir}
 		f.cache.put(key, ent)
 		return ent, 0
 	}

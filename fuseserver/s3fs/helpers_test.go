@@ -27,6 +27,8 @@ type countingAPI struct {
 	// failParts makes UploadPart, failCompletes CompleteMultipartUpload
 	// fail with a 500 InternalError.
 	failParts, failCompletes atomic.Bool
+	// failPuts makes PutObject fail with a 500 InternalError.
+	failPuts atomic.Bool
 	// holdParts, while locked by a test, holds every UploadPart back.
 	holdParts sync.RWMutex
 }
@@ -48,6 +50,9 @@ func (c *countingAPI) GetObject(ctx context.Context, in *s3.GetObjectInput, o ..
 
 func (c *countingAPI) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	c.puts.Add(1)
+	if c.failPuts.Load() {
+		return nil, &smithy.GenericAPIError{Code: "InternalError", Message: "injected"}
+	}
 	return c.API.PutObject(ctx, in, o...)
 }
 

@@ -523,7 +523,9 @@ func (f *FS) writerMetaLocked(st *fileState) map[string]string {
 	if since.IsZero() || st.rec.state != journal.StateDirty {
 		since = time.Now()
 	}
-	return map[string]string{journal.WriterMetadataKey: journal.WriterMark{ID: f.writer, DirtySince: since}.String()}
+	meta := f.uploadMetaLocked(st)
+	meta[journal.WriterMetadataKey] = journal.WriterMark{ID: f.writer, DirtySince: since}.String()
+	return meta
 }
 
 // sameETag compares ETags without their quotes.

@@ -170,8 +170,3 @@ func (c *listCache) forgetPrefix(prefix string) {
 		}
 	}
 }
-
-// putEmpty caches dk as an empty directory (just made by mkdir).
-func (c *listCache) putEmpty(dk string) {
-	c.put(dk, map[string]statEntry{}, c.generation())
-}

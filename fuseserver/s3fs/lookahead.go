@@ -122,7 +122,7 @@ func (f *FS) lookahead(ctx context.Context, key, dk, name string) (ent statEntry
 	// Entries that raced a change made through the mount are not cached.
 	if f.listings.generation() == gen {
 		for n, e := range ents {
-			f.cache.put(dk+n, e)
+			f.cache.putListed(dk+n, e)
 		}
 	}
 	if e, found := ents[name]; found {

@@ -28,13 +28,18 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 	entry, attr, negative := ttl, ttl, ttl
 	o := &fs.Options{
 		MountOptions: fuse.MountOptions{
-			AllowOther:    allowOther,
-			MaxWrite:      maxWrite,
-			FsName:        "rekey:" + f.opts.Bucket,
-			Name:          "rekey",
-			DirectMount:   true,
-			DisableXAttrs: true,
-			MaxBackground: 64,
+			AllowOther:  allowOther,
+			MaxWrite:    maxWrite,
+			FsName:      "rekey:" + f.opts.Bucket,
+			Name:        "rekey",
+			DirectMount: true,
+			// Extended attributes are kept in object metadata (xattrs.go).
+			// HANDLE_KILLPRIV_V2: the kernel does not ask for
+			// security.capability before every write (a round trip per
+			// write); there are no capabilities to drop here.
+			DisableXAttrs:     false,
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			MaxBackground:     64,
 			// A 1 MiB read reply plus its header does not fit a pipe of
 			// the default pipe-max-size (1 MiB), so every splice attempt
 			// would fail, log a line and fall back to a copy anyway.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -60,23 +59,36 @@ func (n *node) OnForget() {
 	}
 }
 
+// maxNameLen is the longest name of a directory entry (NAME_MAX).
+const maxNameLen = 255
+
 // validName reports whether an S3 path segment can be a directory entry.
 func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && len(name) <= 255 && !strings.Contains(name, "/")
+	return name != "" && name != "." && name != ".." && len(name) <= maxNameLen && !strings.Contains(name, "/")
 }
 
-// fillFileAttr fills the attributes of a file.
-func (f *FS) fillFileAttr(out *fuse.Attr, size int64, mtime time.Time) {
-	if mtime.IsZero() {
-		mtime = f.started
-	}
-	out.Mode = fuse.S_IFREG | f.fileMode()
-	out.Size = uint64(max(size, 0))
+// fillFileAttr fills the attributes of a file (or symlink, FIFO, socket or
+// device node: an object whose mode says so) from its entry: size and
+// LastModified, and the POSIX metadata the object keeps (posixmeta.go).
+func (f *FS) fillFileAttr(out *fuse.Attr, ent statEntry) {
+	f.fillAttr(out, ent, fuse.S_IFREG)
+	out.Size = uint64(max(ent.size, 0))
 	out.Blocks = (out.Size + 511) / 512
+}
+
+// fillAttr fills mode, owner, times, link count and block size of an entry
+// of type typ (S_IFREG or S_IFDIR).
+func (f *FS) fillAttr(out *fuse.Attr, ent statEntry, typ uint32) {
+	lastMod := ent.mtime
+	if lastMod.IsZero() {
+		lastMod = f.started
+	}
+	mode, uid, gid, mtime, ctime, atime := f.overrides().effective(parsePosix(ent.meta), typ, lastMod)
+	out.Mode = mode
 	out.Blksize = 4096
-	out.Nlink = 1
-	out.Owner = fuse.Owner{Uid: f.opts.UID, Gid: f.opts.GID}
-	out.SetTimes(&mtime, &mtime, &mtime)
+	out.Nlink = 1 // for a directory: "unknown number of subdirectories" for find(1)
+	out.Owner = fuse.Owner{Uid: uid, Gid: gid}
+	out.SetTimes(&atime, &mtime, &ctime)
 }
 
 // fillDirAttr fills the attributes of a directory. Directories have no
@@ -102,14 +114,21 @@ func (f *FS) fillDirAttr(out *fuse.Attr, root bool) {
 func (f *FS) newChild(ctx context.Context, parent *fs.Inode, key string, ent statEntry, out *fuse.EntryOut, fresh bool) *fs.Inode {
 	if ent.kind == kindDir {
 		ch := f.nodes.inode(ctx, parent, key+"/", fuse.S_IFDIR, false, f.newDirNode)
-		f.fillDirAttr(&out.Attr, false)
+		f.fillDirEntAttr(&out.Attr, ent)
 		return ch
 	}
-	ch := f.nodes.inode(ctx, parent, key, fuse.S_IFREG, fresh, f.newFileNode)
-	if fn, ok := ch.Operations().(*fileNode); ok {
-		fn.remember(ent)
+	f.fillFileAttr(&out.Attr, ent)
+	typ, mk := out.Mode&syscall.S_IFMT, f.newFileNode
+	if typ == syscall.S_IFLNK {
+		mk = f.newSymlinkNode
 	}
-	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+	ch := f.nodes.inode(ctx, parent, key, typ, fresh, mk)
+	switch n := ch.Operations().(type) {
+	case *fileNode:
+		n.remember(ent)
+	case *symlinkNode:
+		n.remember(ent)
+	}
 	return ch
 }
 

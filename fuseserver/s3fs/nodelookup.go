@@ -200,13 +200,13 @@ func (f *FS) materialize(ctx context.Context, key string, ino uint64, out *fuse.
 		parent.AddChild(name, in, true)
 	}
 	if isDir {
-		f.fillDirAttr(&out.Attr, false)
+		f.fillDirEntAttr(&out.Attr, ent)
 		return in, 0
 	}
 	if fn, ok := in.Operations().(*fileNode); ok {
 		fn.remember(ent)
 	}
-	f.fillFileAttr(&out.Attr, ent.size, ent.mtime)
+	f.fillFileAttr(&out.Attr, ent)
 	return in, 0
 }
 

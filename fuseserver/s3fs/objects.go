@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // dirContentType is the Content-Type of directory markers, as s3fs writes them.
@@ -32,20 +33,26 @@ func (f *FS) headFile(ctx context.Context, key string) (statEntry, error) {
 	if err != nil {
 		return statEntry{}, fmt.Errorf("head %s: %w", key, err)
 	}
-	return statEntry{kind: kindFile, size: aws.ToInt64(out.ContentLength), mtime: aws.ToTime(out.LastModified)}, nil
+	meta := out.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	return statEntry{kind: kindFile, size: aws.ToInt64(out.ContentLength), mtime: aws.ToTime(out.LastModified),
+		meta: meta, ctype: aws.ToString(out.ContentType)}, nil
 }
 
 // probeDir reports whether anything (a marker or any object) exists under
-// dirKey, which ends in "/".
-func (f *FS) probeDir(ctx context.Context, dirKey string) (bool, error) {
+// dirKey, which ends in "/", and whether the first thing is the marker.
+func (f *FS) probeDir(ctx context.Context, dirKey string) (exists, marker bool, err error) {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	f.count(opList)
 	out, err := f.api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &f.opts.Bucket, Prefix: &dirKey, MaxKeys: aws.Int32(1)})
 	if err != nil {
-		return false, fmt.Errorf("list %s: %w", dirKey, err)
+		return false, false, fmt.Errorf("list %s: %w", dirKey, err)
 	}
-	return len(out.Contents) > 0 || len(out.CommonPrefixes) > 0, nil
+	marker = len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == dirKey
+	return len(out.Contents) > 0 || len(out.CommonPrefixes) > 0, marker, nil
 }
 
 // list pages through ListObjectsV2 under prefix and calls fn for each page.
@@ -129,7 +136,7 @@ func (f *FS) getRangeETag(ctx context.Context, key string, off int64, buf []byte
 }
 
 // putMarker creates the directory marker dirKey (ending in "/").
-func (f *FS) putMarker(ctx context.Context, dirKey string) error {
+func (f *FS) putMarker(ctx context.Context, dirKey string, meta map[string]string) error {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	f.count(opPut)
@@ -139,6 +146,7 @@ func (f *FS) putMarker(ctx context.Context, dirKey string) error {
 		Body:          strings.NewReader(""),
 		ContentLength: aws.Int64(0),
 		ContentType:   aws.String(dirContentType),
+		Metadata:      meta,
 	})
 	if err != nil {
 		return fmt.Errorf("put marker %s: %w", dirKey, err)
@@ -158,15 +166,19 @@ func (f *FS) deleteObject(ctx context.Context, key string) error {
 	return nil
 }
 
-// copyObject copies src to dst inside the bucket, keeping metadata.
-func (f *FS) copyObject(ctx context.Context, src, dst string) error {
+// copyObject copies src to dst inside the bucket, replacing the user
+// metadata with meta and the Content-Type with ctype.
+func (f *FS) copyObject(ctx context.Context, src, dst string, meta map[string]string, ctype string) error {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	f.count(opCopy)
 	_, err := f.api.CopyObject(ctx, &s3.CopyObjectInput{
-		Bucket:     &f.opts.Bucket,
-		Key:        &dst,
-		CopySource: aws.String(copySource(f.opts.Bucket, src)),
+		Bucket:            &f.opts.Bucket,
+		Key:               &dst,
+		CopySource:        aws.String(copySource(f.opts.Bucket, src)),
+		MetadataDirective: types.MetadataDirectiveReplace,
+		Metadata:          meta,
+		ContentType:       aws.String(ctype),
 	})
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
@@ -183,10 +195,13 @@ func copySource(bucket, key string) string {
 	return bucket + "/" + strings.Join(segs, "/")
 }
 
-// contentType guesses the Content-Type of key from its extension.
+// contentType guesses the Content-Type of key from its extension, without
+// parameters (".txt" is "text/plain", as in s3fs's mime table, not Go's
+// "text/plain; charset=utf-8").
 func contentType(key string) string {
 	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
-		return t
+		t, _, _ = strings.Cut(t, ";")
+		return strings.TrimSpace(t)
 	}
 	return "application/octet-stream"
 }

@@ -61,6 +61,12 @@ type Options struct {
 	MountUmask uint32
 	// ReadOnly makes every mutation fail with EROFS.
 	ReadOnly bool
+	// Objects keep POSIX metadata (mode, owner, times) in s3fs's
+	// x-amz-meta-* names (posixmeta.go); UID, GID and Umask apply to
+	// objects without it. ForceUID, ForceGID and ForceUmask make them
+	// apply to every entry, as s3fs's uid, gid and umask options do when
+	// given.
+	ForceUID, ForceGID, ForceUmask bool
 
 	// StatCacheTTL is how long the kernel (entry and attribute timeouts) and
 	// the internal stat cache trust what they learnt about a name, including

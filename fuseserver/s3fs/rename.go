@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -143,7 +144,7 @@ func (f *FS) renameFile(ctx context.Context, src, dst string, size int64) error 
 		if gen, etag, err = f.syncLocked(ctx, st, dst); err != nil {
 			return err
 		}
-	} else if err := f.copyObjectSized(ctx, src, dst, size); err != nil {
+	} else if err := f.copyKeepingMeta(ctx, src, dst, size, true); err != nil {
 		return err
 	}
 	if err := f.deleteObject(ctx, src); err != nil {
@@ -192,10 +193,18 @@ func (f *FS) renameDir(ctx context.Context, srcPrefix, dstPrefix string) error {
 		dst := dstPrefix + key[len(srcPrefix):]
 		if strings.HasSuffix(key, "/") && sizes[key] == 0 {
 			// A directory marker: versitygw refuses to copy one
-			// (DirectoryObjectContainsData); a new empty marker is the same.
-			return f.putMarker(ctx, dst)
+			// (DirectoryObjectContainsData); a new empty marker with its
+			// metadata is the same. The moved directory's ctime changes.
+			meta, err := f.markerMeta(ctx, key)
+			if err != nil {
+				return err
+			}
+			if key == srcPrefix {
+				meta = withPosix(meta, posixAttrs{ctime: time.Now(), hasCtime: true})
+			}
+			return f.putMarker(ctx, dst, meta)
 		}
-		return f.copyObjectSized(ctx, key, dst, sizes[key])
+		return f.copyKeepingMeta(ctx, key, dst, sizes[key], false)
 	})
 	if err != nil {
 		return err
@@ -272,6 +281,11 @@ func (f *FS) moveStates(src, dst string) {
 // parallel runs fn for each key, renameConcurrency at a time, and returns
 // the first error (the remaining keys are skipped).
 func parallel(ctx context.Context, keys []string, fn func(context.Context, string) error) error {
+	return parallelN(ctx, renameConcurrency, keys, fn)
+}
+
+// parallelN is parallel with n at a time.
+func parallelN(ctx context.Context, n int, keys []string, fn func(context.Context, string) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -280,7 +294,7 @@ func parallel(ctx context.Context, keys []string, fn func(context.Context, strin
 		firstErr error
 		next     = make(chan string)
 	)
-	for range min(renameConcurrency, len(keys)) {
+	for range min(n, len(keys)) {
 		wg.Go(func() {
 			for key := range next {
 				if err := fn(ctx, key); err != nil {

@@ -44,6 +44,9 @@ type fileState struct {
 	writers  int  // open handles that may write
 	deleted  bool // unlinked or overwritten: never upload again
 	retrying bool // a background retry goroutine runs
+	// meta is the user metadata the object has or gets with the next
+	// upload (POSIX attributes, attrs.go); nil while not known.
+	meta map[string]string
 
 	// streamable: the staged content is a new file written sequentially
 	// so far, so it may be uploaded while written (stream.go).
@@ -564,7 +567,7 @@ func (f *FS) syncLocked(ctx context.Context, st *fileState, key string) (uint64,
 	if own {
 		f.markUploaded(st, gen, etag)
 	}
-	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime})
+	f.cache.put(key, statEntry{kind: kindFile, size: size, mtime: mtime, meta: meta, ctype: contentType(key)})
 	f.listings.set(key, statEntry{kind: kindFile, size: size, mtime: mtime})
 	return gen, etag, nil
 }

@@ -20,7 +20,16 @@ const (
 type statEntry struct {
 	kind  entryKind
 	size  int64
-	mtime time.Time
+	mtime time.Time // the object's LastModified, or the staged data's time
+	// meta is the object's user metadata (POSIX attributes among it,
+	// posixmeta.go); nil while not known (an entry from a listing, which
+	// carries none).
+	meta  map[string]string
+	ctype string // Content-Type, when known
+	// dirObj is the object that holds a directory's metadata: "name/",
+	// "name" (an old-style object of type application/x-directory) or
+	// "" (an implicit directory, or not known yet).
+	dirObj string
 }
 
 // statCache is a TTL + LRU cache of statEntry by key (object key without a
@@ -85,6 +94,17 @@ func (c *statCache) put(key string, ent statEntry) {
 		c.lru.Remove(last)
 		delete(c.items, last.Value.(*cacheItem).key)
 	}
+}
+
+// putListed records ent, an entry from a listing (without metadata), for
+// key, unless the cache has the same object (kind, size and time) with its
+// metadata already.
+func (c *statCache) putListed(key string, ent statEntry) {
+	if old, ok := c.get(key); ok && old.meta != nil && old.kind == ent.kind &&
+		(ent.kind == kindDir || (old.size == ent.size && old.mtime.Equal(ent.mtime))) {
+		return
+	}
+	c.put(key, ent)
 }
 
 // remove forgets key.

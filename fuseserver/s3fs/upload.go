@@ -2,6 +2,7 @@ package s3fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // partConcurrency is how many parts of one multipart upload are in flight.
@@ -22,6 +24,38 @@ func (f *FS) putFile(ctx context.Context, key string, r io.ReaderAt, size int64,
 	if size > f.opts.MultipartThreshold {
 		return f.putMultipart(ctx, key, r, size, meta)
 	}
+	for attempt := 1; ; attempt++ {
+		etag, err := f.putOnce(ctx, key, r, size, meta)
+		// Another writer of the file changed the staged bytes between the
+		// payload hash and the send: the server refused the body. Send
+		// what the staging holds now; the writer's own flush sends its
+		// later data.
+		if err != nil && isPayloadMismatch(err) && attempt < maxPayloadRetries {
+			continue
+		}
+		return etag, err
+	}
+}
+
+// maxPayloadRetries bounds the uploads of one staging file that others
+// write meanwhile.
+const maxPayloadRetries = 5
+
+// isPayloadMismatch reports whether the server refused a body that did not
+// match its signed hash or MD5.
+func isPayloadMismatch(err error) bool {
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode() {
+	case "XAmzContentSHA256Mismatch", "BadDigest", "InvalidDigest":
+		return true
+	}
+	return false
+}
+
+func (f *FS) putOnce(ctx context.Context, key string, r io.ReaderAt, size int64, meta map[string]string) (string, error) {
 	ctx, cancel := f.reqCtx(ctx)
 	defer cancel()
 	f.count(opPut)

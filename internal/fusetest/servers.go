@@ -286,6 +286,19 @@ func (s *Server) Put(t testing.TB, key string, data []byte) {
 	}
 }
 
+// PutMeta stores data as key with the user metadata meta (names without
+// x-amz-meta-) with the admin keys.
+func (s *Server) PutMeta(t testing.TB, key string, data []byte, meta map[string]string) {
+	t.Helper()
+	_, err := s.Client(s.Admin).PutObject(t.Context(), &s3.PutObjectInput{
+		Bucket: aws.String(Bucket), Key: aws.String(key), Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+		Metadata: meta,
+	})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
 // Get returns the object, or an error that satisfies IsNotFound.
 func (s *Server) Get(t testing.TB, key string) ([]byte, error) {
 	out, err := s.Client(s.Admin).GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(Bucket), Key: aws.String(key)})

@@ -60,12 +60,17 @@ type Load struct {
 	Dir         string // the mounted directory to work in
 	Workers     int    // concurrent workers (default 4)
 	MaxFileSize int    // largest file written (default 256 KiB)
+	// Metadata adds chmod and utimens of files written earlier, each
+	// checked with a stat right after (metadata-only changes, which a
+	// rekey mount makes with server-side copies).
+	Metadata bool
 }
 
 // Run starts the workers and blocks until ctx ends and every worker finished
 // its current operation. Each worker writes a file, closes it, reads it back
-// and compares; rewrites files it wrote earlier; re-reads older files; and
-// lists the directory now and then.
+// and compares; rewrites files it wrote earlier; re-reads older files;
+// lists the directory now and then; and, with Metadata, changes the mode
+// and mtime of older files.
 func (l Load) Run(ctx context.Context, st *Stats) {
 	if l.Workers <= 0 {
 		l.Workers = 4
@@ -104,6 +109,8 @@ func (l Load) worker(ctx context.Context, id int, st *Stats) {
 				continue
 			}
 			st.Ops.Add(1)
+		case l.Metadata && i%10 == 7 && len(written) > 0:
+			l.changeMeta(id, i, st, filepath.Join(dir, pick(written)))
 		case i%5 == 4 && len(written) > 0:
 			// Re-read a file written earlier, through a fresh open.
 			name := pick(written)
@@ -125,6 +132,31 @@ func (l Load) worker(ctx context.Context, id int, st *Stats) {
 			}
 		}
 	}
+}
+
+// changeMeta sets a mode and an mtime on path and checks that a stat shows
+// them; it counts one operation.
+func (l Load) changeMeta(id, i int, st *Stats, path string) {
+	mode := os.FileMode(0o600 | (i/10%2)*0o040)
+	mtime := time.Unix(1_000_000_000+int64(i), 0)
+	if err := os.Chmod(path, mode); err != nil {
+		st.fail("worker %d: chmod %s: %v", id, filepath.Base(path), err)
+		return
+	}
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		st.fail("worker %d: utimens %s: %v", id, filepath.Base(path), err)
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		st.fail("worker %d: stat %s: %v", id, filepath.Base(path), err)
+		return
+	}
+	if fi.Mode().Perm() != mode || !fi.ModTime().Equal(mtime) {
+		st.fail("worker %d: %s shows mode %v mtime %v after chmod %v and utimens %v", id, filepath.Base(path), fi.Mode().Perm(), fi.ModTime(), mode, mtime)
+		return
+	}
+	st.Ops.Add(1)
 }
 
 // verify reads path and compares it with want; it counts one operation.

@@ -30,6 +30,35 @@ type Mount struct {
 	Initial keys.Keys
 	Client  credentialsv1.CredentialServiceClient
 	Logs    interface{ String() string } // all that Run logged, verbosely
+	// StagingDir is the server's staging directory.
+	StagingDir string
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned, with runErr
+	runErr error
+}
+
+// Stop stops the server as SIGTERM does (cancels Run's context) and
+// returns what Run returned; later calls return the same.
+func (m *Mount) Stop() error {
+	m.cancel()
+	select {
+	case <-m.done:
+		return m.runErr
+	case <-time.After(30 * time.Second):
+		return errors.New("Run did not return within 30s")
+	}
+}
+
+// Wait waits up to timeout for Run to return on its own (an unmount from
+// outside) and returns what it returned; ok is false on timeout.
+func (m *Mount) Wait(timeout time.Duration) (err error, ok bool) {
+	select {
+	case <-m.done:
+		return m.runErr, true
+	case <-time.After(timeout):
+		return nil, false
+	}
 }
 
 // Run mounts s's bucket with the initial keys (extra mount options
@@ -46,6 +75,9 @@ type Options struct {
 	MountOptions string
 	// KeyCustody, if set, is passed (as a duplicate) as the key custody file.
 	KeyCustody *os.File
+	// Mountpoint, if set, is the directory to mount on (it must exist);
+	// by default a new one in a temporary directory.
+	Mountpoint string
 }
 
 // RunWith is Run with more options.
@@ -63,9 +95,12 @@ func RunWith(t testing.TB, s *fusetest.Server, initial keys.Keys, o Options) *Mo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	m.Dir = filepath.Join(dir, "mnt")
-	if err := os.Mkdir(m.Dir, 0o750); err != nil {
-		t.Fatal(err)
+	m.Dir = o.Mountpoint
+	if m.Dir == "" {
+		m.Dir = filepath.Join(dir, "mnt")
+		if err := os.Mkdir(m.Dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
 	}
 	keyFile := filepath.Join(dir, "keys.json")
 	var buf bytes.Buffer
@@ -103,17 +138,16 @@ func RunWith(t testing.TB, s *fusetest.Server, initial keys.Keys, o Options) *Mo
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel, m.done, m.StagingDir = cancel, make(chan struct{}), cfg.StagingDir
 	stopped := make(chan error, 1)
-	go func() { stopped <- fuseserver.Run(ctx, cfg, log) }()
+	go func() {
+		m.runErr = fuseserver.Run(ctx, cfg, log)
+		stopped <- m.runErr
+		close(m.done)
+	}()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-stopped:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return")
+		if err := m.Stop(); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	})
 	ready := make(chan struct{})
