@@ -253,9 +253,18 @@ func Run(ctx context.Context, cfg Config, log logr.Logger) error {
 		unmount(srv, cfg, log)
 	}
 	// Stops background retries and removes the write cache's copies of
-	// uploaded files; data not uploaded stays staged.
-	if err := fsys.Close(); err != nil {
-		log.Error(err, "close the filesystem")
+	// uploaded files; data not uploaded stays staged. Not while the mount
+	// lives on a descriptor someone else holds: until this process exits
+	// it still answers requests (reads of cached copies, uploads of stream
+	// parts), and cancelling them would answer the application with
+	// errors instead of leaving them to the next server (the kernel
+	// resends what is unanswered). The next server, or the supervisor's
+	// prune after the unmount, removes the copies the journal marks as
+	// uploaded.
+	if cfg.FuseFD < 0 || unmounted {
+		if err := fsys.Close(); err != nil {
+			log.Error(err, "close the filesystem")
+		}
 	}
 	return flushErr
 }
