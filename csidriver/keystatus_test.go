@@ -76,6 +76,12 @@ func TestEventFingerprintIsKeyed(t *testing.T) {
 	if strings.Contains(fp, strings.SplitN(k.Fingerprint(), ":", 2)[1]) {
 		t.Error("the unkeyed hash leaked")
 	}
+	// Without the cluster key (no API access, the Secret unreadable), the
+	// access key ID alone even with the keys in custody.
+	noKey := newKeyStatus(nil, v, nil, nil, logr.Discard())
+	if fp, _ = noKey.eventFingerprint(supervisor.Event{Kind: "applied", MountID: "m1", Fingerprint: k.Fingerprint()}); fp != "AKNEW" {
+		t.Errorf("without a cluster key: %q, want the access key ID alone", fp)
+	}
 }
 
 // TestKeyStateGauge: mounts of one volume are current, stale or unknown

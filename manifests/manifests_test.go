@@ -478,6 +478,9 @@ func TestNodePlugin(t *testing.T) {
 	if spec.HostNetwork {
 		t.Error("the base must not use hostNetwork (overlays add it)")
 	}
+	if spec.HostPID || spec.HostIPC {
+		t.Error("the node plugin must not share the host's PID or IPC namespace")
+	}
 	// The new node pod starts next to the old one and takes its mounts
 	// over; deleting the old one first would end them.
 	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType || u.RollingUpdate == nil ||

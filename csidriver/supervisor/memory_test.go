@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"rekey.dev/rekey/fuseserver/mountopts"
+	"rekey.dev/rekey/internal/keys"
 )
 
 func TestSizeServer(t *testing.T) {
@@ -77,5 +80,37 @@ func TestServerEnvAndOptions(t *testing.T) {
 		if o, err := mountopts.Parse(got); err == nil && o.ReadAheadMiB > 80 {
 			t.Errorf("serverOptions(%q) = %q: read-ahead %d over the budget's 80", tc.in, got, o.ReadAheadMiB)
 		}
+	}
+}
+
+// TestServerCommandKeepsKeysOffArgv: the initial keys reach a FUSE server
+// through an inherited pipe (--keys-fd), never in its command line or
+// environment, which ps and /proc/<pid>/cmdline and environ show.
+func TestServerCommandKeepsKeysOffArgv(t *testing.T) {
+	k := keys.Keys{AccessKeyID: "AKIDARGV", SecretAccessKey: "argv-secret-value", SessionToken: "argv-token-value"}
+	s := &Supervisor{cfg: Config{FuseBinary: "/bin/true", StateDir: t.TempDir()}}
+	cmd, ready, err := s.command(Spec{Endpoint: "https://s3.example.com", Bucket: "bkt", VolumeID: "pv", SecretRef: "ns/pod"},
+		Info{ID: "m1", ControlSocket: "/run/m1.sock"}, launch{keys: &k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ready.Close()
+	for _, f := range cmd.ExtraFiles {
+		if f != nil {
+			defer f.Close()
+		}
+	}
+	visible := strings.Join(slices.Concat(cmd.Args, cmd.Env), "\x00")
+	for _, secret := range []string{k.SecretAccessKey, k.SessionToken} {
+		if strings.Contains(visible, secret) {
+			t.Errorf("command line or environment holds %q: %q", secret, visible)
+		}
+	}
+	if !slices.Contains(cmd.Args, "--keys-fd="+strconv.Itoa(serverKeysFD)) || len(cmd.ExtraFiles) != serverKeysFD-2 {
+		t.Fatalf("args %q with %d inherited files, want the keys on descriptor %d", cmd.Args, len(cmd.ExtraFiles), serverKeysFD)
+	}
+	got, err := keys.Decode(cmd.ExtraFiles[serverKeysFD-3])
+	if err != nil || !got.Equal(k) {
+		t.Errorf("keys pipe holds %s, %v; want %s", got, err, k)
 	}
 }

@@ -150,22 +150,28 @@ func FuzzParse(f *testing.F) {
 }
 
 // TestEndpointErrorsHideUserInfo: an endpoint with user info (in a volume
-// attribute or in the Secret), valid or not as a URL, never reaches the
-// error, not even in part.
+// attribute, the Secret or stsEndpoint), valid or not as a URL, never
+// reaches the error, not even in part.
 func TestEndpointErrorsHideUserInfo(t *testing.T) {
 	t.Parallel()
 	const ak, sk = "AKIDLEAKCHECK", "s3cr3t%zzSECRETPART/+="
-	for _, c := range []struct{ name, url, secretEndpoint string }{
-		{"attribute with user info", "https://" + ak + ":" + sk + "@s3.example.com", ""},
-		{"attribute, user info and a bad escape", "https://" + ak + ":s3cr3t%zz@s3.example.com", ""},
-		{"attribute, user info, bad port", "https://" + ak + ":" + sk + "@s3.example.com:99999x", ""},
-		{"Secret endpoint with user info", "", "https://" + ak + ":" + sk + "@s3.example.com"},
-		{"Secret endpoint that does not parse", "", "https://" + ak + ":s3cr3t%zz@[::1"},
-		{"user info in the path", "https://s3.example.com/" + ak + ":" + sk + "@x", ""},
+	for _, c := range []struct{ name, url, secretEndpoint, stsEndpoint string }{
+		{"attribute with user info", "https://" + ak + ":" + sk + "@s3.example.com", "", ""},
+		{"attribute, user info and a bad escape", "https://" + ak + ":s3cr3t%zz@s3.example.com", "", ""},
+		{"attribute, user info, bad port", "https://" + ak + ":" + sk + "@s3.example.com:99999x", "", ""},
+		{"Secret endpoint with user info", "", "https://" + ak + ":" + sk + "@s3.example.com", ""},
+		{"Secret endpoint that does not parse", "", "https://" + ak + ":s3cr3t%zz@[::1", ""},
+		{"user info in the path", "https://s3.example.com/" + ak + ":" + sk + "@x", "", ""},
+		{"stsEndpoint with user info", "https://s3.example.com", "", "https://" + ak + ":" + sk + "@sts.example.com"},
+		{"stsEndpoint that does not parse", "https://s3.example.com", "", "https://" + ak + ":s3cr3t%zz@[::1"},
 	} {
 		attrs := map[string]string{"bucket": "bkt"}
 		if c.url != "" {
 			attrs["url"] = c.url
+		}
+		if c.stsEndpoint != "" {
+			attrs["authType"], attrs["roleArn"], attrs["oidcProviderArn"] = "rrsa", "acs:ram::1:role/r", "acs:ram::1:oidc-provider/p"
+			attrs["stsEndpoint"] = c.stsEndpoint
 		}
 		secrets := map[string]string{"akId": "AKID", "akSecret": secretValue}
 		if c.secretEndpoint != "" {
@@ -180,6 +186,9 @@ func TestEndpointErrorsHideUserInfo(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
+		if c.stsEndpoint != "" && !strings.Contains(msg, "stsEndpoint") {
+			t.Errorf("%s: error does not name stsEndpoint: %s", c.name, msg)
+		}
 		for _, part := range []string{ak, "s3cr3t", "SECRETPART", "%zz"} {
 			if strings.Contains(msg, part) {
 				t.Errorf("%s: error quotes %q: %s", c.name, part, msg)

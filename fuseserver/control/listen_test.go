@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -86,6 +87,48 @@ func TestListenChown(t *testing.T) {
 	}
 	if st.Uid != 65532 || st.Gid != 65533 || st.Mode&0o777 != 0o600 {
 		t.Errorf("socket owned by %d:%d mode %#o, want 65532:65533 0600", st.Uid, st.Gid, st.Mode&0o777)
+	}
+}
+
+// TestListenAppearsByRename watches the socket's directory with inotify:
+// the socket reaches its path only by a rename, already with its mode and
+// owner (no bind, chmod or chown there), so it never exists at its path
+// with wider permissions, not even for a moment.
+func TestListenAppearsByRename(t *testing.T) {
+	path := shortSocketPath(t)
+	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Skipf("inotify: %v", err)
+	}
+	defer unix.Close(in)
+	if _, err := unix.InotifyAddWatch(in, filepath.Dir(path), unix.IN_CREATE|unix.IN_ATTRIB|unix.IN_MOVED_TO); err != nil {
+		t.Fatal(err)
+	}
+	opts := control.ListenOptions{Path: path, AllowedUIDs: selfUID()}
+	if os.Getuid() == 0 {
+		opts.Chown, opts.OwnerUID, opts.OwnerGID = true, 65532, 65532
+	}
+	lis, err := control.Listen(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	buf := make([]byte, 64<<10)
+	n, err := unix.Read(in, buf)
+	if err != nil {
+		t.Fatalf("no inotify events: %v", err)
+	}
+	var masks []uint32
+	for off := 0; off+unix.SizeofInotifyEvent <= n; {
+		mask, size := binary.NativeEndian.Uint32(buf[off+4:]), int(binary.NativeEndian.Uint32(buf[off+12:]))
+		name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+size]), "\x00")
+		if name == filepath.Base(path) {
+			masks = append(masks, mask)
+		}
+		off += unix.SizeofInotifyEvent + size
+	}
+	if len(masks) != 1 || masks[0] != unix.IN_MOVED_TO {
+		t.Errorf("events on the socket's path %#x, want one IN_MOVED_TO (%#x)", masks, unix.IN_MOVED_TO)
 	}
 }
 

@@ -6,9 +6,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"rekey.dev/rekey/internal/keys"
 )
@@ -236,5 +239,29 @@ func TestCorruptReplacedList(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "very-secret") {
 			t.Errorf("%s: error %q contains the secret", name, err)
 		}
+	}
+}
+
+// TestCreateSealed: the custody file is a memfd (RAM only, no name in any
+// directory), close-on-exec, and sealed against resizing and further
+// sealing.
+func TestCreateSealed(t *testing.T) {
+	f, err := Create("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd()))); err != nil || !strings.HasPrefix(link, "/memfd:") {
+		t.Errorf("custody file is %q (%v), want a memfd", link, err)
+	}
+	if flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("descriptor flags %#x (%v), want close-on-exec", flags, err)
+	}
+	want := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
+	if seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); err != nil || seals&want != want {
+		t.Errorf("seals %#x (%v), want shrink, grow and seal sealed", seals, err)
+	}
+	if err := f.Truncate(fileSize * 2); err == nil {
+		t.Error("the custody file grew")
 	}
 }

@@ -132,6 +132,7 @@ func TestParseEndpoint(t *testing.T) {
 		{in: "ftp://x", wantErr: "scheme"},
 		{in: "https://user:pw@host", wantErr: "user info"},
 		{in: "https://host/?a=b", wantErr: "query"},
+		{in: "https://host/#frag", wantErr: "fragment"},
 		{in: "https://", wantErr: "no host"},
 	}
 	for _, tt := range tests {

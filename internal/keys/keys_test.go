@@ -115,3 +115,28 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("refused key file not removed")
 	}
 }
+
+// TestFingerprint: the access key ID, a colon and 16 hex digits of a hash
+// that changes with the ID, the secret and the token, and not with the
+// expiry.
+func TestFingerprint(t *testing.T) {
+	k := keys.Keys{AccessKeyID: "AKID", SecretAccessKey: secret, SessionToken: "tok"}
+	fp := k.Fingerprint()
+	if id, sum, ok := strings.Cut(fp, ":"); !ok || id != "AKID" || len(sum) != 16 || strings.Trim(sum, "0123456789abcdef") != "" {
+		t.Fatalf("Fingerprint = %q, want AKID:<16 hex digits>", fp)
+	}
+	later := k
+	later.Expiration = time.Now()
+	if later.Fingerprint() != fp {
+		t.Error("the expiry changes the fingerprint")
+	}
+	for _, other := range []keys.Keys{
+		{AccessKeyID: "AKIE", SecretAccessKey: secret, SessionToken: "tok"},
+		{AccessKeyID: "AKID", SecretAccessKey: secret + "x", SessionToken: "tok"},
+		{AccessKeyID: "AKID", SecretAccessKey: secret},
+	} {
+		if other.Fingerprint() == fp {
+			t.Errorf("%+v has the fingerprint of other keys", other)
+		}
+	}
+}
