@@ -95,19 +95,31 @@ var ErrUntrustedServer = errors.New("control: the socket's server runs as an unt
 // SO_PEERCRED that the process serving it runs as one of uids; the error
 // wraps ErrUntrustedServer if it does not.
 func CheckServer(ctx context.Context, path string, uids []uint32) (Peer, error) {
+	conn, p, err := dialTrusted(ctx, path, uids)
+	if err != nil {
+		return p, fmt.Errorf("control: connect %s: %w", path, err)
+	}
+	_ = conn.Close()
+	return p, nil
+}
+
+// dialTrusted connects to path and returns the connection if the server
+// runs as one of uids (SO_PEERCRED), else closes it; the peer is returned
+// whenever it was read.
+func dialTrusted(ctx context.Context, path string, uids []uint32) (net.Conn, Peer, error) {
 	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
 	if err != nil {
-		return Peer{}, fmt.Errorf("control: connect %s: %w", path, err)
+		return nil, Peer{}, err
 	}
-	defer func() { _ = conn.Close() }()
 	p, err := peerCredentials(conn)
+	if err == nil && !slices.Contains(uids, p.UID) {
+		err = fmt.Errorf("%w: uid %d, pid %d", ErrUntrustedServer, p.UID, p.PID)
+	}
 	if err != nil {
-		return Peer{}, err
+		_ = conn.Close()
+		return nil, p, err
 	}
-	if !slices.Contains(uids, p.UID) {
-		return p, fmt.Errorf("%w: uid %d, pid %d", ErrUntrustedServer, p.UID, p.PID)
-	}
-	return p, nil
+	return conn, p, nil
 }
 
 // WithServerUIDs makes a Client connect only to a server that runs as one
@@ -117,19 +129,8 @@ func CheckServer(ctx context.Context, path string, uids []uint32) (Peer, error) 
 func WithServerUIDs(path string, uids []uint32) grpc.DialOption {
 	uids = slices.Clone(uids)
 	return grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		conn, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
-		if err != nil {
-			return nil, err
-		}
-		p, err := peerCredentials(conn)
-		if err == nil && !slices.Contains(uids, p.UID) {
-			err = fmt.Errorf("%w: uid %d, pid %d", ErrUntrustedServer, p.UID, p.PID)
-		}
-		if err != nil {
-			_ = conn.Close()
-			return nil, err
-		}
-		return conn, nil
+		conn, _, err := dialTrusted(ctx, path, uids)
+		return conn, err
 	})
 }
 
