@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +115,55 @@ func TestStopKeepsDirtyStaging(t *testing.T) {
 	}
 	if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("staging directory after an uploaded stop: %v", err)
+	}
+}
+
+// TestStopLeavesNoWriteCache: files written through a mount stay in its
+// staging directory as the write cache after their upload; the server
+// under a supervisor does not remove them itself (it serves a descriptor
+// the supervisor holds, and until it exits a read may still use them), so
+// the supervisor's prune after Stop must: nothing of the mount is left.
+func TestStopLeavesNoWriteCache(t *testing.T) {
+	needRoot(t)
+	dir, bin, admin, s3srv := setup(t)
+	m, target, cfg := newTarget(t, dir, bin)
+	ctx := context.Background()
+	sup, err := supervisor.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fakes3.NewKeys("AKCACHE")
+	s3srv.AddKeys(k)
+	spec := supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt", Options: "use_path_request_style"}
+	info := startOn(t, m, spec, k, sup.Start)
+	for i := range 10 {
+		if err := os.WriteFile(filepath.Join(target, "f"+strconv.Itoa(i)), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	staging := filepath.Join(cfg.StateDir, info.ID+".staging")
+	entries, _, err := journal.Scan(staging)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("no write cache in %s while serving (%v): the test would prove nothing", staging, err)
+	}
+	if err := sup.Stop(ctx, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unmount(target); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _, err := journal.Scan(staging); err == nil && len(entries) > 0 {
+		t.Fatalf("%d staging entries left after Stop: %+v", len(entries), entries)
+	}
+	for i := range 10 {
+		out, err := s3srv.Client(admin).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String("f" + strconv.Itoa(i))})
+		if err != nil {
+			t.Fatalf("f%d in the bucket: %v", i, err)
+		}
+		got, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil || string(got) != "data" {
+			t.Fatalf("f%d in the bucket: %q, %v", i, got, err)
+		}
 	}
 }
