@@ -2,7 +2,6 @@ package control_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"rekey.dev/rekey/fuseserver/control"
+	"rekey.dev/rekey/internal/sockettest"
 	"rekey.dev/rekey/fuseserver/rotation"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
@@ -96,40 +96,17 @@ func TestListenChown(t *testing.T) {
 // with wider permissions, not even for a moment.
 func TestListenAppearsByRename(t *testing.T) {
 	path := shortSocketPath(t)
-	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Skipf("inotify: %v", err)
-	}
-	defer unix.Close(in)
-	if _, err := unix.InotifyAddWatch(in, filepath.Dir(path), unix.IN_CREATE|unix.IN_ATTRIB|unix.IN_MOVED_TO); err != nil {
-		t.Fatal(err)
-	}
 	opts := control.ListenOptions{Path: path, AllowedUIDs: selfUID()}
 	if os.Getuid() == 0 {
 		opts.Chown, opts.OwnerUID, opts.OwnerGID = true, 65532, 65532
 	}
-	lis, err := control.Listen(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	buf := make([]byte, 64<<10)
-	n, err := unix.Read(in, buf)
-	if err != nil {
-		t.Fatalf("no inotify events: %v", err)
-	}
-	var masks []uint32
-	for off := 0; off+unix.SizeofInotifyEvent <= n; {
-		mask, size := binary.NativeEndian.Uint32(buf[off+4:]), int(binary.NativeEndian.Uint32(buf[off+12:]))
-		name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+size]), "\x00")
-		if name == filepath.Base(path) {
-			masks = append(masks, mask)
+	sockettest.AppearsByRename(t, path, func() {
+		lis, err := control.Listen(opts)
+		if err != nil {
+			t.Fatal(err)
 		}
-		off += unix.SizeofInotifyEvent + size
-	}
-	if len(masks) != 1 || masks[0] != unix.IN_MOVED_TO {
-		t.Errorf("events on the socket's path %#x, want one IN_MOVED_TO (%#x)", masks, unix.IN_MOVED_TO)
-	}
+		t.Cleanup(func() { _ = lis.Close() })
+	})
 }
 
 func TestListenReplacesStaleSocket(t *testing.T) {
