@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"rekey.dev/rekey/fuseserver/control"
-	"rekey.dev/rekey/internal/sockettest"
 	"rekey.dev/rekey/fuseserver/rotation"
+	"rekey.dev/rekey/internal/sockettest"
 	credentialsv1 "rekey.dev/rekey/proto/rekey/credentials/v1"
 )
 
