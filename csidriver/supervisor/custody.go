@@ -25,6 +25,20 @@ func dupFile(f *os.File, name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
+// dup returns close-on-exec duplicates of both descriptors of d.
+func (d Descriptors) dup() (Descriptors, error) {
+	fuse, err := dupFile(d.Fuse, "/dev/fuse")
+	if err != nil {
+		return Descriptors{}, err
+	}
+	custody, err := dupFile(d.Custody, "key-custody")
+	if err != nil {
+		_ = fuse.Close()
+		return Descriptors{}, err
+	}
+	return Descriptors{Fuse: fuse, Custody: custody}, nil
+}
+
 // Attach gives the supervisor copies of mount id's descriptors, which the
 // driver kept. A mount that lacks them takes duplicates (a server adopted
 // without them, or one whose server is gone: that one is resumed now);
@@ -44,15 +58,11 @@ func (s *Supervisor) Attach(_ context.Context, id string, fds Descriptors) error
 		return nil
 	}
 	s.mu.Unlock()
-	fuse, err := dupFile(fds.Fuse, "/dev/fuse")
+	dups, err := fds.dup()
 	if err != nil {
 		return err
 	}
-	custody, err := dupFile(fds.Custody, "key-custody")
-	if err != nil {
-		_ = fuse.Close()
-		return err
-	}
+	fuse, custody := dups.Fuse, dups.Custody
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m.fuse != nil || m.custody != nil || s.mounts[id] != m {
@@ -81,16 +91,7 @@ func (s *Supervisor) Descriptors(_ context.Context, id string) (Descriptors, err
 	if m.fuse == nil || m.custody == nil {
 		return Descriptors{}, fmt.Errorf("supervisor: mount %s: no descriptors held", id)
 	}
-	fuse, err := dupFile(m.fuse, "/dev/fuse")
-	if err != nil {
-		return Descriptors{}, err
-	}
-	custody, err := dupFile(m.custody, "key-custody")
-	if err != nil {
-		_ = fuse.Close()
-		return Descriptors{}, err
-	}
-	return Descriptors{Fuse: fuse, Custody: custody}, nil
+	return (Descriptors{Fuse: m.fuse, Custody: m.custody}).dup()
 }
 
 // awaitDescriptors waits, for a mount whose server died while the

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -160,7 +159,7 @@ func (s *Supervisor) release(ctx context.Context, id string, log logr.Logger) (I
 		s.mu.Unlock()
 		return Info{}, Descriptors{}, fmt.Errorf("supervisor: mount %s: no descriptors held (a server adopted from rekey 0.1); it stays here", id)
 	}
-	fds, err := dupDescriptors(m.fuse, m.custody)
+	fds, err := (Descriptors{Fuse: m.fuse, Custody: m.custody}).dup()
 	if err != nil {
 		s.mu.Unlock()
 		return Info{}, Descriptors{}, err
@@ -185,10 +184,11 @@ func (s *Supervisor) release(ctx context.Context, id string, log logr.Logger) (I
 // restore takes back a mount whose hand-off failed: a server of this
 // supervisor's version resumes it.
 func (s *Supervisor) restore(info Info, fds Descriptors, log logr.Logger) error {
-	fuse, custody, err := dupPair(fds)
+	dups, err := fds.dup()
 	if err != nil {
 		return err
 	}
+	fuse, custody := dups.Fuse, dups.Custody
 	info.Owner, info.Version = s.cfg.Instance, s.cfg.Version
 	info.Dead, info.Adopted = false, false
 	m, err := s.launch(s.ctx, info, launch{fuse: fuse, custody: custody, resume: true})
@@ -207,22 +207,6 @@ func (s *Supervisor) restore(info Info, fds Descriptors, log logr.Logger) error 
 	s.watch(m, log.WithValues("mountId", info.ID))
 	log.Info("mount restored after a failed hand-off", "mountId", info.ID, "pid", m.info.PID)
 	return nil
-}
-
-func dupDescriptors(fuse, custody *os.File) (Descriptors, error) {
-	f, c, err := dupPair(Descriptors{Fuse: fuse, Custody: custody})
-	return Descriptors{Fuse: f, Custody: c}, err
-}
-
-func dupPair(d Descriptors) (fuse, custody *os.File, err error) {
-	if fuse, err = dupFile(d.Fuse, "/dev/fuse"); err != nil {
-		return nil, nil, err
-	}
-	if custody, err = dupFile(d.Custody, "key-custody"); err != nil {
-		_ = fuse.Close()
-		return nil, nil, err
-	}
-	return fuse, custody, nil
 }
 
 // readRequest reads one request line and the descriptors on it.
@@ -464,24 +448,16 @@ func (s *Supervisor) takeOne(h *handoffSession, id string, log logr.Logger) erro
 	}
 	defer fds.Close()
 	log = log.WithValues("mountId", id, "volumeId", info.Spec.VolumeID, "target", info.Spec.Target)
-	fuse, custody, err := dupPair(fds)
+	dups, err := fds.dup()
 	if err != nil {
 		return s.giveBack(h, info, fds, err, log)
 	}
+	fuse, custody := dups.Fuse, dups.Custody
 	from, oldPID, oldVersion := info.Owner, info.PID, info.Version
 	info.Owner, info.Version = s.cfg.Instance, s.cfg.Version
 	info.Dead, info.Adopted = false, false
 	info.HandOffs++
-	var m *mount
-	backoff := time.Duration(0)
-	for attempt := 0; attempt < maxResumes; attempt++ {
-		time.Sleep(backoff)
-		backoff = max(2*backoff, resumeBackoff)
-		if m, err = s.launch(s.ctx, info, launch{fuse: fuse, custody: custody, resume: true}); err == nil {
-			break
-		}
-		log.Error(err, "starting the server that takes the mount over failed", "attempt", attempt+1)
-	}
+	m, err := s.launchResumed(info, fuse, custody, "starting the server that takes the mount over failed", log)
 	if err != nil {
 		_ = fuse.Close()
 		_ = custody.Close()

@@ -97,49 +97,60 @@ func (s *Supervisor) resume(dead *mount, status string, log logr.Logger) error {
 		return err
 	}
 	began := time.Now()
+	info := dead.info
+	info.Dead, info.Adopted = false, false
+	m, err := s.launchResumed(info, dead.fuse, dead.custody, "resuming the FUSE connection failed", log)
+	if err != nil {
+		return err
+	}
+	m.resumed = append(pruned(dead.resumed), time.Now())
+	m.info.Resumes = dead.info.Resumes + 1
+	m.info.Started = time.Now()
+	s.mu.Lock()
+	stopping := dead.stopping
+	if !stopping {
+		s.mounts[m.info.ID] = m
+	}
+	s.mu.Unlock()
+	if stopping { // Stop came in meanwhile: it owns the descriptors
+		_ = unix.Kill(m.info.PID, unix.SIGTERM)
+		<-m.exited
+		return errors.New("the mount is being stopped")
+	}
+	if err := s.saveState(m.info); err != nil {
+		log.Error(err, "state not saved: a restarted supervisor will not adopt this server")
+	}
+	s.watch(m, log)
+	took := time.Since(began)
+	log.Info("FUSE server resumed on its live connection", "oldPid", dead.info.PID, "pid", m.info.PID,
+		"took", took.String(), "resumes", m.info.Resumes)
+	s.publish(Event{Kind: EventResumed, MountID: m.info.ID, Spec: m.info.Spec, Time: time.Now(),
+		Reason: fmt.Sprintf("%s; resumed as process %d in %d ms", status, m.info.PID, took.Milliseconds())}, nil)
+	return nil
+}
+
+// launchResumed starts a server of this version that resumes the
+// connection on fuse with the keys in custody, up to maxResumes times with
+// a doubling backoff from resumeBackoff (a resume, a takeover); each
+// failure is logged with failed. The descriptors stay the caller's.
+func (s *Supervisor) launchResumed(info Info, fuse, custody *os.File, failed string, log logr.Logger) (*mount, error) {
 	backoff := time.Duration(0)
 	var lastErr error
 	for attempt := 0; attempt < maxResumes; attempt++ {
 		select {
 		case <-s.ctx.Done():
-			return fmt.Errorf("the supervisor is stopping: %w", s.ctx.Err())
+			return nil, fmt.Errorf("the supervisor is stopping: %w", s.ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = max(2*backoff, resumeBackoff)
-		info := dead.info
-		info.Dead, info.Adopted = false, false
-		m, err := s.launch(s.ctx, info, launch{fuse: dead.fuse, custody: dead.custody, resume: true})
-		if err != nil {
-			lastErr = err
-			log.Error(err, "resuming the FUSE connection failed", "attempt", attempt+1)
-			continue
+		m, err := s.launch(s.ctx, info, launch{fuse: fuse, custody: custody, resume: true})
+		if err == nil {
+			return m, nil
 		}
-		m.resumed = append(pruned(dead.resumed), time.Now())
-		m.info.Resumes = dead.info.Resumes + 1
-		m.info.Started = time.Now()
-		s.mu.Lock()
-		stopping := dead.stopping
-		if !stopping {
-			s.mounts[m.info.ID] = m
-		}
-		s.mu.Unlock()
-		if stopping { // Stop came in meanwhile: it owns the descriptors
-			_ = unix.Kill(m.info.PID, unix.SIGTERM)
-			<-m.exited
-			return errors.New("the mount is being stopped")
-		}
-		if err := s.saveState(m.info); err != nil {
-			log.Error(err, "state not saved: a restarted supervisor will not adopt this server")
-		}
-		s.watch(m, log)
-		took := time.Since(began)
-		log.Info("FUSE server resumed on its live connection", "oldPid", dead.info.PID, "pid", m.info.PID,
-			"took", took.String(), "resumes", m.info.Resumes)
-		s.publish(Event{Kind: EventResumed, MountID: m.info.ID, Spec: m.info.Spec, Time: time.Now(),
-			Reason: fmt.Sprintf("%s; resumed as process %d in %d ms", status, m.info.PID, took.Milliseconds())}, nil)
-		return nil
+		lastErr = err
+		log.Error(err, failed, "attempt", attempt+1)
 	}
-	return fmt.Errorf("%d attempts failed, the last: %w", maxResumes, lastErr)
+	return nil, fmt.Errorf("%d attempts failed, the last: %w", maxResumes, lastErr)
 }
 
 // pruned drops resume times older than resumeWindow.
