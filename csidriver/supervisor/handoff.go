@@ -191,7 +191,7 @@ func (s *Supervisor) restore(info Info, fds Descriptors, log logr.Logger) error 
 	fuse, custody := dups.Fuse, dups.Custody
 	info.Owner, info.Version = s.cfg.Instance, s.cfg.Version
 	info.Dead, info.Adopted = false, false
-	m, err := s.launch(s.ctx, info, launch{fuse: fuse, custody: custody, resume: true})
+	m, err := s.launchResumed(info, fuse, custody, "restoring the mount after a failed hand-off failed", log)
 	if err != nil {
 		_ = fuse.Close()
 		_ = custody.Close()
