@@ -253,3 +253,65 @@ func eventuallyAnswers(t *testing.T, c *supervisor.Client) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestFailedHandoffGoesBack: a new node pod whose FUSE server cannot start
+// (here a broken binary) releases nothing for good: the mount it asked for
+// goes back to the running supervisor, which resumes it with its own
+// server; what was written before stays, and the mount keeps working.
+func TestFailedHandoffGoesBack(t *testing.T) {
+	needRoot(t)
+	dir, bin, k, s3srv := setup(t)
+	csiA, csiB := buildCSI(t, dir, "vA"), buildCSI(t, dir, "vB")
+	m, target, cfg := newTarget(t, dir, bin)
+	sock := filepath.Join(dir, "sup.sock")
+	client := &supervisor.Client{Path: sock, Timeout: 30 * time.Second}
+	broken := filepath.Join(dir, "broken-fuse")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'this build cannot serve' >&2\nexit 3\n"), 0o755); err != nil { //nolint:gosec // an executable
+		t.Fatal(err)
+	}
+
+	genA := startGeneration(t, csiA, "vA", sock, cfg.StateDir, bin)
+	eventuallyAnswers(t, client)
+	info := startOn(t, m, supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt",
+		Options: "use_path_request_style"}, k, client.Start)
+	if err := os.WriteFile(filepath.Join(target, "before"), []byte("written before"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := pidOf(t, client, info.ID)
+
+	genB := startGeneration(t, csiB, "vB", sock, cfg.StateDir, broken)
+	genB.awaitLog(t, "mount not taken over; it stays with the running supervisor", 2*time.Minute)
+	genA.awaitLog(t, "mount restored after a failed hand-off", 30*time.Second)
+	in, _ := awaitVersion(t, client, info.ID, "vA", 30*time.Second)
+	if in.PID == before {
+		t.Fatalf("the mount is still served by process %d: it was never released", before)
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "before")); err != nil || string(b) != "written before" {
+		t.Fatalf("read after the failed hand-off: %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "after"), []byte("written after"), 0o644); err != nil {
+		t.Fatalf("write after the failed hand-off: %v", err)
+	}
+	for key, want := range map[string]string{"before": "written before", "after": "written after"} {
+		out, err := s3srv.Client(k).GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String(key)})
+		if err != nil {
+			t.Fatalf("%s in the bucket: %v", key, err)
+		}
+		got, err := io.ReadAll(out.Body)
+		_ = out.Body.Close()
+		if err != nil || string(got) != want {
+			t.Fatalf("%s in the bucket: %q, %v", key, got, err)
+		}
+	}
+	// The new pod keeps failing its takeover (its readiness says why);
+	// deleting it leaves the mount alone.
+	_ = genB.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-genB.exited:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the failed generation did not stop")
+	}
+	if got := pidOf(t, client, info.ID); got != in.PID {
+		t.Fatalf("the mount moved (process %d → %d) when the failed pod went", in.PID, got)
+	}
+}
