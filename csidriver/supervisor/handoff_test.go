@@ -293,16 +293,11 @@ func TestFailedHandoffGoesBack(t *testing.T) {
 		t.Fatalf("write after the failed hand-off: %v", err)
 	}
 	for key, want := range map[string]string{"before": "written before", "after": "written after"} {
-		out, err := s3srv.Client(k).GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String(key)})
-		if err != nil {
-			t.Fatalf("%s in the bucket: %v", key, err)
-		}
-		got, err := io.ReadAll(out.Body)
-		_ = out.Body.Close()
-		if err != nil || string(got) != want {
-			t.Fatalf("%s in the bucket: %q, %v", key, got, err)
+		if got := object(t, s3srv, k, key); got != want {
+			t.Fatalf("%s in the bucket: %q", key, got)
 		}
 	}
+
 	// The new pod keeps failing its takeover (its readiness says why);
 	// deleting it leaves the mount alone.
 	_ = genB.cmd.Process.Signal(syscall.SIGTERM)

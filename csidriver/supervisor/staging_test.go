@@ -156,14 +156,8 @@ func TestStopLeavesNoWriteCache(t *testing.T) {
 		t.Fatalf("%d staging entries left after Stop: %+v", len(entries), entries)
 	}
 	for i := range 10 {
-		out, err := s3srv.Client(admin).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("bkt"), Key: aws.String("f" + strconv.Itoa(i))})
-		if err != nil {
-			t.Fatalf("f%d in the bucket: %v", i, err)
-		}
-		got, err := io.ReadAll(out.Body)
-		out.Body.Close()
-		if err != nil || string(got) != "data" {
-			t.Fatalf("f%d in the bucket: %q, %v", i, got, err)
+		if got := object(t, s3srv, admin, "f"+strconv.Itoa(i)); got != "data" {
+			t.Fatalf("f%d in the bucket: %q", i, got)
 		}
 	}
 }
