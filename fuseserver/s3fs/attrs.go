@@ -111,8 +111,8 @@ func attrChanges(in *fuse.SetAttrIn, curMode uint32) (a posixAttrs, ok bool) {
 
 // setObjectAttrs applies chmod, chown and utimens of in to the file or
 // symlink key, whose current entry is cur: on staged data that is still
-// to be uploaded (or open for writing), in the state, which the upload
-// carries; else on the object, with a server-side copy.
+// to be uploaded, in the state, which the upload carries; else on the
+// object, with a server-side copy.
 func (f *FS) setObjectAttrs(ctx context.Context, key string, cur statEntry, in *fuse.SetAttrIn) syscall.Errno {
 	var attr fuse.Attr
 	f.fillFileAttr(&attr, cur)
@@ -133,17 +133,21 @@ func (f *FS) setObjectAttrs(ctx context.Context, key string, cur statEntry, in *
 
 // changeMeta changes the user metadata of the file or symlink key, whose
 // current entry is cur, with change (which returns a new map), and sets
-// its mtime if mtime is not nil: on staged data still to be uploaded (or
-// open for writing), in the state, which the upload carries; else on the
-// object, with a server-side copy.
+// its mtime if mtime is not nil: on staged data still to be uploaded, in
+// the state, which the upload carries; else on the object, with a
+// server-side copy.
 func (f *FS) changeMeta(ctx context.Context, key string, cur statEntry, change func(map[string]string) map[string]string, mtime *time.Time) syscall.Errno {
 	st := f.stateOf(key)
 	if st != nil {
 		st.uploadMu.Lock()
 		defer st.uploadMu.Unlock()
 		st.mu.Lock()
+		// Only data still to be uploaded carries the change: a file
+		// that is open for writing but uploaded (clean) may see no
+		// upload again (the writer may only close), so its object
+		// changes now, and a later upload carries st.meta.
 		_, _, staged := st.stagedLocked()
-		if staged && (st.dirtyLocked() || st.writers > 0) {
+		if staged && st.dirtyLocked() {
 			meta := st.meta
 			if meta == nil {
 				meta = cur.meta

@@ -374,6 +374,43 @@ func TestMetadataKept(t *testing.T) {
 	}
 }
 
+// TestMetadataOfCleanOpenFile: a chmod of a file whose data is uploaded
+// but which is still open for writing reaches the object at once. (The
+// kernel sends RELEASE after close(2) returns, so a chmod right after a
+// close meets such a file; staging the change for an upload that never
+// comes lost it: seen in TestCrossTool.)
+func TestMetadataOfCleanOpenFile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{}, true)
+	f, err := os.Create(e.path("open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // uploaded: clean, still open for writing
+		t.Fatal(err)
+	}
+	if err := os.Chmod(e.path("open"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	head, err := e.admin.HeadObject(t.Context(), &s3.HeadObjectInput{Bucket: aws.String(testBucket), Key: aws.String("open")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := head.Metadata["mode"]; got != "33152" { // 0100600
+		t.Fatalf("x-amz-meta-mode = %q after chmod 0600 of an open clean file, want 33152 (all: %v)", got, head.Metadata)
+	}
+	if got := e.mustGet("open"); string(got) != "data" {
+		t.Fatalf("object: %q", got)
+	}
+}
+
 // TestMetadataForced: uid, gid and umask given as options apply to every
 // entry, whatever its metadata says (s3fs's rule).
 func TestMetadataForced(t *testing.T) {
