@@ -32,9 +32,28 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	var cfg sidecar.Config
-	var sources, logFormat string
-	var verbosity int
+	cfg, logFormat, verbosity, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := logging.New(os.Stderr, logFormat, verbosity)
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	start := time.Now()
+	err = sidecar.Run(ctx, cfg)
+	log.V(1).Info("exiting", "ranFor", time.Since(start).Round(time.Second))
+	return err
+}
+
+// parseFlags reads the command line into a Config (without its logger)
+// and the log settings.
+func parseFlags(args []string) (cfg sidecar.Config, logFormat string, verbosity int, err error) {
+	var sources string
 	fs := flag.NewFlagSet("rekey-sidecar", flag.ContinueOnError)
 	fs.StringVar(&sources, contract.SidecarSourcesFlag, "", "JSON array of key sources, one per volume (written by the webhook)")
 	fs.StringVar(&cfg.SocketDir, contract.SidecarSocketDirFlag, contract.SocketDir, "directory of the FUSE servers' control sockets")
@@ -48,24 +67,13 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&verbosity, "v", 0, "log verbosity")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+		return cfg, "", 0, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return cfg, "", 0, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := json.Unmarshal([]byte(sources), &cfg.Sources); err != nil {
-		return fmt.Errorf("--%s: not a JSON array of sources: %w", contract.SidecarSourcesFlag, err)
+		return cfg, "", 0, fmt.Errorf("--%s: not a JSON array of sources: %w", contract.SidecarSourcesFlag, err)
 	}
-	log, err := logging.New(os.Stderr, logFormat, verbosity)
-	if err != nil {
-		return err
-	}
-	cfg.Log = log
-	start := time.Now()
-	err = sidecar.Run(ctx, cfg)
-	log.V(1).Info("exiting", "ranFor", time.Since(start).Round(time.Second))
-	return err
+	return cfg, logFormat, verbosity, nil
 }

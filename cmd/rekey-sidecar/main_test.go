@@ -48,3 +48,15 @@ func TestRunStopsOnCancel(t *testing.T) {
 		t.Fatal("run did not return after cancel")
 	}
 }
+
+// TestListenersOffByDefault: without --health-addr and --metrics-addr the
+// sidecar opens no listener (SECURITY.md: metrics and health are opt-in).
+func TestListenersOffByDefault(t *testing.T) {
+	cfg, _, _, err := parseFlags([]string{"--sources=[]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HealthAddr != "" || cfg.MetricsAddr != "" {
+		t.Fatalf("health %q, metrics %q by default; want both off", cfg.HealthAddr, cfg.MetricsAddr)
+	}
+}
