@@ -118,7 +118,12 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	}
 
 	// renewed: what `cmctl renew` does (condition Issuing=True), while
-	// admissions go on.
+	// admissions go on; the webhook's pods must serve the new pair
+	// without a restart (controller-runtime's certificate watcher).
+	podsBefore, err := webhookPods(ctx, cs)
+	if err != nil {
+		return err
+	}
 	stamp := time.Now().UTC().Format(time.RFC3339)
 	if _, err := c.kubectl(ctx, "-n", cmNamespace, "patch", "certificate", cmCertificate, "--subresource=status", "--type=json", "-p",
 		`[{"op":"add","path":"/status/conditions/-","value":{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"e2e: forced renewal","lastTransitionTime":"`+stamp+`"}}]`); err != nil {
@@ -156,10 +161,40 @@ func certManagerStep(ctx context.Context, o options, c *Cluster) error {
 	if failed > 0 {
 		return fmt.Errorf("cert-manager: %d of %d admissions failed across the renewal: %s", failed, admitted, strings.Join(failures, "; "))
 	}
-	logf("cert-manager: renewal served after %.1fs (serial %s → %s); %d admissions across it, 0 failed",
+	podsAfter, err := webhookPods(ctx, cs)
+	if err != nil {
+		return err
+	}
+	if podsAfter != podsBefore {
+		return fmt.Errorf("cert-manager: the webhook's pods changed or restarted across the renewal (%s → %s); it must reload the pair in place", podsBefore, podsAfter)
+	}
+	logf("cert-manager: renewal served after %.1fs (serial %s → %s) by the same webhook pods, none restarted; %d admissions across it, 0 failed",
 		time.Since(t).Seconds(), first.SerialNumber, renewed.SerialNumber, admitted)
 	fmt.Println("E2E cert-manager: issued, injected, renewed with 0 failed admissions")
 	return nil
+}
+
+// webhookPods names the webhook's pods with their UIDs and container
+// restart counts, sorted: equal before and after means no pod was
+// replaced or restarted.
+func webhookPods(ctx context.Context, cs *kubernetes.Clientset) (string, error) {
+	pods, err := cs.CoreV1().Pods(cmNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=rekey-webhook"})
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for _, p := range pods.Items {
+		restarts := int32(0)
+		for _, st := range p.Status.ContainerStatuses {
+			restarts += st.RestartCount
+		}
+		out = append(out, fmt.Sprintf("%s/%s restarts=%d", p.Name, p.UID, restarts))
+	}
+	if len(out) == 0 {
+		return "", errors.New("cert-manager: no webhook pod")
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", "), nil
 }
 
 func clientset(c *Cluster) (*kubernetes.Clientset, error) {
