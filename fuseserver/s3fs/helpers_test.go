@@ -29,8 +29,15 @@ type countingAPI struct {
 	failParts, failCompletes atomic.Bool
 	// failPuts makes PutObject fail with a 500 InternalError.
 	failPuts atomic.Bool
-	// holdParts, while locked by a test, holds every UploadPart back.
-	holdParts sync.RWMutex
+	// holdParts, while locked by a test, holds every UploadPart back;
+	// holdCopies every CopyObject.
+	holdParts, holdCopies sync.RWMutex
+}
+
+func (c *countingAPI) CopyObject(ctx context.Context, in *s3.CopyObjectInput, o ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
+	c.holdCopies.RLock()
+	c.holdCopies.RUnlock() //nolint:staticcheck // waits while a test holds copies back
+	return c.API.CopyObject(ctx, in, o...)
 }
 
 func (c *countingAPI) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {

@@ -45,6 +45,10 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 			// would fail, log a line and fall back to a copy anyway.
 			DisableSplice: true,
 			Options:       []string{"default_permissions"},
+			// A signal to the application never fails its call with
+			// EINTR (Go's preemption signals would, at random): every
+			// request runs to its answer, bounded by RequestTimeout.
+			DisableInterrupts: true,
 		},
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,

@@ -398,6 +398,16 @@ type MountOptions struct {
 	// taken from the settings. See Server.NotifyResend for requests
 	// the earlier server read but did not answer.
 	Resume *InitState
+
+	// DisableInterrupts answers the kernel's INTERRUPT with ENOSYS: the
+	// kernel then sends none on this connection again (it remembers,
+	// for the connection, that the server does not implement them), and
+	// a process waiting on the file system returns only when the request
+	// is answered or on a fatal signal, as on a local file system.
+	// Requests are never cancelled. Go programs get a preemption signal
+	// many times a second and do not retry EINTR from most system calls,
+	// so a file system that honours interrupts fails them at random.
+	DisableInterrupts bool
 }
 
 // RawFileSystem is an interface close to the FUSE wire protocol.

@@ -518,6 +518,10 @@ func doCopyFileRange(server *protocolServer, req *request) {
 }
 
 func doInterrupt(server *protocolServer, req *request) {
+	if server.opts.DisableInterrupts {
+		req.status = ENOSYS
+		return
+	}
 	input := (*InterruptIn)(req.inData())
 	req.status = server.interruptRequest(input.Unique)
 }
