@@ -188,13 +188,11 @@ func (s *Supervisor) restore(info Info, fds Descriptors, log logr.Logger) error 
 	if err != nil {
 		return err
 	}
-	fuse, custody := dups.Fuse, dups.Custody
 	info.Owner, info.Version = s.cfg.Instance, s.cfg.Version
 	info.Dead, info.Adopted = false, false
-	m, err := s.launchResumed(info, fuse, custody, "restoring the mount after a failed hand-off failed", log)
+	m, err := s.launchResumed(info, dups, "restoring the mount after a failed hand-off failed", log)
 	if err != nil {
-		_ = fuse.Close()
-		_ = custody.Close()
+		dups.Close()
 		return fmt.Errorf("supervisor: restore %s: %w", info.ID, err)
 	}
 	m.info.Started = time.Now()
@@ -452,15 +450,13 @@ func (s *Supervisor) takeOne(h *handoffSession, id string, log logr.Logger) erro
 	if err != nil {
 		return s.giveBack(h, info, fds, err, log)
 	}
-	fuse, custody := dups.Fuse, dups.Custody
 	from, oldPID, oldVersion := info.Owner, info.PID, info.Version
 	info.Owner, info.Version = s.cfg.Instance, s.cfg.Version
 	info.Dead, info.Adopted = false, false
 	info.HandOffs++
-	m, err := s.launchResumed(info, fuse, custody, "starting the server that takes the mount over failed", log)
+	m, err := s.launchResumed(info, dups, "starting the server that takes the mount over failed", log)
 	if err != nil {
-		_ = fuse.Close()
-		_ = custody.Close()
+		dups.Close()
 		return s.giveBack(h, info, fds, err, log)
 	}
 	m.info.Started = time.Now()

@@ -18,8 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
+	"rekey.dev/rekey/internal/fakes3"
 	"rekey.dev/rekey/internal/fusetest"
+	"rekey.dev/rekey/internal/keys"
 )
 
 // generation is one node pod's supervisor container: `rekey-csi init`
@@ -147,12 +150,8 @@ func awaitVersion(t *testing.T, c *supervisor.Client, id, v string, timeout time
 // the mount back the same way and vB is stopped. No worker may see an
 // error, and every byte written is checked in the bucket.
 func TestHandoffUnderLoad(t *testing.T) {
-	needRoot(t)
-	dir, bin, k, s3srv := setup(t)
-	csiA, csiB := buildCSI(t, dir, "vA"), buildCSI(t, dir, "vB")
-	m, target, cfg := newTarget(t, dir, bin)
-	sock := filepath.Join(dir, "sup.sock")
-	client := &supervisor.Client{Path: sock, Timeout: 30 * time.Second}
+	n := newNodeWithTwoVersions(t)
+	dir, bin, k, s3srv, csiA, csiB, m, target, cfg, sock, client := n.dir, n.bin, n.k, n.s3, n.csiA, n.csiB, n.m, n.target, n.cfg, n.sock, n.client
 
 	cl := s3srv.Client(k)
 	for key, b := range map[string][]byte{"ro/big": content(seedRoBig, roBigSize), "ro/mm": content(seedMmap, roMmapSize)} {
@@ -259,12 +258,8 @@ func eventuallyAnswers(t *testing.T, c *supervisor.Client) {
 // goes back to the running supervisor, which resumes it with its own
 // server; what was written before stays, and the mount keeps working.
 func TestFailedHandoffGoesBack(t *testing.T) {
-	needRoot(t)
-	dir, bin, k, s3srv := setup(t)
-	csiA, csiB := buildCSI(t, dir, "vA"), buildCSI(t, dir, "vB")
-	m, target, cfg := newTarget(t, dir, bin)
-	sock := filepath.Join(dir, "sup.sock")
-	client := &supervisor.Client{Path: sock, Timeout: 30 * time.Second}
+	n := newNodeWithTwoVersions(t)
+	dir, bin, k, s3srv, csiA, csiB, m, target, cfg, sock, client := n.dir, n.bin, n.k, n.s3, n.csiA, n.csiB, n.m, n.target, n.cfg, n.sock, n.client
 	broken := filepath.Join(dir, "broken-fuse")
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'this build cannot serve' >&2\nexit 3\n"), 0o755); err != nil { //nolint:gosec // an executable
 		t.Fatal(err)
@@ -309,4 +304,29 @@ func TestFailedHandoffGoesBack(t *testing.T) {
 	if got := pidOf(t, client, info.ID); got != in.PID {
 		t.Fatalf("the mount moved (process %d → %d) when the failed pod went", in.PID, got)
 	}
+}
+
+// nodeWithTwoVersions is a node for hand-off tests: rekey-csi built as
+// versions vA and vB, one mount target, the node's supervisor socket and
+// a client of it.
+type nodeWithTwoVersions struct {
+	dir, bin, csiA, csiB string
+	k                    keys.Keys
+	s3                   *fakes3.Server
+	m                    mounter.Interface
+	target, sock         string
+	cfg                  supervisor.Config
+	client               *supervisor.Client
+}
+
+func newNodeWithTwoVersions(t *testing.T) nodeWithTwoVersions {
+	t.Helper()
+	needRoot(t)
+	n := nodeWithTwoVersions{}
+	n.dir, n.bin, n.k, n.s3 = setup(t)
+	n.csiA, n.csiB = buildCSI(t, n.dir, "vA"), buildCSI(t, n.dir, "vB")
+	n.m, n.target, n.cfg = newTarget(t, n.dir, n.bin)
+	n.sock = filepath.Join(n.dir, "sup.sock")
+	n.client = &supervisor.Client{Path: n.sock, Timeout: 30 * time.Second}
+	return n
 }

@@ -99,7 +99,7 @@ func (s *Supervisor) resume(dead *mount, status string, log logr.Logger) error {
 	began := time.Now()
 	info := dead.info
 	info.Dead, info.Adopted = false, false
-	m, err := s.launchResumed(info, dead.fuse, dead.custody, "resuming the FUSE connection failed", log)
+	m, err := s.launchResumed(info, Descriptors{Fuse: dead.fuse, Custody: dead.custody}, "resuming the FUSE connection failed", log)
 	if err != nil {
 		return err
 	}
@@ -130,10 +130,11 @@ func (s *Supervisor) resume(dead *mount, status string, log logr.Logger) error {
 }
 
 // launchResumed starts a server of this version that resumes the
-// connection on fuse with the keys in custody, up to maxResumes times with
-// a doubling backoff from resumeBackoff (a resume, a takeover); each
-// failure is logged with failed. The descriptors stay the caller's.
-func (s *Supervisor) launchResumed(info Info, fuse, custody *os.File, failed string, log logr.Logger) (*mount, error) {
+// connection of fds with the keys in its custody, up to maxResumes times
+// with a doubling backoff from resumeBackoff (a resume, a takeover, a
+// restore); each failure is logged with failed. The descriptors stay the
+// caller's.
+func (s *Supervisor) launchResumed(info Info, fds Descriptors, failed string, log logr.Logger) (*mount, error) {
 	backoff := time.Duration(0)
 	var lastErr error
 	for attempt := 0; attempt < maxResumes; attempt++ {
@@ -143,7 +144,7 @@ func (s *Supervisor) launchResumed(info Info, fuse, custody *os.File, failed str
 		case <-time.After(backoff):
 		}
 		backoff = max(2*backoff, resumeBackoff)
-		m, err := s.launch(s.ctx, info, launch{fuse: fuse, custody: custody, resume: true})
+		m, err := s.launch(s.ctx, info, launch{fuse: fds.Fuse, custody: fds.Custody, resume: true})
 		if err == nil {
 			return m, nil
 		}

@@ -17,9 +17,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"rekey.dev/rekey/csidriver/mounter"
 	"rekey.dev/rekey/csidriver/supervisor"
 	"rekey.dev/rekey/fuseserver/journal"
 	"rekey.dev/rekey/internal/fakes3"
+	"rekey.dev/rekey/internal/keys"
 )
 
 // TestStopKeepsDirtyStaging: a server that cannot upload (its keys were
@@ -27,20 +29,11 @@ import (
 // and reports the object; the next server for the same target uploads it
 // and the staging directory goes.
 func TestStopKeepsDirtyStaging(t *testing.T) {
-	needRoot(t)
-	dir, bin, admin, s3srv := setup(t)
-	m, target, cfg := newTarget(t, dir, bin)
+	sm := startStagingMount(t, "AKSTAGE")
+	sup, m, target, cfg, s3srv, admin, k, spec, info := sm.sup, sm.m, sm.target, sm.cfg, sm.s3, sm.admin, sm.k, sm.spec, sm.info
 	ctx := context.Background()
-	sup, err := supervisor.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	events, cancel := sup.Subscribe()
 	defer cancel()
-	k := fakes3.NewKeys("AKSTAGE")
-	s3srv.AddKeys(k)
-	spec := supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt", Options: "use_path_request_style"}
-	info := startOn(t, m, spec, k, sup.Start)
 
 	data := make([]byte, 300<<10)
 	_, _ = rand.Read(data)
@@ -124,18 +117,9 @@ func TestStopKeepsDirtyStaging(t *testing.T) {
 // the supervisor holds, and until it exits a read may still use them), so
 // the supervisor's prune after Stop must: nothing of the mount is left.
 func TestStopLeavesNoWriteCache(t *testing.T) {
-	needRoot(t)
-	dir, bin, admin, s3srv := setup(t)
-	m, target, cfg := newTarget(t, dir, bin)
+	sm := startStagingMount(t, "AKCACHE")
+	sup, m, target, cfg, s3srv, admin, info := sm.sup, sm.m, sm.target, sm.cfg, sm.s3, sm.admin, sm.info
 	ctx := context.Background()
-	sup, err := supervisor.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := fakes3.NewKeys("AKCACHE")
-	s3srv.AddKeys(k)
-	spec := supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt", Options: "use_path_request_style"}
-	info := startOn(t, m, spec, k, sup.Start)
 	for i := range 10 {
 		if err := os.WriteFile(filepath.Join(target, "f"+strconv.Itoa(i)), []byte("data"), 0o644); err != nil {
 			t.Fatal(err)
@@ -160,4 +144,32 @@ func TestStopLeavesNoWriteCache(t *testing.T) {
 			t.Fatalf("f%d in the bucket: %q", i, got)
 		}
 	}
+}
+
+// stagingMount is a supervisor with one mount, served with keys k of its
+// own (a test may revoke them); admin reads the bucket behind its back.
+type stagingMount struct {
+	sup      *supervisor.Supervisor
+	m        mounter.Interface
+	target   string
+	cfg      supervisor.Config
+	s3       *fakes3.Server
+	admin, k keys.Keys
+	spec     supervisor.Spec
+	info     supervisor.Info
+}
+
+func startStagingMount(t *testing.T, keyID string) stagingMount {
+	t.Helper()
+	needRoot(t)
+	dir, bin, admin, s3srv := setup(t)
+	m, target, cfg := newTarget(t, dir, bin)
+	sup, err := supervisor.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fakes3.NewKeys(keyID)
+	s3srv.AddKeys(k)
+	spec := supervisor.Spec{Target: target, VolumeID: "pv", Endpoint: s3srv.URL, Bucket: "bkt", Options: "use_path_request_style"}
+	return stagingMount{sup: sup, m: m, target: target, cfg: cfg, s3: s3srv, admin: admin, k: k, spec: spec, info: startOn(t, m, spec, k, sup.Start)}
 }

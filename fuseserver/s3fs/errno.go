@@ -17,7 +17,8 @@ import (
 //
 //   - nil → 0
 //   - context.DeadlineExceeded, net timeouts, S3 RequestTimeout, HTTP 408/504 → ETIMEDOUT
-//   - context.Canceled (the caller was interrupted) → EINTR
+//   - context.Canceled (the request was cancelled: the mount is going away;
+//     signals never cancel one, see MountOptions) → EINTR
 //   - NoSuchKey, NotFound, HTTP 404 → ENOENT
 //   - AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken
 //     and the other credential codes, HTTP 401/403 → EACCES

@@ -121,12 +121,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 // Flush (every close) uploads the file if it has staged changes. A failed
-// upload fails the close and keeps the data staged for a retry. The upload
-// is not cancelled by a FUSE interrupt: a signal to the closing process
-// (Go's preemption signal, say) would otherwise fail close(2) with EINTR,
-// which callers cannot retry, for an upload that was about to succeed.
+// upload fails the close and keeps the data staged for a retry. A signal
+// to the closing process does not cut it short: the mount answers no
+// FUSE interrupt (MountOptions), so close(2) never fails with EINTR.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	if err := h.fsys.sync(context.WithoutCancel(ctx), h.st); err != nil {
+	if err := h.fsys.sync(ctx, h.st); err != nil {
 		return Errno(err)
 	}
 	return 0
